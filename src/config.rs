@@ -1,0 +1,400 @@
+//! Typed, layered configuration: built-in defaults, then a TOML file, then `HOFFREC__`
+//! environment variables (`HOFFREC__KAFKA__BROKERS` sets `kafka.brokers`), then command-line
+//! flags. Unknown keys are rejected and every problem is reported at once, each with the
+//! layer it came from, so one run of `hoffrec config show` says all that is wrong.
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const ENV_PREFIX: &str = "HOFFREC__";
+/// Read when no `--config` is given and the file exists.
+pub const DEFAULT_FILE: &str = "hoffrec.toml";
+
+/// Maps whose keys are free-form (passed through to librdkafka).
+const FREE_MAPS: [&str; 1] = ["kafka.properties"];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub lake: LakeConfig,
+    pub catalog: CatalogConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    pub client_id: String,
+    /// Replication factor for topics `topics apply` creates; -1 takes the broker's default.
+    pub replication_factor: i32,
+    pub request_timeout_ms: u64,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    pub security_protocol: String,
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    pub sasl_password: Secret,
+    /// Further librdkafka properties, passed through as given.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "hoffrec".into(),
+            replication_factor: -1,
+            request_timeout_ms: 30_000,
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: String::new(),
+            sasl_username: String::new(),
+            sasl_password: Secret::default(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// Lake root: a local path, `file:///abs/path` or `hdfs://host:port/path`.
+    pub url: String,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        Self { url: "./lake".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    pub topics_dir: PathBuf,
+    pub schemas_dir: PathBuf,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { topics_dir: "topics".into(), schemas_dir: "avro".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `hoffrec=debug,rdkafka=warn`.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info".into(), format: "text".into() }
+    }
+}
+
+/// A credential. Shown as `********` by `Debug` and when serialised (so `config show`
+/// and logs never print it); the value is only reachable through [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_set() { "********" } else { "\"\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.is_set() { "********" } else { "" })
+    }
+}
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub brokers: Option<String>,
+    pub lake: Option<String>,
+    pub topics_dir: Option<PathBuf>,
+    pub schemas_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("the configuration has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads the layers from the real environment.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, overrides, std::env::vars())
+    }
+
+    /// Loads the layers with an explicit environment (tests pass their own).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_path_buf())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_FILE).exists() => figment = figment.merge(Toml::file_exact(DEFAULT_FILE)),
+            None => {}
+        }
+        let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        figment = figment.merge(Layer::env(env)).merge(Layer::flags(overrides.entries()));
+        let merged: Json = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.into_iter().map(|e| e.to_string()).collect()))?;
+        let reference = serde_json::to_value(Config::default()).expect("defaults serialise");
+        let mut problems = Vec::new();
+        // Bad values are replaced by their defaults and unknown keys dropped, so the value
+        // checks below still run and the user sees every problem in one go.
+        let normalized = normalize(&merged, &reference, "", &figment, &mut problems);
+        match serde_json::from_value::<Config>(normalized) {
+            Ok(config) => {
+                problems.extend(config.validate());
+                if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                Err(ConfigError::Invalid(problems))
+            }
+        }
+    }
+
+    /// Checks values against each other and against what the stages accept.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            problems.push("kafka.brokers is empty: give host:port of at least one broker".into());
+        }
+        if k.replication_factor == 0 || k.replication_factor < -1 {
+            problems.push(format!(
+                "kafka.replication_factor must be -1 (broker default) or at least 1, found {}",
+                k.replication_factor
+            ));
+        }
+        if k.request_timeout_ms == 0 {
+            problems.push("kafka.request_timeout_ms must be positive".into());
+        }
+        let protocols = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+        if !protocols.contains(&k.security_protocol.as_str()) {
+            problems.push(format!(
+                "kafka.security_protocol '{}' is not one of {}",
+                k.security_protocol,
+                protocols.join(", ")
+            ));
+        }
+        if k.security_protocol.starts_with("sasl") && (k.sasl_username.is_empty() || !k.sasl_password.is_set()) {
+            problems.push("kafka.security_protocol uses SASL but kafka.sasl_username or kafka.sasl_password is empty".into());
+        }
+        if let Err(e) = crate::lake::LakeUrl::parse(&self.lake.url) {
+            problems.push(format!("lake.url: {e}"));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            problems.push(format!("log.format '{}' is not one of text, json", self.log.format));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            problems.push(format!("log.filter '{}' is not a tracing filter: {e}", self.log.filter));
+        }
+        problems
+    }
+
+    /// The effective configuration as TOML, with secrets masked.
+    pub fn show(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+impl Overrides {
+    fn entries(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            ("kafka.brokers", self.brokers.clone()),
+            ("lake.url", self.lake.clone()),
+            ("catalog.topics_dir", path(&self.topics_dir)),
+            ("catalog.schemas_dir", path(&self.schemas_dir)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// A layer built in memory (environment variables, flags) with a name for error messages.
+struct Layer {
+    name: &'static str,
+    data: Json,
+}
+
+impl Layer {
+    fn env(vars: Vec<(String, String)>) -> Self {
+        let mut root = serde_json::Map::new();
+        for (name, value) in vars {
+            let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
+            insert_path(&mut root, &path, Json::String(value));
+        }
+        Layer { name: "HOFFREC__ environment variables", data: Json::Object(root) }
+    }
+
+    fn flags(entries: Vec<(&'static str, String)>) -> Self {
+        let mut root = serde_json::Map::new();
+        for (key, value) in entries {
+            let path: Vec<String> = key.split('.').map(String::from).collect();
+            insert_path(&mut root, &path, Json::String(value));
+        }
+        Layer { name: "command-line flags", data: Json::Object(root) }
+    }
+}
+
+impl figment::Provider for Layer {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.name)
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Serialized::defaults(&self.data).data()
+    }
+}
+
+fn insert_path(map: &mut serde_json::Map<String, Json>, path: &[String], value: Json) {
+    match path {
+        [] => {}
+        [last] => {
+            map.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = map.entry(first.clone()).or_insert_with(|| Json::Object(Default::default()));
+            if !entry.is_object() {
+                *entry = Json::Object(Default::default());
+            }
+            if let Json::Object(inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Walks the merged value against the defaults' shape, coercing environment strings to
+/// the expected scalar type and collecting every unknown key and type mismatch.
+fn normalize(value: &Json, reference: &Json, path: &str, figment: &Figment, problems: &mut Vec<String>) -> Json {
+    let origin = || origin_of(figment, path);
+    match reference {
+        Json::Object(ref_map) if FREE_MAPS.contains(&path) => match value {
+            Json::Object(map) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Json::String(scalar_string(v).unwrap_or_else(|| v.to_string()))))
+                    .collect(),
+            ),
+            _ => {
+                problems.push(format!("{path} must be a table of string values{}", origin()));
+                Json::Object(ref_map.clone())
+            }
+        },
+        Json::Object(ref_map) => {
+            let Json::Object(map) = value else {
+                problems.push(format!("{} must be a table{}", display_path(path), origin()));
+                return reference.clone();
+            };
+            let mut out = serde_json::Map::new();
+            for (key, v) in map {
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match ref_map.get(key) {
+                    Some(r) => {
+                        out.insert(key.clone(), normalize(v, r, &child, figment, problems));
+                    }
+                    None => problems.push(format!(
+                        "unknown key '{child}'{}; known keys here: {}",
+                        origin_of(figment, &child),
+                        ref_map.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                }
+            }
+            Json::Object(out)
+        }
+        Json::String(_) => match scalar_string(value) {
+            Some(s) => Json::String(s),
+            None => {
+                problems.push(format!("{path} must be a string{}", origin()));
+                reference.clone()
+            }
+        },
+        Json::Bool(_) => match value {
+            Json::Bool(_) => value.clone(),
+            Json::String(s) if s == "true" || s == "false" => Json::Bool(s == "true"),
+            _ => {
+                problems.push(format!("{path} must be true or false, found {value}{}", origin()));
+                reference.clone()
+            }
+        },
+        Json::Number(n) => {
+            let signed = n.is_i64() && !n.is_u64() || n.as_i64().is_some_and(|v| v < 0);
+            let parsed = match value {
+                Json::Number(v) => Some(v.clone()),
+                Json::String(s) => s.trim().parse::<i64>().ok().map(Into::into),
+                _ => None,
+            };
+            match parsed {
+                Some(v) if v.is_u64() || (signed && v.is_i64()) => Json::Number(v),
+                _ => {
+                    let kind = if signed { "an integer" } else { "a non-negative integer" };
+                    problems.push(format!("{path} must be {kind}, found {value}{}", origin()));
+                    reference.clone()
+                }
+            }
+        }
+        _ => value.clone(),
+    }
+}
+
+fn scalar_string(value: &Json) -> Option<String> {
+    match value {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() { "the configuration" } else { path }
+}
+
+fn origin_of(figment: &Figment, path: &str) -> String {
+    match figment.find_metadata(path) {
+        Some(md) => match &md.source {
+            Some(source) => format!(" (from {} {source})", md.name),
+            None => format!(" (from {})", md.name),
+        },
+        None => String::new(),
+    }
+}

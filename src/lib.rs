@@ -1,0 +1,24 @@
+//! hoffrec: everything a home-goods store knows about a customer, turned into product
+//! recommendations, online. Data flows through the stages in this order:
+//!
+//! ```text
+//! sources --connect--> raw.* topics (Avro) --ingest--> lake/raw/<topic> (Delta)
+//!   --mart (SQL in mart_sql/)--> lake/mart/<table> --recommend--> recs.customer topic
+//!   ^                                                                  |
+//!   +---- impressions and clicks from the site, via the collector <----+
+//! ```
+//!
+//! The contracts every stage shares come first: the configuration, the Avro codec, the
+//! topic catalog, the Kafka client settings and the lake location.
+
+pub mod config;
+
+/// Contracts: Avro single-object encoding, and the topics that carry it.
+pub mod codec;
+pub mod catalog;
+
+/// Where records move: the Kafka cluster, then the lake.
+pub mod kafka;
+pub mod lake;
+
+pub mod cli;

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Starts a real single-node Apache Kafka 4.x broker (KRaft) on 127.0.0.1:9092 and a real
+# HDFS NameNode + DataNode on hdfs://127.0.0.1:9000, from Maven Central jars cached in ~/.m2.
+# Idempotent: services already started by this script are left running. Waits until Kafka
+# round-trips a message and HDFS round-trips a file, then prints the addresses to use.
+#
+# State (data, logs, pid files, generated configs) lives in one directory:
+#   HOFFREC_SERVICES_DIR (default ~/.cache/hoffrec/services)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+state=${HOFFREC_SERVICES_DIR:-$HOME/.cache/hoffrec/services}
+kafka_port=9092
+kafka_controller_port=9093
+hdfs_port=9000
+wait_s=${HOFFREC_SERVICES_WAIT_S:-180}
+
+die() { echo "up.sh: $*" >&2; exit 1; }
+
+command -v java >/dev/null 2>&1 || die "Java is missing: install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)."
+java_major=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
+[ "${java_major%%.*}" -ge 17 ] 2>/dev/null || die "Java 17 or newer is needed (found ${java_major:-unknown}); Kafka 4 and Hadoop 3.4 need it."
+command -v mvn >/dev/null 2>&1 || die "Maven is missing: install it (Debian: apt-get install maven); it fetches the Kafka and Hadoop jars."
+
+mkdir -p "$state"
+
+# Resolve a runtime classpath from a pom (downloads into ~/.m2 once).
+classpath() {
+  local name=$1 out="$state/$1.classpath"
+  if [ ! -s "$out" ] || [ "$here/$name/pom.xml" -nt "$out" ]; then
+    echo "up.sh: resolving $name jars through Maven (cached in ~/.m2)..." >&2
+    mvn -B -q -f "$here/$name/pom.xml" dependency:build-classpath -Dmdep.outputFile="$out" >"$state/$name.mvn.log" 2>&1 \
+      || { rm -f "$out"; die "Maven could not resolve the $name jars; see $state/$name.mvn.log"; }
+  fi
+  cat "$out"
+}
+
+# A pid file names a live process that this script started (checked by its command line).
+running() {
+  local pidfile="$state/$1.pid"
+  [ -s "$pidfile" ] || return 1
+  local pid; pid=$(cat "$pidfile")
+  kill -0 "$pid" 2>/dev/null && grep -qa "hoffrec-service=$1" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start() { # name, then the java command line (without "java")
+  local name=$1; shift
+  if running "$name"; then echo "up.sh: $name already running (pid $(cat "$state/$name.pid"))" >&2; return; fi
+  nohup java "-Dhoffrec-service=$name" "$@" >"$state/$name.log" 2>&1 </dev/null &
+  echo $! >"$state/$name.pid"
+  echo "up.sh: started $name (pid $!, log $state/$name.log)" >&2
+}
+
+wait_for() { # description, command...
+  local what=$1; shift
+  local deadline=$((SECONDS + wait_s))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what did not answer within ${wait_s}s; logs are in $state"
+    sleep 1
+  done
+}
+
+# ---------------------------------------------------------------- Kafka (KRaft)
+start_kafka() {
+  local dir="$state/kafka" cp
+  cp=$(classpath kafka)
+  mkdir -p "$dir/data"
+  if ! running kafka && port_busy $kafka_port; then
+    die "127.0.0.1:$kafka_port is taken by a process this script did not start; stop it first."
+  fi
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$kafka_controller_port
+listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$kafka_controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local id; id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    java -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$state/kafka-format.log" 2>&1 \
+      || die "formatting Kafka storage failed; see $state/kafka-format.log"
+  fi
+  start kafka -Xms256m -Xmx768m -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "$cp" kafka.Kafka "$dir/server.properties"
+}
+
+kafka_roundtrip() {
+  local cp topic="hoffrec.up.probe" token="probe-$$-$RANDOM"
+  cp=$(cat "$state/kafka.classpath")
+  echo "$token" | java -Dorg.slf4j.simpleLogger.defaultLogLevel=error -cp "$cp" org.apache.kafka.tools.ConsoleProducer \
+    --bootstrap-server 127.0.0.1:$kafka_port --topic "$topic" >/dev/null 2>&1 || return 1
+  java -Dorg.slf4j.simpleLogger.defaultLogLevel=error -cp "$cp" org.apache.kafka.tools.consumer.ConsoleConsumer \
+    --bootstrap-server 127.0.0.1:$kafka_port --topic "$topic" --from-beginning --timeout-ms 15000 2>/dev/null \
+    | grep -q "$token"
+}
+
+# ---------------------------------------------------------------- HDFS
+start_hdfs() {
+  local dir="$state/hdfs" cp
+  cp=$(classpath hdfs)
+  # The daemons' HTTP servers look up webapps/<name> on the classpath; the Maven jars ship
+  # none, and these tests need no web UI, so empty folders under conf/ satisfy the lookup.
+  mkdir -p "$dir/conf" "$dir/name" "$dir/data" \
+    "$dir/conf/webapps/hdfs" "$dir/conf/webapps/datanode" "$dir/conf/webapps/secondary" "$dir/conf/webapps/static"
+  if ! running namenode && port_busy $hdfs_port; then
+    die "127.0.0.1:$hdfs_port is taken by a process this script did not start; stop it first."
+  fi
+  cat >"$dir/conf/core-site.xml" <<EOF
+<?xml version="1.0"?>
+<configuration>
+  <property><name>fs.defaultFS</name><value>hdfs://127.0.0.1:$hdfs_port</value></property>
+  <property><name>hadoop.tmp.dir</name><value>$dir/tmp</value></property>
+</configuration>
+EOF
+  cat >"$dir/conf/hdfs-site.xml" <<EOF
+<?xml version="1.0"?>
+<configuration>
+  <property><name>dfs.replication</name><value>1</value></property>
+  <property><name>dfs.permissions.enabled</name><value>false</value></property>
+  <property><name>dfs.namenode.name.dir</name><value>file://$dir/name</value></property>
+  <property><name>dfs.datanode.data.dir</name><value>file://$dir/data</value></property>
+  <property><name>dfs.namenode.rpc-bind-host</name><value>127.0.0.1</value></property>
+  <property><name>dfs.namenode.http-address</name><value>127.0.0.1:9870</value></property>
+  <property><name>dfs.namenode.secondary.http-address</name><value>127.0.0.1:9868</value></property>
+  <property><name>dfs.datanode.address</name><value>127.0.0.1:9866</value></property>
+  <property><name>dfs.datanode.http.address</name><value>127.0.0.1:9864</value></property>
+  <property><name>dfs.datanode.ipc.address</name><value>127.0.0.1:9867</value></property>
+  <property><name>dfs.datanode.hostname</name><value>127.0.0.1</value></property>
+  <property><name>dfs.namenode.safemode.extension</name><value>0</value></property>
+  <property><name>dfs.blocksize</name><value>16777216</value></property>
+  <property><name>dfs.namenode.datanode.registration.ip-hostname-check</name><value>false</value></property>
+</configuration>
+EOF
+  cat >"$dir/conf/log4j.properties" <<EOF
+log4j.rootLogger=WARN,console
+log4j.appender.console=org.apache.log4j.ConsoleAppender
+log4j.appender.console.layout=org.apache.log4j.PatternLayout
+log4j.appender.console.layout.ConversionPattern=%d %p %c{2}: %m%n
+EOF
+  local jcp="$dir/conf:$cp"
+  if [ ! -f "$dir/name/current/VERSION" ]; then
+    java -cp "$jcp" org.apache.hadoop.hdfs.server.namenode.NameNode -format -nonInteractive -force >"$state/namenode-format.log" 2>&1 \
+      || die "formatting the NameNode failed; see $state/namenode-format.log"
+  fi
+  start namenode -Xmx512m -cp "$jcp" org.apache.hadoop.hdfs.server.namenode.NameNode
+  start datanode -Xmx384m -cp "$jcp" org.apache.hadoop.hdfs.server.datanode.DataNode
+}
+
+hdfs_roundtrip() {
+  local dir="$state/hdfs" cp token="probe-$$-$RANDOM" path="/tmp/hoffrec-up-probe"
+  cp="$dir/conf:$(cat "$state/hdfs.classpath")"
+  echo "$token" | java -cp "$cp" org.apache.hadoop.fs.FsShell -put -f - "$path" >/dev/null 2>&1 || return 1
+  java -cp "$cp" org.apache.hadoop.fs.FsShell -cat "$path" 2>/dev/null | grep -q "$token"
+}
+
+start_kafka
+start_hdfs
+wait_for "Kafka on 127.0.0.1:$kafka_port (produce + consume)" kafka_roundtrip
+wait_for "HDFS on hdfs://127.0.0.1:$hdfs_port (write + read)" hdfs_roundtrip
+
+echo "KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port"
+echo "HDFS_URL=hdfs://127.0.0.1:$hdfs_port"
+echo "HOFFREC_SERVICES_DIR=$state"
