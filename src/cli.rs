@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "hoffrec", version, about = "Customer portraits and online product recommendations for a home-goods store")]
+#[command(
+    name = "hoffrec",
+    version,
+    about = "Customer portraits and online product recommendations for a home-goods store"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -100,14 +104,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .block_on(apply::apply(&catalog, &config.kafka))
                 .with_context(|| format!("applying the catalog to {}", config.kafka.brokers))?;
             println!("{report}");
-            Ok(if report.drift.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if report.drift.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Command::Schemas(SchemasCommand::List) => {
             let catalog = load_catalog(&config)?;
             let mut versions: Vec<_> = catalog.schemas.versions().collect();
             versions.sort_by(|a, b| a.id.cmp(&b.id));
             for v in versions {
-                let current = catalog.schemas.current(&v.event).is_some_and(|c| c.fingerprint == v.fingerprint);
+                let current = catalog
+                    .schemas
+                    .current(&v.event)
+                    .is_some_and(|c| c.fingerprint == v.fingerprint);
                 println!(
                     "{:<28} {:#018x}  {}",
                     v.id,
@@ -127,6 +138,12 @@ fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if config.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -83,7 +83,10 @@ pub struct CatalogConfig {
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        Self { topics_dir: "topics".into(), schemas_dir: "avro".into() }
+        Self {
+            topics_dir: "topics".into(),
+            schemas_dir: "avro".into(),
+        }
     }
 }
 
@@ -98,7 +101,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { filter: "info".into(), format: "text".into() }
+        Self {
+            filter: "info".into(),
+            format: "text".into(),
+        }
     }
 }
 
@@ -181,7 +187,11 @@ impl Config {
         match serde_json::from_value::<Config>(normalized) {
             Ok(config) => {
                 problems.extend(config.validate());
-                if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+                if problems.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigError::Invalid(problems))
+                }
             }
             Err(e) => {
                 problems.push(e.to_string());
@@ -215,7 +225,9 @@ impl Config {
             ));
         }
         if k.security_protocol.starts_with("sasl") && (k.sasl_username.is_empty() || !k.sasl_password.is_set()) {
-            problems.push("kafka.security_protocol uses SASL but kafka.sasl_username or kafka.sasl_password is empty".into());
+            problems.push(
+                "kafka.security_protocol uses SASL but kafka.sasl_username or kafka.sasl_password is empty".into(),
+            );
         }
         if let Err(e) = crate::lake::LakeUrl::parse(&self.lake.url) {
             problems.push(format!("lake.url: {e}"));
@@ -263,7 +275,10 @@ impl Layer {
             let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
             insert_path(&mut root, &path, Json::String(value));
         }
-        Layer { name: "HOFFREC__ environment variables", data: Json::Object(root) }
+        Layer {
+            name: "HOFFREC__ environment variables",
+            data: Json::Object(root),
+        }
     }
 
     fn flags(entries: Vec<(&'static str, String)>) -> Self {
@@ -272,7 +287,10 @@ impl Layer {
             let path: Vec<String> = key.split('.').map(String::from).collect();
             insert_path(&mut root, &path, Json::String(value));
         }
-        Layer { name: "command-line flags", data: Json::Object(root) }
+        Layer {
+            name: "command-line flags",
+            data: Json::Object(root),
+        }
     }
 }
 
@@ -293,7 +311,9 @@ fn insert_path(map: &mut serde_json::Map<String, Json>, path: &[String], value: 
             map.insert(last.clone(), value);
         }
         [first, rest @ ..] => {
-            let entry = map.entry(first.clone()).or_insert_with(|| Json::Object(Default::default()));
+            let entry = map
+                .entry(first.clone())
+                .or_insert_with(|| Json::Object(Default::default()));
             if !entry.is_object() {
                 *entry = Json::Object(Default::default());
             }
@@ -312,7 +332,12 @@ fn normalize(value: &Json, reference: &Json, path: &str, figment: &Figment, prob
         Json::Object(ref_map) if FREE_MAPS.contains(&path) => match value {
             Json::Object(map) => Json::Object(
                 map.iter()
-                    .map(|(k, v)| (k.clone(), Json::String(scalar_string(v).unwrap_or_else(|| v.to_string()))))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            Json::String(scalar_string(v).unwrap_or_else(|| v.to_string())),
+                        )
+                    })
                     .collect(),
             ),
             _ => {
@@ -327,7 +352,11 @@ fn normalize(value: &Json, reference: &Json, path: &str, figment: &Figment, prob
             };
             let mut out = serde_json::Map::new();
             for (key, v) in map {
-                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 match ref_map.get(key) {
                     Some(r) => {
                         out.insert(key.clone(), normalize(v, r, &child, figment, problems));

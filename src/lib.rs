@@ -13,9 +13,9 @@
 
 pub mod config;
 
+pub mod catalog;
 /// Contracts: Avro single-object encoding, and the topics that carry it.
 pub mod codec;
-pub mod catalog;
 
 /// Where records move: the Kafka cluster, then the lake.
 pub mod kafka;

@@ -29,10 +29,25 @@ fn repository_catalog_is_valid_and_complete() {
     let recs = catalog.topic_for(Role::Recommendations).unwrap();
     assert_eq!(recs.name, "recs.customer");
     assert_eq!(recs.kafka_configs()["cleanup.policy"], "compact");
-    assert_eq!(catalog.topic_for(Role::ConnectorOffsets).unwrap().kafka_configs()["cleanup.policy"], "compact");
+    assert_eq!(
+        catalog.topic_for(Role::ConnectorOffsets).unwrap().kafka_configs()["cleanup.policy"],
+        "compact"
+    );
     // Every source the business named feeds at least one raw topic.
-    for source in ["raw.site.", "raw.store.order", "raw.store.catalogue", "raw.partner.", "raw.vk.", "raw.instagram.", "raw.register.", "raw.district."] {
-        assert!(catalog.raw_topics().any(|t| t.name.starts_with(source)), "a raw topic for {source}");
+    for source in [
+        "raw.site.",
+        "raw.store.order",
+        "raw.store.catalogue",
+        "raw.partner.",
+        "raw.vk.",
+        "raw.instagram.",
+        "raw.register.",
+        "raw.district.",
+    ] {
+        assert!(
+            catalog.raw_topics().any(|t| t.name.starts_with(source)),
+            "a raw topic for {source}"
+        );
     }
 
     let out = hoffrec(&["topics", "validate"], &repo.join("topics"), &repo.join("avro"));
@@ -55,23 +70,50 @@ fn broken_catalog_lists_every_problem() {
         std::fs::write(&path, text.replace(from, to)).unwrap();
     };
     // 1. A schema that does not exist.
-    edit("raw.site.search.toml", "value_schema = \"search\"", "value_schema = \"site_search\"");
+    edit(
+        "raw.site.search.toml",
+        "value_schema = \"search\"",
+        "value_schema = \"site_search\"",
+    );
     // 2. A duplicate topic under another file name.
-    std::fs::copy(topics.join("raw.site.page_view.toml"), topics.join("page_views_again.toml")).unwrap();
+    std::fs::copy(
+        topics.join("raw.site.page_view.toml"),
+        topics.join("page_views_again.toml"),
+    )
+    .unwrap();
     // 3. A key field the schema does not have, 4. a key field that is not a string.
-    edit("raw.store.order.toml", "key = [\"customer_id\"]", "key = [\"client_id\"]");
-    edit("raw.site.cart_add.toml", "key = [\"customer_id\"]", "key = [\"quantity\"]");
+    edit(
+        "raw.store.order.toml",
+        "key = [\"customer_id\"]",
+        "key = [\"client_id\"]",
+    );
+    edit(
+        "raw.site.cart_add.toml",
+        "key = [\"customer_id\"]",
+        "key = [\"quantity\"]",
+    );
     // 5. A schema that does not parse.
-    std::fs::write(schemas.join("search_v2.avsc"), "{\"type\": \"record\", \"name\": \"S\"}").unwrap();
+    std::fs::write(
+        schemas.join("search_v2.avsc"),
+        "{\"type\": \"record\", \"name\": \"S\"}",
+    )
+    .unwrap();
     // 6. An unknown key in a topic file.
-    edit("raw.site.rec_click.toml", "partitions = 6", "partitions = 6\nreplicas = 3");
+    edit(
+        "raw.site.rec_click.toml",
+        "partitions = 6",
+        "partitions = 6\nreplicas = 3",
+    );
 
     let err = Catalog::load(&topics, &schemas).unwrap_err();
     let CatalogError::Invalid(problems) = &err;
     let text = err.to_string();
     let expect = [
         ("raw.site.search.toml", "value_schema 'site_search' does not exist"),
-        ("raw.site.page_view.toml", "duplicate topic name 'raw.site.page_view' (also declared in"),
+        (
+            "raw.site.page_view.toml",
+            "duplicate topic name 'raw.site.page_view' (also declared in",
+        ),
         ("raw.store.order.toml", "key field 'client_id' does not exist"),
         ("raw.site.cart_add.toml", "key field 'quantity' is not a string"),
         ("search_v2.avsc", "not a valid Avro schema"),
@@ -79,11 +121,16 @@ fn broken_catalog_lists_every_problem() {
     ];
     for (file, message) in expect {
         assert!(
-            problems.iter().any(|p| p.file.ends_with(file) && p.message.contains(message)),
+            problems
+                .iter()
+                .any(|p| p.file.ends_with(file) && p.message.contains(message)),
             "expected '{message}' for {file} in:\n{text}"
         );
     }
-    assert!(text.contains("page_views_again.toml"), "the duplicate names both files:\n{text}");
+    assert!(
+        text.contains("page_views_again.toml"),
+        "the duplicate names both files:\n{text}"
+    );
     assert_eq!(problems.len(), expect.len(), "exactly these problems:\n{text}");
 
     let out = hoffrec(&["topics", "validate"], &topics, &schemas);
@@ -91,7 +138,10 @@ fn broken_catalog_lists_every_problem() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("6 problem(s)"), "{stderr}");
     for (file, message) in expect {
-        assert!(stderr.contains(file) && stderr.contains(message), "CLI names {file}: {message}\n{stderr}");
+        assert!(
+            stderr.contains(file) && stderr.contains(message),
+            "CLI names {file}: {message}\n{stderr}"
+        );
     }
 }
 
@@ -103,10 +153,17 @@ fn pipeline_roles_must_be_played_once() {
     common::copy_dir(&repo.join("topics"), &topics);
     std::fs::remove_file(topics.join("lake.commits.toml")).unwrap();
     let text = std::fs::read_to_string(topics.join("mart.changes.toml")).unwrap();
-    std::fs::write(topics.join("mart.changes2.toml"), text.replace("name = \"mart.changes\"", "name = \"mart.changes.v2\"")).unwrap();
+    std::fs::write(
+        topics.join("mart.changes2.toml"),
+        text.replace("name = \"mart.changes\"", "name = \"mart.changes.v2\""),
+    )
+    .unwrap();
     let err = Catalog::load(&topics, &repo.join("avro")).unwrap_err().to_string();
     assert!(err.contains("no topic has role lake_commits"), "{err}");
-    assert!(err.contains("role mart_changes is declared by several topics: mart.changes, mart.changes.v2"), "{err}");
+    assert!(
+        err.contains("role mart_changes is declared by several topics: mart.changes, mart.changes.v2"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -118,9 +175,16 @@ fn history_that_the_current_schema_cannot_read_is_a_problem() {
     // An old version whose `dwell_ms` was a string cannot be read as today's long.
     let path = schemas.join("history/product_view.v1.avsc");
     let text = std::fs::read_to_string(&path).unwrap();
-    let broken = text.replacen("\"name\": \"dwell_ms\",\n      \"type\": \"long\"", "\"name\": \"dwell_ms\",\n      \"type\": \"string\"", 1);
+    let broken = text.replacen(
+        "\"name\": \"dwell_ms\",\n      \"type\": \"long\"",
+        "\"name\": \"dwell_ms\",\n      \"type\": \"string\"",
+        1,
+    );
     assert_ne!(text, broken);
     std::fs::write(&path, broken).unwrap();
     let err = Catalog::load(&repo.join("topics"), &schemas).unwrap_err().to_string();
-    assert!(err.contains("product_view.v1.avsc: records written with it cannot be read"), "{err}");
+    assert!(
+        err.contains("product_view.v1.avsc: records written with it cannot be read"),
+        "{err}"
+    );
 }

@@ -30,7 +30,10 @@ fn every_schema_round_trips() {
 #[test]
 fn record_written_with_older_version_is_read_with_newer() {
     let set = schemas();
-    let old = set.versions().find(|v| v.id == "product_view.v1").expect("history/product_view.v1.avsc");
+    let old = set
+        .versions()
+        .find(|v| v.id == "product_view.v1")
+        .expect("history/product_view.v1.avsc");
     let current = set.current("product_view").unwrap();
     assert_ne!(old.fingerprint, current.fingerprint);
 
@@ -39,11 +42,19 @@ fn record_written_with_older_version_is_read_with_newer() {
     let (decoded, writer) = set.decode_as(&bytes, current).unwrap();
     assert_eq!(writer.id, "product_view.v1");
 
-    let Value::Record(old_fields) = value else { panic!("record") };
-    let Value::Record(new_fields) = decoded else { panic!("record") };
+    let Value::Record(old_fields) = value else {
+        panic!("record")
+    };
+    let Value::Record(new_fields) = decoded else {
+        panic!("record")
+    };
     assert_eq!(new_fields.len(), old_fields.len() + 2);
     for (name, v) in &old_fields {
-        assert_eq!(new_fields.iter().find(|(n, _)| n == name).map(|(_, v)| v), Some(v), "field {name}");
+        assert_eq!(
+            new_fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            Some(v),
+            "field {name}"
+        );
     }
     for added in ["list_id", "position"] {
         let (_, v) = new_fields.iter().find(|(n, _)| n == added).unwrap();
@@ -54,7 +65,12 @@ fn record_written_with_older_version_is_read_with_newer() {
 #[test]
 fn broken_records_give_distinct_clear_errors() {
     let set = schemas();
-    let good = set.encode("page_view", common::sample_value(&set.current("page_view").unwrap().schema, 1)).unwrap();
+    let good = set
+        .encode(
+            "page_view",
+            common::sample_value(&set.current("page_view").unwrap().schema, 1),
+        )
+        .unwrap();
 
     let err = set.decode(&good[..6], "page_view").unwrap_err();
     assert!(matches!(err, CodecError::TruncatedHeader { len: 6 }), "{err}");
@@ -68,7 +84,15 @@ fn broken_records_give_distinct_clear_errors() {
     let mut unknown = good.clone();
     unknown[2..10].copy_from_slice(&0x0123_4567_89ab_cdefu64.to_le_bytes());
     let err = set.decode(&unknown, "page_view").unwrap_err();
-    assert!(matches!(err, CodecError::UnknownFingerprint { fingerprint: 0x0123_4567_89ab_cdef }), "{err}");
+    assert!(
+        matches!(
+            err,
+            CodecError::UnknownFingerprint {
+                fingerprint: 0x0123_4567_89ab_cdef
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("0x0123456789abcdef"), "{err}");
 
     let err = set.decode(&good[..good.len() - 3], "page_view").unwrap_err();
@@ -79,10 +103,18 @@ fn broken_records_give_distinct_clear_errors() {
     let err = set.decode(&trailing, "page_view").unwrap_err();
     assert!(matches!(err, CodecError::TrailingBytes { extra: 2, .. }), "{err}");
 
-    let err = set.encode("page_view", Value::Record(vec![("url".into(), Value::Int(3))])).unwrap_err();
+    let err = set
+        .encode("page_view", Value::Record(vec![("url".into(), Value::Int(3))]))
+        .unwrap_err();
     assert!(matches!(err, CodecError::InvalidValue { .. }), "{err}");
 
-    let classes = ["truncated_header", "wrong_magic", "unknown_fingerprint", "truncated_body", "trailing_bytes"];
+    let classes = [
+        "truncated_header",
+        "wrong_magic",
+        "unknown_fingerprint",
+        "truncated_body",
+        "trailing_bytes",
+    ];
     let unique: std::collections::HashSet<_> = classes.iter().collect();
     assert_eq!(unique.len(), classes.len());
 }
@@ -140,22 +172,43 @@ print(json.dumps(out))
 
     let mut compared = 0;
     for version in set.versions() {
-        let rel = version.path.strip_prefix(common::repo().join("avro")).unwrap().to_string_lossy().to_string();
+        let rel = version
+            .path
+            .strip_prefix(common::repo().join("avro"))
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let theirs = &python[&rel];
-        assert_eq!(theirs["pcf"].as_str().unwrap(), version.canonical_form, "canonical form of {rel}");
-        let ours: String = version.fingerprint.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            theirs["pcf"].as_str().unwrap(),
+            version.canonical_form,
+            "canonical form of {rel}"
+        );
+        let ours: String = version
+            .fingerprint
+            .to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(theirs["fp"].as_str().unwrap(), ours, "fingerprint of {rel}");
         compared += 1;
     }
     assert_eq!(compared, set.versions().count());
 
     // fastavro read our timestamp as the same instant.
-    assert_eq!(python["_rust_record_event_time_ms"].as_i64().unwrap(), 1_790_000_000_000 + 3 + 1);
+    assert_eq!(
+        python["_rust_record_event_time_ms"].as_i64().unwrap(),
+        1_790_000_000_000 + 3 + 1
+    );
 
     let python_hex = python["_python_record"].as_str().unwrap();
-    let python_bytes: Vec<u8> =
-        (0..python_hex.len()).step_by(2).map(|i| u8::from_str_radix(&python_hex[i..i + 2], 16).unwrap()).collect();
+    let python_bytes: Vec<u8> = (0..python_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&python_hex[i..i + 2], 16).unwrap())
+        .collect();
     let decoded = set.decode(&python_bytes, "page_view").unwrap();
-    let Value::Record(fields) = decoded else { panic!("record") };
+    let Value::Record(fields) = decoded else {
+        panic!("record")
+    };
     assert!(fields.contains(&("url".to_string(), Value::String("https://hoff.ru/from-python".into()))));
 }

@@ -34,11 +34,17 @@ fn layers_override_in_order() {
     ]);
     let config = Config::load_with_env(Some(&file), &Overrides::default(), with_env.clone()).unwrap();
     assert_eq!(config.kafka.brokers, "env:1");
-    assert_eq!(config.kafka.request_timeout_ms, 2500, "env strings become numbers where numbers are expected");
+    assert_eq!(
+        config.kafka.request_timeout_ms, 2500,
+        "env strings become numbers where numbers are expected"
+    );
     assert_eq!(config.kafka.client_id, "from-file");
     assert_eq!(config.lake.url, "hdfs://127.0.0.1:9000/lake");
 
-    let flags = Overrides { brokers: Some("flag:1".into()), ..Default::default() };
+    let flags = Overrides {
+        brokers: Some("flag:1".into()),
+        ..Default::default()
+    };
     let config = Config::load_with_env(Some(&file), &flags, with_env).unwrap();
     assert_eq!(config.kafka.brokers, "flag:1");
     assert_eq!(config.lake.url, "hdfs://127.0.0.1:9000/lake");
@@ -74,14 +80,20 @@ fn every_problem_is_reported_at_once_with_its_layer() {
     // Once the shape is right, the value checks also report together.
     std::fs::write(&file, "[kafka]\nreplication_factor = 0\nsecurity_protocol = \"carrier-pigeon\"\n[log]\nformat = \"xml\"\n[lake]\nurl = \"s3://bucket/lake\"\n").unwrap();
     let text = problems(Config::load_with_env(Some(&file), &Overrides::default(), env(&[]))).join("\n");
-    for expected in ["kafka.replication_factor", "kafka.security_protocol 'carrier-pigeon'", "log.format 'xml'", "lake.url: 's3://bucket/lake'"] {
+    for expected in [
+        "kafka.replication_factor",
+        "kafka.security_protocol 'carrier-pigeon'",
+        "log.format 'xml'",
+        "lake.url: 's3://bucket/lake'",
+    ] {
         assert!(text.contains(expected), "expected '{expected}' in:\n{text}");
     }
 }
 
 #[test]
 fn missing_config_file_is_an_error() {
-    let err = Config::load_with_env(Some("/no/such/hoffrec.toml".as_ref()), &Overrides::default(), env(&[])).unwrap_err();
+    let err =
+        Config::load_with_env(Some("/no/such/hoffrec.toml".as_ref()), &Overrides::default(), env(&[])).unwrap_err();
     assert!(err.to_string().contains("/no/such/hoffrec.toml does not exist"));
 }
 
@@ -103,7 +115,12 @@ fn config_show_masks_secrets() {
     assert!(stdout.contains("brokers = \"10.0.0.1:9092\""), "{stdout}");
     assert!(stdout.contains("sasl_username = \"hoff\""), "{stdout}");
 
-    let config = Config::load_with_env(None, &Overrides::default(), env(&[("HOFFREC__KAFKA__SASL_PASSWORD", "hunter2")])).unwrap();
+    let config = Config::load_with_env(
+        None,
+        &Overrides::default(),
+        env(&[("HOFFREC__KAFKA__SASL_PASSWORD", "hunter2")]),
+    )
+    .unwrap();
     assert_eq!(config.kafka.sasl_password.expose(), "hunter2");
     assert!(!format!("{config:?}").contains("hunter2"));
 }

@@ -5,8 +5,8 @@ mod common;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use hoffrec::lake::LakeUrl;
 use futures::TryStreamExt;
+use hoffrec::lake::LakeUrl;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
@@ -39,7 +39,9 @@ async fn parquet_round_trips_through_real_hdfs() {
     .unwrap();
 
     let path = lake.path("raw/it/part-0.zstd.parquet");
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
     let mut writer =
         AsyncArrowWriter::try_new(BufWriter::new(store.clone(), path.clone()), schema, Some(props)).unwrap();
     writer.write(&batch).await.unwrap();
@@ -50,7 +52,10 @@ async fn parquet_round_trips_through_real_hdfs() {
     assert_eq!(listed[0].location, path);
 
     let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
     let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap();
     let read_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(read_rows, rows);
@@ -58,7 +63,15 @@ async fn parquet_round_trips_through_real_hdfs() {
     assert_eq!(first.value(0), "customer-0");
     let dwell: i64 = batches
         .iter()
-        .map(|b| b.column(1).as_any().downcast_ref::<Int64Array>().unwrap().iter().flatten().sum::<i64>())
+        .map(|b| {
+            b.column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .iter()
+                .flatten()
+                .sum::<i64>()
+        })
         .sum();
     assert_eq!(dwell, (0..rows as i64).map(|i| i * 7).sum::<i64>());
 

@@ -11,7 +11,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -21,15 +21,24 @@ fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap()
 }
 
+/// Reads every partition of `topic` from the beginning. Partitions are assigned rather
+/// than subscribed: the tests check what is on the topic, and a group member that leaves
+/// mid-rebalance can block librdkafka's destroy.
 fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", common::unique("it-group"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
     consumer
 }
 
@@ -45,12 +54,21 @@ async fn avro_records_round_trip_through_real_kafka() {
     let schemas = SchemaSet::load_strict(&common::repo().join("avro")).unwrap();
     let topic = common::unique("it-avro");
     admin(&brokers)
-        .create_topics(&[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap();
 
     // Several event types on one topic: readers tell them apart by fingerprint alone.
-    let events = ["page_view", "order", "real_estate_record", "recommendation", "social_profile"];
+    let events = [
+        "page_view",
+        "order",
+        "real_estate_record",
+        "recommendation",
+        "social_profile",
+    ];
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("enable.idempotence", "true")
@@ -63,9 +81,15 @@ async fn avro_records_round_trip_through_real_kafka() {
         let bytes = schemas.encode(event, value.clone()).unwrap();
         let seq = i.to_string();
         let key = format!("customer-{}", i % 17);
-        let headers = OwnedHeaders::new().insert(Header { key: "seq", value: Some(&seq) });
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "seq",
+            value: Some(&seq),
+        });
         producer
-            .send(FutureRecord::to(&topic).key(&key).payload(&bytes).headers(headers), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&bytes).headers(headers),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
         sent.insert(seq, (event, value));
@@ -79,7 +103,11 @@ async fn avro_records_round_trip_through_real_kafka() {
             .await
             .unwrap_or_else(|_| panic!("only {received} of {} records arrived", sent.len()))
             .unwrap();
-        let seq = msg.headers().and_then(|h| h.iter().find(|h| h.key == "seq")).and_then(|h| h.value).unwrap();
+        let seq = msg
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "seq"))
+            .and_then(|h| h.value)
+            .unwrap();
         let (event, value) = &sent[std::str::from_utf8(seq).unwrap()];
         let payload = msg.payload().unwrap();
         let writer = schemas.by_fingerprint(read_header(payload).unwrap()).unwrap();
@@ -119,7 +147,10 @@ fn apply(brokers: &str, topics: &Path) -> (i32, String) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.code().is_some(), "{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap(), stdout + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.code().unwrap(),
+        stdout + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,46 +164,84 @@ async fn topics_apply_creates_is_idempotent_and_reports_drift_without_data_loss(
 
     let (code, out) = apply(&brokers, dir.path());
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("{} created, 0 in sync, 0 drifted", names.len())), "{out}");
+    assert!(
+        out.contains(&format!("{} created, 0 in sync, 0 drifted", names.len())),
+        "{out}"
+    );
 
     // The cluster now has what the catalog says, including compaction and retention.
     let recs = format!("{prefix}.recs.customer");
     let page_views = format!("raw.{prefix}.site.page_view");
     let admin = admin(&brokers);
     let described = admin
-        .describe_configs(&[ResourceSpecifier::Topic(&recs), ResourceSpecifier::Topic(&page_views)], &AdminOptions::new())
+        .describe_configs(
+            &[ResourceSpecifier::Topic(&recs), ResourceSpecifier::Topic(&page_views)],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap();
     let recs_cfg = described[0].as_ref().unwrap();
-    assert_eq!(recs_cfg.get("cleanup.policy").unwrap().value.as_deref(), Some("compact"));
-    assert_eq!(recs_cfg.get("min.compaction.lag.ms").unwrap().value.as_deref(), Some("60000"));
+    assert_eq!(
+        recs_cfg.get("cleanup.policy").unwrap().value.as_deref(),
+        Some("compact")
+    );
+    assert_eq!(
+        recs_cfg.get("min.compaction.lag.ms").unwrap().value.as_deref(),
+        Some("60000")
+    );
     let pv_cfg = described[1].as_ref().unwrap();
     assert_eq!(pv_cfg.get("retention.ms").unwrap().value.as_deref(), Some("1209600000"));
 
     // Data written before a re-apply is still there after it.
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     producer
-        .send(FutureRecord::to(&page_views).key("c1").payload("kept"), Duration::from_secs(10))
+        .send(
+            FutureRecord::to(&page_views).key("c1").payload("kept"),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
 
     let (code, out) = apply(&brokers, dir.path());
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("0 created, {} in sync, 0 drifted", names.len())), "{out}");
+    assert!(
+        out.contains(&format!("0 created, {} in sync, 0 drifted", names.len())),
+        "{out}"
+    );
 
     let file = dir.path().join("raw.site.page_view.toml");
     let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, text.replace("partitions = 6", "partitions = 8").replace("retention_ms = 1209600000", "retention_ms = 86400000")).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("partitions = 6", "partitions = 8")
+            .replace("retention_ms = 1209600000", "retention_ms = 86400000"),
+    )
+    .unwrap();
     let (code, out) = apply(&brokers, dir.path());
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains(&format!("DRIFT    {page_views}: partitions is 6 on the cluster, 8 in the catalog")), "{out}");
-    assert!(out.contains(&format!("DRIFT    {page_views}: retention.ms is 1209600000 on the cluster, 86400000 in the catalog")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "DRIFT    {page_views}: partitions is 6 on the cluster, 8 in the catalog"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "DRIFT    {page_views}: retention.ms is 1209600000 on the cluster, 86400000 in the catalog"
+        )),
+        "{out}"
+    );
 
-    let metadata = admin.inner().fetch_metadata(Some(&page_views), Duration::from_secs(10)).unwrap();
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(&page_views), Duration::from_secs(10))
+        .unwrap();
     assert_eq!(metadata.topics()[0].partitions().len(), 6, "apply never repartitions");
     let consumer = consumer(&brokers, &page_views);
-    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("record still there").unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("record still there")
+        .unwrap();
     assert_eq!(msg.payload(), Some(&b"kept"[..]));
-    drop(consumer);
     delete_topics(&brokers, &names).await;
 }

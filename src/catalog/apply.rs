@@ -56,22 +56,41 @@ impl std::fmt::Display for ApplyReport {
             writeln!(f, "in sync  {t}")?;
         }
         for d in &self.drift {
-            writeln!(f, "DRIFT    {}: {} is {} on the cluster, {} in the catalog", d.topic, d.setting, d.cluster, d.catalog)?;
+            writeln!(
+                f,
+                "DRIFT    {}: {} is {} on the cluster, {} in the catalog",
+                d.topic, d.setting, d.cluster, d.catalog
+            )?;
         }
-        write!(f, "{} created, {} in sync, {} drifted setting(s)", self.created.len(), self.in_sync.len(), self.drift.len())
+        write!(
+            f,
+            "{} created, {} in sync, {} drifted setting(s)",
+            self.created.len(),
+            self.in_sync.len(),
+            self.drift.len()
+        )
     }
 }
 
 /// Creates the catalog's missing topics and reports drift on the existing ones.
 pub async fn apply(catalog: &Catalog, kafka: &KafkaConfig) -> Result<ApplyReport, ApplyError> {
-    let admin: Arc<AdminClient<DefaultClientContext>> =
-        Arc::new(crate::kafka::client_config(kafka).create().map_err(ApplyError::Client)?);
+    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
+        crate::kafka::client_config(kafka)
+            .create()
+            .map_err(ApplyError::Client)?,
+    );
     let timeout = Duration::from_millis(kafka.request_timeout_ms);
     let existing = partition_counts(&admin, kafka, timeout).await?;
-    let opts = AdminOptions::new().request_timeout(Some(timeout)).operation_timeout(Some(timeout));
+    let opts = AdminOptions::new()
+        .request_timeout(Some(timeout))
+        .operation_timeout(Some(timeout));
     let mut report = ApplyReport::default();
 
-    let missing: Vec<&Topic> = catalog.topics.iter().filter(|t| !existing.contains_key(&t.name)).collect();
+    let missing: Vec<&Topic> = catalog
+        .topics
+        .iter()
+        .filter(|t| !existing.contains_key(&t.name))
+        .collect();
     if !missing.is_empty() {
         let configs: Vec<BTreeMap<String, String>> = missing.iter().map(|t| t.kafka_configs()).collect();
         let new_topics: Vec<NewTopic> = missing
@@ -84,7 +103,11 @@ pub async fn apply(catalog: &Catalog, kafka: &KafkaConfig) -> Result<ApplyReport
                 )
             })
             .collect();
-        for result in admin.create_topics(&new_topics, &opts).await.map_err(ApplyError::Request)? {
+        for result in admin
+            .create_topics(&new_topics, &opts)
+            .await
+            .map_err(ApplyError::Request)?
+        {
             match result {
                 Ok(name) => report.created.push(name),
                 // Created by someone else between our metadata read and now: compare it below.
@@ -94,20 +117,35 @@ pub async fn apply(catalog: &Catalog, kafka: &KafkaConfig) -> Result<ApplyReport
         }
     }
 
-    let present: Vec<&Topic> = catalog.topics.iter().filter(|t| !report.created.contains(&t.name)).collect();
+    let present: Vec<&Topic> = catalog
+        .topics
+        .iter()
+        .filter(|t| !report.created.contains(&t.name))
+        .collect();
     let specifiers: Vec<ResourceSpecifier> = present.iter().map(|t| ResourceSpecifier::Topic(&t.name)).collect();
     let described = if specifiers.is_empty() {
         Vec::new()
     } else {
-        admin.describe_configs(&specifiers, &opts).await.map_err(ApplyError::Request)?
+        admin
+            .describe_configs(&specifiers, &opts)
+            .await
+            .map_err(ApplyError::Request)?
     };
     let counts = partition_counts(&admin, kafka, timeout).await?;
     for (topic, result) in present.iter().zip(described) {
-        let resource = result.map_err(|code| ApplyError::Describe { topic: topic.name.clone(), code })?;
+        let resource = result.map_err(|code| ApplyError::Describe {
+            topic: topic.name.clone(),
+            code,
+        })?;
         let mut drifted = false;
         let mut push = |setting: &str, cluster: String, catalog: String| {
             drifted = true;
-            report.drift.push(Drift { topic: topic.name.clone(), setting: setting.into(), cluster, catalog });
+            report.drift.push(Drift {
+                topic: topic.name.clone(),
+                setting: setting.into(),
+                cluster,
+                catalog,
+            });
         };
         if let Some(&count) = counts.get(&topic.name)
             && count != topic.partitions
@@ -115,7 +153,10 @@ pub async fn apply(catalog: &Catalog, kafka: &KafkaConfig) -> Result<ApplyReport
             push("partitions", count.to_string(), topic.partitions.to_string());
         }
         for (key, want) in topic.kafka_configs() {
-            let have = resource.get(&key).and_then(|e| e.value.clone()).unwrap_or_else(|| "(unset)".into());
+            let have = resource
+                .get(&key)
+                .and_then(|e| e.value.clone())
+                .unwrap_or_else(|| "(unset)".into());
             if have != want {
                 push(&key, have, want);
             }
@@ -137,7 +178,10 @@ async fn partition_counts(
     let metadata = tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, timeout))
         .await
         .map_err(ApplyError::Task)?
-        .map_err(|source| ApplyError::Metadata { brokers: kafka.brokers.clone(), source })?;
+        .map_err(|source| ApplyError::Metadata {
+            brokers: kafka.brokers.clone(),
+            source,
+        })?;
     Ok(metadata
         .topics()
         .iter()

@@ -124,7 +124,9 @@ impl Topic {
 
     /// The Kafka key of a record: the key fields' values joined by '/'.
     pub fn key_of(&self, value: &apache_avro::types::Value) -> Option<String> {
-        let apache_avro::types::Value::Record(fields) = value else { return None };
+        let apache_avro::types::Value::Record(fields) = value else {
+            return None;
+        };
         let mut parts = Vec::with_capacity(self.key.len());
         for key in &self.key {
             let (_, v) = fields.iter().find(|(name, _)| name == key)?;
@@ -171,7 +173,11 @@ impl Catalog {
     /// Loads and validates `topics_dir` against `schemas_dir`; fails listing every problem.
     pub fn load(topics_dir: &Path, schemas_dir: &Path) -> Result<Self, CatalogError> {
         let (catalog, problems) = Self::load_unchecked(topics_dir, schemas_dir);
-        if problems.is_empty() { Ok(catalog) } else { Err(CatalogError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(CatalogError::Invalid(problems))
+        }
     }
 
     /// Loads what can be loaded and returns it with every problem found.
@@ -179,7 +185,10 @@ impl Catalog {
         let (schemas, schema_problems) = SchemaSet::load(schemas_dir);
         let mut problems: Vec<Problem> = schema_problems
             .into_iter()
-            .map(|p| Problem { file: p.path, message: p.message })
+            .map(|p| Problem {
+                file: p.path,
+                message: p.message,
+            })
             .collect();
         let topics = read_topic_files(topics_dir, &mut problems);
         check_topics(&topics, topics_dir, &schemas, schemas_dir, &mut problems);
@@ -208,7 +217,10 @@ fn read_topic_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<Topic> {
             .filter(|p| p.extension().is_some_and(|e| e == "toml"))
             .collect(),
         Err(e) => {
-            problems.push(Problem { file: dir.to_path_buf(), message: format!("cannot list topic files: {e}") });
+            problems.push(Problem {
+                file: dir.to_path_buf(),
+                message: format!("cannot list topic files: {e}"),
+            });
             return Vec::new();
         }
     };
@@ -227,7 +239,10 @@ fn read_topic_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<Topic> {
         }
     }
     if topics.is_empty() && problems.is_empty() {
-        problems.push(Problem { file: dir.to_path_buf(), message: "no topic files (*.toml)".into() });
+        problems.push(Problem {
+            file: dir.to_path_buf(),
+            message: "no topic files (*.toml)".into(),
+        });
     }
     topics
 }
@@ -242,9 +257,18 @@ fn check_topics(
     let mut first_file: HashMap<&str, &Path> = HashMap::new();
     let mut by_role: HashMap<Role, Vec<&str>> = HashMap::new();
     for topic in topics {
-        let mut problem = |message: String| problems.push(Problem { file: topic.file.clone(), message });
+        let mut problem = |message: String| {
+            problems.push(Problem {
+                file: topic.file.clone(),
+                message,
+            })
+        };
         if let Some(first) = first_file.insert(&topic.name, &topic.file) {
-            problem(format!("duplicate topic name '{}' (also declared in {})", topic.name, first.display()));
+            problem(format!(
+                "duplicate topic name '{}' (also declared in {})",
+                topic.name,
+                first.display()
+            ));
         }
         if let Err(why) = check_name(&topic.name) {
             problem(format!("topic name '{}' {why}", topic.name));
@@ -253,7 +277,9 @@ fn check_topics(
             problem(format!("partitions must be at least 1, found {}", topic.partitions));
         }
         match topic.retention_ms {
-            Some(ms) if ms != -1 && ms < 1 => problem(format!("retention_ms must be positive or -1 (forever), found {ms}")),
+            Some(ms) if ms != -1 && ms < 1 => {
+                problem(format!("retention_ms must be positive or -1 (forever), found {ms}"))
+            }
             _ => {}
         }
         let compacted = topic.cleanup_policy != CleanupPolicy::Delete;
@@ -295,9 +321,16 @@ fn check_topics(
         let message = match by_role.get(&role).map(Vec::as_slice).unwrap_or_default() {
             [_] => continue,
             [] => format!("no topic has role {}", role.as_str()),
-            several => format!("role {} is declared by several topics: {}", role.as_str(), several.join(", ")),
+            several => format!(
+                "role {} is declared by several topics: {}",
+                role.as_str(),
+                several.join(", ")
+            ),
         };
-        problems.push(Problem { file: topics_dir.to_path_buf(), message });
+        problems.push(Problem {
+            file: topics_dir.to_path_buf(),
+            message,
+        });
     }
 }
 
@@ -308,14 +341,19 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     if name.len() > 249 {
         return Err("is longer than Kafka's 249 characters");
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
         return Err("may only contain ASCII letters, digits, '.', '_' and '-'");
     }
     Ok(())
 }
 
 fn check_key_field(schema: &Schema, key: &str) -> Result<(), &'static str> {
-    let Schema::Record(record) = schema else { return Err("cannot be looked up: the value is not a record") };
+    let Schema::Record(record) = schema else {
+        return Err("cannot be looked up: the value is not a record");
+    };
     let field = record.fields.iter().find(|f| f.name == key).ok_or("does not exist")?;
     let is_string = match &field.schema {
         Schema::String | Schema::Uuid(_) => true,
@@ -342,7 +380,10 @@ fn check_history(schemas: &SchemaSet, problems: &mut Vec<Problem>) {
         if let Err(e) = SchemaCompatibility::can_read(&old.schema, &current.schema) {
             problems.push(Problem {
                 file: old.path.clone(),
-                message: format!("records written with it cannot be read with {}: {e}", current.path.display()),
+                message: format!(
+                    "records written with it cannot be read with {}: {e}",
+                    current.path.display()
+                ),
             });
         }
     }

@@ -10,9 +10,7 @@ use digest::Digest;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
-const PRIMITIVES: [&str; 8] = [
-    "null", "boolean", "int", "long", "float", "double", "bytes", "string",
-];
+const PRIMITIVES: [&str; 8] = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"];
 
 /// The schema's Parsing Canonical Form, or a message naming what makes it unparseable.
 pub fn parsing_canonical_form(schema: &Value) -> Result<String, String> {
@@ -97,7 +95,11 @@ fn write_object(
                         .ok_or_else(|| format!("enum {full} needs \"symbols\""))?;
                     let symbols: Vec<String> = symbols
                         .iter()
-                        .map(|s| s.as_str().map(quote).ok_or(format!("enum {full}: symbols must be strings")))
+                        .map(|s| {
+                            s.as_str()
+                                .map(quote)
+                                .ok_or(format!("enum {full}: symbols must be strings"))
+                        })
                         .collect::<Result<_, _>>()?;
                     out.push_str(&format!(",\"symbols\":[{}]", symbols.join(",")));
                 }

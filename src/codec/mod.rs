@@ -9,9 +9,9 @@ mod canonical;
 
 pub use canonical::{fingerprint, parsing_canonical_form};
 
-use apache_avro::types::Value;
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
@@ -37,7 +37,11 @@ pub enum CodecError {
     #[error("{extra} bytes left after the {schema} body")]
     TrailingBytes { schema: String, extra: usize },
     #[error("writer schema {writer} cannot be read as {reader}: {message}")]
-    Incompatible { writer: String, reader: String, message: String },
+    Incompatible {
+        writer: String,
+        reader: String,
+        message: String,
+    },
     #[error("no schema named {name} in the catalog")]
     UnknownSchema { name: String },
     #[error("value does not match schema {schema}: {message}")]
@@ -102,7 +106,10 @@ impl SchemaSet {
                     .collect(),
                 Err(e) if !is_current && e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => {
-                    problems.push(SchemaProblem { path: sub.clone(), message: format!("cannot list schemas: {e}") });
+                    problems.push(SchemaProblem {
+                        path: sub.clone(),
+                        message: format!("cannot list schemas: {e}"),
+                    });
                     continue;
                 }
             };
@@ -154,27 +161,23 @@ impl SchemaSet {
 
     /// Encodes a value with the current version of `event`.
     pub fn encode(&self, event: &str, value: Value) -> Result<Vec<u8>, CodecError> {
-        let version = self
-            .current(event)
-            .ok_or_else(|| CodecError::UnknownSchema { name: event.to_string() })?;
+        let version = self.current(event).ok_or_else(|| CodecError::UnknownSchema {
+            name: event.to_string(),
+        })?;
         encode_with(version, value)
     }
 
     /// Decodes a single-object record and resolves it to the current version of `reader_event`.
     pub fn decode(&self, bytes: &[u8], reader_event: &str) -> Result<Value, CodecError> {
-        let reader = self
-            .current(reader_event)
-            .ok_or_else(|| CodecError::UnknownSchema { name: reader_event.to_string() })?;
+        let reader = self.current(reader_event).ok_or_else(|| CodecError::UnknownSchema {
+            name: reader_event.to_string(),
+        })?;
         self.decode_as(bytes, reader).map(|(value, _)| value)
     }
 
     /// Decodes a record with whatever schema wrote it and resolves it to `reader`; also
     /// returns the writer version so callers can see which producers lag behind.
-    pub fn decode_as(
-        &self,
-        bytes: &[u8],
-        reader: &SchemaVersion,
-    ) -> Result<(Value, Arc<SchemaVersion>), CodecError> {
+    pub fn decode_as(&self, bytes: &[u8], reader: &SchemaVersion) -> Result<(Value, Arc<SchemaVersion>), CodecError> {
         let fingerprint = read_header(bytes)?;
         let writer = self
             .by_fingerprint(fingerprint)
@@ -193,7 +196,10 @@ impl SchemaSet {
             .read_value(&mut body)
             .map_err(|e| body_error(e, writer, reader))?;
         if !body.is_empty() {
-            return Err(CodecError::TrailingBytes { schema: writer.id.clone(), extra: body.len() });
+            return Err(CodecError::TrailingBytes {
+                schema: writer.id.clone(),
+                extra: body.len(),
+            });
         }
         Ok((value, writer.clone()))
     }
@@ -201,13 +207,20 @@ impl SchemaSet {
 
 /// Encodes `value` with one schema version: header, then the Avro binary body.
 pub fn encode_with(version: &SchemaVersion, value: Value) -> Result<Vec<u8>, CodecError> {
-    let invalid = |message: String| CodecError::InvalidValue { schema: version.id.clone(), message };
+    let invalid = |message: String| CodecError::InvalidValue {
+        schema: version.id.clone(),
+        message,
+    };
     let value = value.resolve(&version.schema).map_err(|e| invalid(e.to_string()))?;
-    let writer = GenericDatumWriter::builder(&version.schema).build().map_err(|e| invalid(e.to_string()))?;
+    let writer = GenericDatumWriter::builder(&version.schema)
+        .build()
+        .map_err(|e| invalid(e.to_string()))?;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&version.fingerprint.to_le_bytes());
-    writer.write_value(&mut out, value).map_err(|e| invalid(e.to_string()))?;
+    writer
+        .write_value(&mut out, value)
+        .map_err(|e| invalid(e.to_string()))?;
     Ok(out)
 }
 
@@ -217,7 +230,9 @@ pub fn read_header(bytes: &[u8]) -> Result<u64, CodecError> {
         return Err(CodecError::TruncatedHeader { len: bytes.len() });
     }
     if bytes[..2] != MAGIC {
-        return Err(CodecError::WrongMagic { found: [bytes[0], bytes[1]] });
+        return Err(CodecError::WrongMagic {
+            found: [bytes[0], bytes[1]],
+        });
     }
     let mut fp = [0u8; 8];
     fp.copy_from_slice(&bytes[2..HEADER_LEN]);
@@ -231,14 +246,24 @@ fn body_error(e: apache_avro::Error, writer: &SchemaVersion, reader: &SchemaVers
         if let Some(io) = err.downcast_ref::<std::io::Error>()
             && io.kind() == ErrorKind::UnexpectedEof
         {
-            return CodecError::TruncatedBody { schema: writer.id.clone(), message };
+            return CodecError::TruncatedBody {
+                schema: writer.id.clone(),
+                message,
+            };
         }
         source = err.source();
     }
     if writer.fingerprint != reader.fingerprint && is_resolution_error(e.details()) {
-        return CodecError::Incompatible { writer: writer.id.clone(), reader: reader.id.clone(), message };
+        return CodecError::Incompatible {
+            writer: writer.id.clone(),
+            reader: reader.id.clone(),
+            message,
+        };
     }
-    CodecError::Malformed { schema: writer.id.clone(), message }
+    CodecError::Malformed {
+        schema: writer.id.clone(),
+        message,
+    }
 }
 
 fn is_resolution_error(details: &apache_avro::error::Details) -> bool {

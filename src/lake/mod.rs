@@ -34,7 +34,10 @@ impl LakeUrl {
     /// Accepts a local path (relative paths are made absolute), `file:///abs/path`
     /// or `hdfs://host:port/path`.
     pub fn parse(input: &str) -> Result<Self, LakeError> {
-        let bad = |reason: &str| LakeError::BadUrl { url: input.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| LakeError::BadUrl {
+            url: input.to_string(),
+            reason: reason.to_string(),
+        };
         if input.trim().is_empty() {
             return Err(bad("it is empty"));
         }
@@ -50,22 +53,35 @@ impl LakeUrl {
                 if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
                     return Err(bad("file URLs name a local path: file:///abs/path"));
                 }
-                Ok(Self { store_url: Url::parse("file:///").map_err(|e| bad(&e.to_string()))?, root })
+                Ok(Self {
+                    store_url: Url::parse("file:///").map_err(|e| bad(&e.to_string()))?,
+                    root,
+                })
             }
             "hdfs" => {
-                let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("an hdfs URL needs the NameNode host"))?;
-                let port = url.port().ok_or_else(|| bad("an hdfs URL needs the NameNode port, e.g. hdfs://127.0.0.1:9000/lake"))?;
+                let host = url
+                    .host_str()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| bad("an hdfs URL needs the NameNode host"))?;
+                let port = url
+                    .port()
+                    .ok_or_else(|| bad("an hdfs URL needs the NameNode port, e.g. hdfs://127.0.0.1:9000/lake"))?;
                 let store_url = Url::parse(&format!("hdfs://{host}:{port}")).map_err(|e| bad(&e.to_string()))?;
                 Ok(Self { store_url, root })
             }
-            other => Err(bad(&format!("scheme '{other}' is not supported; use a path, file:// or hdfs://"))),
+            other => Err(bad(&format!(
+                "scheme '{other}' is not supported; use a path, file:// or hdfs://"
+            ))),
         }
     }
 
     /// The object store that holds the lake, rooted at the store URL (not at the lake root),
     /// so paths handed to it are the same as in table URLs.
     pub fn store(&self) -> Result<Arc<dyn ObjectStore>, LakeError> {
-        let err = |source| LakeError::Store { url: self.store_url.to_string(), source };
+        let err = |source| LakeError::Store {
+            url: self.store_url.to_string(),
+            source,
+        };
         match self.store_url.scheme() {
             "hdfs" => {
                 let store = HdfsObjectStoreBuilder::new()

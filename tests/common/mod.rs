@@ -17,7 +17,11 @@ pub fn hdfs_url() -> String {
 
 /// Fails with a useful message when a service is not listening, instead of a timeout later.
 pub fn require_service(what: &str, host_port: &str) {
-    let addr = host_port.trim_start_matches("hdfs://").split(',').next().unwrap_or_default();
+    let addr = host_port
+        .trim_start_matches("hdfs://")
+        .split(',')
+        .next()
+        .unwrap_or_default();
     if std::net::TcpStream::connect_timeout(&addr.parse().expect("host:port"), Duration::from_secs(3)).is_err() {
         panic!("{what} is not reachable at {host_port}: start it with tests/services/up.sh");
     }
@@ -43,7 +47,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
