@@ -2,10 +2,12 @@
 
 use crate::catalog::{Catalog, apply};
 use crate::config::{Config, Overrides};
+use crate::telemetry::Telemetry;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +40,9 @@ pub struct GlobalArgs {
     /// Directory of Avro schemas (catalog.schemas_dir).
     #[arg(long, global = true, value_name = "DIR")]
     pub schemas_dir: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9464 (http.listen).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +56,16 @@ pub enum Command {
     /// Inspect the Avro schemas and their wire fingerprints.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// Land raw topics in the lake as Delta tables, exactly once (a consumer-group worker;
+    /// run more of them to scale). Stops cleanly on Ctrl-C or SIGTERM.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Consumer group (ingest.group); workers of one group share the partitions.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +94,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         lake: cli.global.lake.clone(),
         topics_dir: cli.global.topics_dir.clone(),
         schemas_dir: cli.global.schemas_dir.clone(),
+        http: cli.global.http.clone(),
+        group: match &cli.command {
+            Command::Ingest(args) => args.group.clone(),
+            _ => None,
+        },
     };
     let config = Config::load(cli.global.config.as_deref(), &overrides)?;
     init_tracing(&config);
@@ -110,6 +130,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Command::Ingest(_) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let summary = runtime.block_on(async {
+                let (telemetry, shutdown) = start_stage(&config).await?;
+                crate::ingest::run(&config, &telemetry, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            println!("{}", serde_json::to_string(&summary)?);
+            // librdkafka and the HDFS client keep background threads; do not wait on them.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schemas(SchemasCommand::List) => {
             let catalog = load_catalog(&config)?;
             let mut versions: Vec<_> = catalog.schemas.versions().collect();
@@ -129,6 +162,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What every long-running stage needs: metrics (served when `http.listen` is set) and a
+/// shutdown token cancelled by Ctrl-C or SIGTERM.
+async fn start_stage(config: &Config) -> anyhow::Result<(Telemetry, CancellationToken)> {
+    let telemetry = Telemetry::new();
+    let shutdown = CancellationToken::new();
+    if !config.http.listen.is_empty() {
+        telemetry.serve(&config.http.listen, shutdown.clone()).await?;
+    }
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stop requested; finishing the current work");
+        token.cancel();
+    });
+    Ok((telemetry, shutdown))
 }
 
 fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {

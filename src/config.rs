@@ -25,6 +25,8 @@ pub struct Config {
     pub lake: LakeConfig,
     pub catalog: CatalogConfig,
     pub log: LogConfig,
+    pub http: HttpConfig,
+    pub ingest: IngestConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +110,86 @@ impl Default for LogConfig {
     }
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address for `/metrics`, `/healthz` and `/readyz`, e.g. `127.0.0.1:9464`; empty turns it off.
+    pub listen: String,
+}
+
+/// The landing stage: raw topics -> micro-batches -> Delta tables under `<lake>/raw/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Kafka consumer group; also the prefix of the Delta `txn` app ids that store offsets.
+    pub group: String,
+    /// Raw topics to land; empty means every raw topic in the catalog.
+    pub topics: Vec<String>,
+    /// A topic's batch is flushed when it holds this many rows ...
+    pub max_batch_rows: u64,
+    /// ... or this many bytes of Avro payload ...
+    pub max_batch_bytes: u64,
+    /// ... or its oldest record has waited this long, even with no further traffic.
+    pub flush_interval_ms: u64,
+    /// Event ids remembered per topic after they landed, to drop re-sent events.
+    pub dedup_horizon_events: u64,
+    /// Events stamped further than this in the future are rejected.
+    pub max_future_ms: u64,
+    /// Events stamped before this instant (ms since the epoch) are rejected.
+    pub min_event_time_ms: i64,
+    /// Numeric fields whose name ends with one of these must not be negative.
+    pub non_negative_suffixes: Vec<String>,
+    /// String fields with these names are lower-cased (all strings are trimmed).
+    pub lowercase_fields: Vec<String>,
+    /// Target Parquet file size for writes and compaction.
+    pub target_file_bytes: u64,
+    /// First wait before retrying a failed lake write; doubles up to 30 s.
+    pub retry_backoff_ms: u64,
+    pub maintenance: MaintenanceConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            group: "hoffrec-ingest".into(),
+            topics: Vec::new(),
+            max_batch_rows: 100_000,
+            max_batch_bytes: 64 * 1024 * 1024,
+            flush_interval_ms: 5_000,
+            dedup_horizon_events: 200_000,
+            max_future_ms: 24 * 3600 * 1000,
+            min_event_time_ms: 946_684_800_000,
+            non_negative_suffixes: ["_kopecks", "_ms", "_sq_m", "quantity"].map(String::from).to_vec(),
+            lowercase_fields: vec!["email".into()],
+            target_file_bytes: 128 * 1024 * 1024,
+            retry_backoff_ms: 500,
+            maintenance: MaintenanceConfig::default(),
+        }
+    }
+}
+
+/// Small-file upkeep of the raw tables, done by the worker that owns partition 0 of a topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// How often to compact (Delta optimize), checkpoint and vacuum; 0 turns it off.
+    pub interval_ms: u64,
+    /// Compact only when a table gained at least this many commits since the last run.
+    pub min_commits: u64,
+    /// Files no longer referenced are deleted once older than this.
+    pub vacuum_retention_hours: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10 * 60 * 1000,
+            min_commits: 10,
+            vacuum_retention_hours: 168,
+        }
+    }
+}
+
 /// A credential. Shown as `********` by `Debug` and when serialised (so `config show`
 /// and logs never print it); the value is only reachable through [`Secret::expose`].
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -145,6 +227,8 @@ pub struct Overrides {
     pub lake: Option<String>,
     pub topics_dir: Option<PathBuf>,
     pub schemas_dir: Option<PathBuf>,
+    pub http: Option<String>,
+    pub group: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +316,13 @@ impl Config {
         if let Err(e) = crate::lake::LakeUrl::parse(&self.lake.url) {
             problems.push(format!("lake.url: {e}"));
         }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "http.listen '{}' is not host:port (e.g. 127.0.0.1:9464)",
+                self.http.listen
+            ));
+        }
+        problems.extend(self.ingest.validate());
         if !["text", "json"].contains(&self.log.format.as_str()) {
             problems.push(format!("log.format '{}' is not one of text, json", self.log.format));
         }
@@ -247,6 +338,27 @@ impl Config {
     }
 }
 
+impl IngestConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.group.trim().is_empty() {
+            problems.push("ingest.group is empty".into());
+        }
+        for (key, value) in [
+            ("max_batch_rows", self.max_batch_rows),
+            ("max_batch_bytes", self.max_batch_bytes),
+            ("flush_interval_ms", self.flush_interval_ms),
+            ("target_file_bytes", self.target_file_bytes),
+            ("retry_backoff_ms", self.retry_backoff_ms),
+        ] {
+            if value == 0 {
+                problems.push(format!("ingest.{key} must be positive"));
+            }
+        }
+        problems
+    }
+}
+
 impl Overrides {
     fn entries(&self) -> Vec<(&'static str, String)> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
@@ -255,6 +367,8 @@ impl Overrides {
             ("lake.url", self.lake.clone()),
             ("catalog.topics_dir", path(&self.topics_dir)),
             ("catalog.schemas_dir", path(&self.schemas_dir)),
+            ("http.listen", self.http.clone()),
+            ("ingest.group", self.group.clone()),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -401,6 +515,21 @@ fn normalize(value: &Json, reference: &Json, path: &str, figment: &Figment, prob
                 }
             }
         }
+        // Lists from the environment or flags come as comma-separated strings.
+        Json::Array(_) => match value {
+            Json::Array(items) if items.iter().all(Json::is_string) => value.clone(),
+            Json::String(s) => Json::Array(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| Json::String(v.into()))
+                    .collect(),
+            ),
+            _ => {
+                problems.push(format!("{path} must be a list of strings{}", origin()));
+                reference.clone()
+            }
+        },
         _ => value.clone(),
     }
 }

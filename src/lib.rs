@@ -21,4 +21,10 @@ pub mod codec;
 pub mod kafka;
 pub mod lake;
 
+/// Stage: raw topics -> micro-batches -> Delta tables under `<lake>/raw/`, exactly once.
+pub mod ingest;
+
+/// Metrics and health endpoints every long-running stage serves.
+pub mod telemetry;
+
 pub mod cli;

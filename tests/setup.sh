@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing hoffrec needs on a fresh Debian machine, skipping
 # whatever is already there: Java 17 and Maven (for the Kafka and HDFS services), the
-# Rust components used by CI, and the Python package the codec tests compare against.
+# Rust components used by CI, and the Python packages the tests compare against (fastavro,
+# pyspark with delta-spark).
 set -euo pipefail
 
 need_apt=()
@@ -28,3 +29,7 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 
 python3 -c 'import fastavro' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check fastavro
+# Spark reads the lake in the ingest and mart parity tests; the Delta jars that match it
+# (delta-spark_4.1 4.1.0) come through Maven in tests/services/up.sh.
+python3 -c 'import pyspark, sys; sys.exit(pyspark.__version__ != "4.1.0")' 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check 'pyspark==4.1.0'

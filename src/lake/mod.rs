@@ -104,6 +104,14 @@ impl LakeUrl {
         }
     }
 
+    /// URL of a Delta table under the lake root; also makes sure `deltalake` can open
+    /// `hdfs://` URLs (its HDFS handlers are registered once per process).
+    pub fn table_url(&self, relative: &str) -> Result<Url, deltalake::errors::DeltaTableError> {
+        static HDFS: std::sync::Once = std::sync::Once::new();
+        HDFS.call_once(|| deltalake::hdfs::register_handlers(None));
+        deltalake::ensure_table_uri(self.url(relative))
+    }
+
     /// Full URL of `relative` under the lake root, as DataFusion and Delta want it.
     pub fn url(&self, relative: &str) -> String {
         let base = self.store_url.as_str();

@@ -105,3 +105,5 @@ pub fn sample_value(schema: &apache_avro::Schema, seed: i64) -> apache_avro::typ
         other => panic!("sample_value: add a case for {other:?}"),
     }
 }
+
+pub mod lab;

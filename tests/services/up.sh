@@ -173,6 +173,8 @@ start_hdfs
 wait_for "Kafka on 127.0.0.1:$kafka_port (produce + consume)" kafka_roundtrip
 wait_for "HDFS on hdfs://127.0.0.1:$hdfs_port (write + read)" hdfs_roundtrip
 
+# Delta jars for the Spark checks, resolved now so tests find them offline.
+classpath spark >/dev/null
 echo "KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port"
 echo "HDFS_URL=hdfs://127.0.0.1:$hdfs_port"
 echo "HOFFREC_SERVICES_DIR=$state"

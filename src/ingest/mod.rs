@@ -1,0 +1,150 @@
+//! Landing: raw topics -> micro-batches -> one Delta table per topic under `<lake>/raw/`,
+//! exactly once.
+//!
+//! A consumer group shares the raw topics' partitions. Each worker decodes Avro straight
+//! into Arrow builders, cleans and checks every record, and flushes a topic's batch on
+//! rows, bytes or age. A flush publishes the batch's dead letters, then writes its rows and
+//! the last offset of every partition (a Delta `txn` action) in one commit, then announces
+//! the commit on `lake.commits`. On assignment a worker starts each partition right after
+//! the offset stored in the lake, so a crash or a rebalance neither loses nor repeats a row.
+
+mod arrow;
+mod assign;
+pub mod batch;
+pub mod checks;
+pub mod maintenance;
+pub mod publish;
+pub mod table;
+mod worker;
+
+pub use arrow::{ConvertError, record_fields};
+pub use table::{RawTable, app_id, table_name};
+
+use crate::catalog::{Catalog, CatalogError, Role};
+use crate::config::Config;
+use crate::lake::LakeUrl;
+use crate::telemetry::Telemetry;
+use assign::IngestContext;
+use rdkafka::consumer::BaseConsumer;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use worker::{TopicContract, Worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("ingest configuration: {0}")]
+    Config(String),
+    #[error("Kafka: {0}")]
+    Kafka(#[source] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
+    #[error("partition assignment failed: {0}")]
+    Assignment(String),
+    /// The lake stayed unreachable through the retry window; nothing uncommitted is lost,
+    /// a restarted worker resumes from the stored offsets.
+    #[error("the lake is unavailable: {0}")]
+    LakeUnavailable(#[source] table::TableError),
+    #[error("{0}")]
+    Step(String),
+    #[error("internal error (a bug, please report): {0}")]
+    Internal(String),
+}
+
+/// Counts for one run of the stage.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub records_in: u64,
+    pub landed: u64,
+    pub dead_letters: u64,
+    pub replayed_skipped: u64,
+    pub commits: u64,
+    pub abandoned_batches: u64,
+}
+
+/// Runs one ingest worker until `shutdown`, then flushes what it holds and leaves the group.
+pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationToken) -> Result<Summary, IngestError> {
+    let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
+    let lake = LakeUrl::parse(&config.lake.url).map_err(|e| IngestError::Config(e.to_string()))?;
+    let ingest = &config.ingest;
+    let mut contracts = HashMap::new();
+    let wanted: Vec<&str> = if ingest.topics.is_empty() {
+        catalog.raw_topics().map(|t| t.name.as_str()).collect()
+    } else {
+        ingest.topics.iter().map(String::as_str).collect()
+    };
+    let mut problems = Vec::new();
+    for name in &wanted {
+        match catalog.topic(name) {
+            Some(t) if t.role == Role::Raw => {
+                let event = t.value_schema.clone().unwrap_or_default();
+                match catalog.schemas.current(&event) {
+                    Some(current) => {
+                        contracts.insert(t.name.clone(), TopicContract::new(&event, &current.schema));
+                    }
+                    None => problems.push(format!("{name}: schema {event} is not in the catalog")),
+                }
+            }
+            Some(_) => problems.push(format!("{name} is not a raw topic")),
+            None => problems.push(format!("{name} is not in the topic catalog")),
+        }
+    }
+    if contracts.is_empty() && problems.is_empty() {
+        problems.push("no raw topics to land".into());
+    }
+    if !problems.is_empty() {
+        return Err(IngestError::Config(problems.join("; ")));
+    }
+    let topic_of = |role: Role| {
+        catalog
+            .topic_for(role)
+            .map(|t| t.name.clone())
+            .ok_or_else(|| IngestError::Config(format!("the catalog has no {} topic", role.as_str())))
+    };
+    let publisher = publish::Publisher::new(
+        &config.kafka,
+        &topic_of(Role::DeadLetter)?,
+        &topic_of(Role::LakeCommits)?,
+    )?;
+    let handle = tokio::runtime::Handle::current();
+    let context = IngestContext::new(handle.clone(), lake.clone(), &ingest.group, ingest.target_file_bytes);
+    let consumer: BaseConsumer<IngestContext> = crate::kafka::client_config(&config.kafka)
+        .set("group.id", &ingest.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range,roundrobin")
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(context)
+        .map_err(IngestError::Kafka)?;
+    let worker = Worker {
+        config: ingest.clone(),
+        lake,
+        handle,
+        schemas: Arc::new(catalog.schemas),
+        schemas_dir: config.catalog.schemas_dir.clone(),
+        contracts,
+        publisher,
+        telemetry: telemetry.clone(),
+        rules: checks::Rules::new(ingest),
+        tables: HashMap::new(),
+        batches: HashMap::new(),
+        stored: HashMap::new(),
+        horizons: HashMap::new(),
+        fields: HashMap::new(),
+        last_schema_reload: None,
+        maintenance: HashMap::new(),
+        summary: Summary::default(),
+    };
+    let span = tracing::info_span!("ingest", group = %ingest.group);
+    let thread = std::thread::Builder::new()
+        .name("ingest".into())
+        .spawn(move || span.in_scope(|| worker.run(consumer, shutdown)))
+        .map_err(|e| IngestError::Internal(format!("cannot start the ingest thread: {e}")))?;
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?
+        .map_err(|_| IngestError::Internal("the ingest thread panicked".into()))?
+}

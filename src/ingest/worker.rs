@@ -1,0 +1,625 @@
+//! The consume loop: poll, decode, check, buffer per topic, flush on rows, bytes or age.
+//! Runs on its own thread with a blocking librdkafka consumer; lake I/O runs on the async
+//! runtime through a handle, so a flush is one straight line of code.
+
+use super::arrow::record_fields;
+use super::assign::{IngestContext, RebalanceEvent, Stored};
+use super::batch::{Coordinates, DeadLetter, Original, TopicBatch};
+use super::checks::{Horizon, Reject, Rules, top_level};
+use super::publish::Publisher;
+use super::table::{RawTable, TableError};
+use super::{IngestError, Summary};
+use crate::codec::{SchemaSet, SchemaVersion, read_header};
+use crate::config::IngestConfig;
+use crate::lake::LakeUrl;
+use crate::telemetry::Telemetry;
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use arrow::datatypes::Fields;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn};
+
+/// What ingest knows about one raw topic's contract.
+pub struct TopicContract {
+    pub event: String,
+    /// Top-level fields the current schema declares non-null without a default.
+    pub required: Vec<String>,
+}
+
+impl TopicContract {
+    pub fn new(event: &str, current: &Schema) -> Self {
+        let required = match current {
+            Schema::Record(r) => r
+                .fields
+                .iter()
+                .filter(|f| f.default.is_none() && !matches!(&f.schema, Schema::Union(u) if u.is_nullable()))
+                .map(|f| f.name.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        Self {
+            event: event.to_string(),
+            required,
+        }
+    }
+}
+
+pub struct Worker {
+    pub config: IngestConfig,
+    pub lake: LakeUrl,
+    pub handle: Handle,
+    pub schemas: Arc<SchemaSet>,
+    pub schemas_dir: PathBuf,
+    pub contracts: HashMap<String, TopicContract>,
+    pub publisher: Publisher,
+    pub telemetry: Telemetry,
+    pub rules: Rules,
+    pub tables: HashMap<String, RawTable>,
+    pub batches: HashMap<String, TopicBatch>,
+    pub stored: Stored,
+    pub horizons: HashMap<String, Horizon>,
+    pub fields: HashMap<u64, (Fields, String)>,
+    pub last_schema_reload: Option<Instant>,
+    /// Per owned table: a pass is running, when the last one started, the version it saw.
+    pub maintenance: HashMap<String, (Arc<AtomicBool>, Instant, Arc<AtomicU64>)>,
+    pub summary: Summary,
+}
+
+impl Worker {
+    pub fn run(
+        mut self,
+        consumer: BaseConsumer<IngestContext>,
+        shutdown: CancellationToken,
+    ) -> Result<Summary, IngestError> {
+        let topics: Vec<&str> = self.contracts.keys().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(IngestError::Kafka)?;
+        let mut last_tick = Instant::now();
+        while !shutdown.is_cancelled() {
+            let message = consumer.poll(self.poll_timeout());
+            self.handle_rebalances(&consumer)?;
+            match message {
+                Some(Ok(m)) => {
+                    if let Some(topic) = self.accept(&m)? {
+                        self.flush(&topic, &consumer)?;
+                    }
+                }
+                Some(Err(e)) => warn!(error = %e, "consumer error; librdkafka retries"),
+                None => {}
+            }
+            for topic in self.due() {
+                self.flush(&topic, &consumer)?;
+            }
+            if last_tick.elapsed() >= Duration::from_secs(2) {
+                last_tick = Instant::now();
+                self.tick(&consumer);
+            }
+        }
+        info!("shutting down: flushing open batches");
+        let topics: Vec<String> = self.batches.keys().cloned().collect();
+        for topic in topics {
+            self.flush(&topic, &consumer)?;
+        }
+        self.telemetry.set_ready(false);
+        consumer.unsubscribe();
+        Ok(self.summary)
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let age = Duration::from_millis(self.config.flush_interval_ms);
+        let soonest = self
+            .batches
+            .values()
+            .filter_map(|b| b.opened_at)
+            .map(|t| age.saturating_sub(t.elapsed()))
+            .min()
+            .unwrap_or(age);
+        soonest.clamp(Duration::from_millis(1), Duration::from_millis(100))
+    }
+
+    fn due(&self) -> Vec<String> {
+        let age = Duration::from_millis(self.config.flush_interval_ms);
+        self.batches
+            .iter()
+            .filter(|(_, b)| b.opened_at.is_some_and(|t| t.elapsed() >= age))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    fn handle_rebalances(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
+        for event in consumer.context().take_events() {
+            match event {
+                RebalanceEvent::Revoked => {
+                    let abandoned = self.batches.drain().filter(|(_, b)| !b.is_empty()).count();
+                    self.summary.abandoned_batches += abandoned as u64;
+                    self.stored.clear();
+                    self.telemetry.ingest.consumer_lag.clear();
+                    info!(abandoned, "partitions revoked; in-flight batches abandoned");
+                }
+                RebalanceEvent::Assigned(stored) => {
+                    self.stored.extend(stored);
+                    self.telemetry.set_ready(true);
+                }
+                RebalanceEvent::Failed(reason) => return Err(IngestError::Assignment(reason)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one record into its topic's batch; returns the topic when that batch is full.
+    fn accept(&mut self, m: &BorrowedMessage<'_>) -> Result<Option<String>, IngestError> {
+        let topic = m.topic();
+        let (partition, offset) = (m.partition(), m.offset());
+        let labels = vec![("topic", topic.to_string())];
+        self.telemetry.ingest.records_in.get_or_create(&labels).inc();
+        self.summary.records_in += 1;
+        match self.stored.get(&(topic.to_string(), partition)) {
+            None => return Ok(None),
+            Some(Some(stored)) if offset <= *stored => {
+                self.telemetry.ingest.replayed_skipped.get_or_create(&labels).inc();
+                self.summary.replayed_skipped += 1;
+                return Ok(None);
+            }
+            Some(_) => {}
+        }
+        let payload = m.payload().unwrap_or_default();
+        let kafka_ms = m.timestamp().to_millis();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let batch = self
+            .batches
+            .entry(topic.to_string())
+            .or_insert_with(|| TopicBatch::new(topic));
+        batch.account(partition, offset, kafka_ms, payload.len());
+        let original = Original {
+            partition,
+            offset,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            headers: m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let at = (partition, offset, kafka_ms, now_ms);
+        if let Err(reject) = self.land(topic, payload, at)? {
+            let batch = self
+                .batches
+                .get_mut(topic)
+                .ok_or(IngestError::Internal("batch vanished".into()))?;
+            batch
+                .letters
+                .push(letter(topic, &original, reject.class, reject.message));
+        }
+        let batch = self
+            .batches
+            .get_mut(topic)
+            .ok_or(IngestError::Internal("batch vanished".into()))?;
+        batch.originals.push(original);
+        let full = batch.rows >= self.config.max_batch_rows || batch.bytes >= self.config.max_batch_bytes;
+        Ok(full.then(|| topic.to_string()))
+    }
+
+    /// Decodes, cleans, deduplicates and appends one record; `Ok(Err(..))` is a rejected record.
+    fn land(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        at: (i32, i64, Option<i64>, i64),
+    ) -> Result<Result<(), Reject>, IngestError> {
+        let (partition, offset, kafka_ms, now_ms) = at;
+        let writer = match self.writer_of(payload) {
+            Ok(w) => w,
+            Err(r) => return Ok(Err(r)),
+        };
+        let Some(contract) = self.contracts.get(topic) else {
+            return Ok(Err(Reject::new(
+                "unknown_topic",
+                format!("{topic} is not a raw topic here"),
+            )));
+        };
+        if writer.event != contract.event {
+            return Ok(Err(Reject::new(
+                "wrong_event_type",
+                format!("record is a {} but {topic} carries {}", writer.event, contract.event),
+            )));
+        }
+        let mut value = match self.schemas.decode_as(payload, &writer) {
+            Ok((v, _)) => v,
+            Err(e) => return Ok(Err(Reject::new(e.class(), e.to_string()))),
+        };
+        if let Err(r) = self.rules.clean(&mut value, &contract.required, now_ms) {
+            return Ok(Err(r));
+        }
+        let event_id = match top_level(&value, "event_id") {
+            Some(Value::String(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let horizon = self
+            .horizons
+            .entry(topic.to_string())
+            .or_insert_with(|| Horizon::new(usize::try_from(self.config.dedup_horizon_events).unwrap_or(usize::MAX)));
+        let batch = self
+            .batches
+            .get_mut(topic)
+            .ok_or(IngestError::Internal("batch vanished".into()))?;
+        if let Some(id) = &event_id
+            && (batch.ids.contains(id) || horizon.contains(id))
+        {
+            return Ok(Err(Reject::new(
+                "duplicate_event",
+                format!("event_id {id} already landed"),
+            )));
+        }
+        let (fields, label) = match self.fields.get(&writer.fingerprint) {
+            Some(known) => known.clone(),
+            None => match record_fields(&writer.schema) {
+                Ok(f) => {
+                    // File names move when versions do; event@fingerprint always names the same schema.
+                    let known = (f, format!("{}@{:016x}", writer.event, writer.fingerprint));
+                    self.fields.insert(writer.fingerprint, known.clone());
+                    known
+                }
+                Err(e) => return Ok(Err(Reject::new("unsupported_schema", e.to_string()))),
+            },
+        };
+        if let Err(e) = batch.adopt(writer.fingerprint, &fields) {
+            return Ok(Err(Reject::new("schema_conflict", e)));
+        }
+        let event_time_ms = match top_level(&value, "event_time") {
+            Some(Value::TimestampMillis(ms)) => *ms,
+            Some(Value::TimestampMicros(us)) => us / 1000,
+            _ => kafka_ms.unwrap_or(now_ms),
+        };
+        let Value::Record(record) = &value else {
+            return Ok(Err(Reject::new("not_a_record", "a raw event must be an Avro record")));
+        };
+        let coordinates = Coordinates {
+            partition,
+            offset,
+            kafka_timestamp_ms: kafka_ms,
+            writer_schema: &label,
+            event_time_ms,
+        };
+        // Types were checked by `adopt`, so a failure here is a bug, not bad input.
+        batch
+            .append(record, &coordinates, now_ms)
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        if let Some(id) = event_id {
+            batch.ids.insert(id);
+        }
+        Ok(Ok(()))
+    }
+
+    /// The writer schema of a record; an unknown fingerprint rereads `avro/` (at most
+    /// every 10 s) so a producer's new version is picked up without a restart.
+    fn writer_of(&mut self, payload: &[u8]) -> Result<Arc<SchemaVersion>, Reject> {
+        let fingerprint = read_header(payload).map_err(|e| Reject::new(e.class(), e.to_string()))?;
+        if let Some(w) = self.schemas.by_fingerprint(fingerprint) {
+            return Ok(w.clone());
+        }
+        if self
+            .last_schema_reload
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_schema_reload = Some(Instant::now());
+            let (set, problems) = SchemaSet::load(&self.schemas_dir);
+            for p in problems {
+                warn!(path = %p.path.display(), problem = %p.message, "schema file skipped on reload");
+            }
+            info!(
+                versions = set.versions().count(),
+                "reloaded schemas for an unknown fingerprint"
+            );
+            self.schemas = Arc::new(set);
+        }
+        self.schemas.by_fingerprint(fingerprint).cloned().ok_or_else(|| {
+            let e = crate::codec::CodecError::UnknownFingerprint { fingerprint };
+            Reject::new(e.class(), e.to_string())
+        })
+    }
+
+    /// Publishes dead letters, commits rows and offsets together, then tells the world.
+    fn flush(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
+        let Some(mut batch) = self.batches.remove(topic) else {
+            return Ok(());
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let span = info_span!(
+            "batch",
+            topic,
+            rows = batch.rows,
+            bytes = batch.bytes,
+            dead = batch.letters.len()
+        );
+        let _enter = span.enter();
+        let started = Instant::now();
+        let offsets: BTreeMap<i32, (Option<i64>, i64)> = batch
+            .offsets
+            .iter()
+            .map(|(&p, &(_, last))| {
+                let stored = self.stored.get(&(topic.to_string(), p)).copied().flatten();
+                (p, (stored, last))
+            })
+            .collect();
+        if !self.tables.contains_key(topic) {
+            let table = self.retry("open table", || {
+                RawTable::open(&self.lake, topic, &self.config.group, self.config.target_file_bytes)
+            })?;
+            self.tables.insert(topic.to_string(), table);
+        }
+        let schema = self.tables.get(topic).and_then(RawTable::arrow_schema);
+        let mut rows = match batch.finish(schema.as_ref()) {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "batch cannot be assembled; dead-lettering its rows");
+                self.reject_rows(&mut batch, &e.to_string());
+                Vec::new()
+            }
+        };
+        let committed = loop {
+            let letters = std::mem::take(&mut batch.letters);
+            if !letters.is_empty() {
+                self.retry("publish dead letters", || self.publisher.dead_letters(&letters))?;
+                for l in &letters {
+                    self.telemetry
+                        .ingest
+                        .dead_letters
+                        .get_or_create(&vec![("topic", topic.to_string()), ("class", l.class.to_string())])
+                        .inc();
+                }
+                self.summary.dead_letters += letters.len() as u64;
+            }
+            let commit_started = Instant::now();
+            let table = self
+                .tables
+                .get_mut(topic)
+                .ok_or(IngestError::Internal("table vanished".into()))?;
+            let result = self
+                .handle
+                .block_on(commit_with_retry(table, &rows, &offsets, &self.config));
+            self.telemetry
+                .ingest
+                .commit_seconds
+                .observe(commit_started.elapsed().as_secs_f64());
+            match result {
+                Ok(c) => break c,
+                Err(TableError::Fenced { partition, .. }) => {
+                    warn!(partition, "another worker advanced this topic; abandoning the batch");
+                    self.summary.abandoned_batches += 1;
+                    return self.resync(topic, consumer);
+                }
+                Err(TableError::Rejected { source, .. }) => {
+                    warn!(error = %source, "the lake refused the batch; dead-lettering its rows");
+                    self.reject_rows(&mut batch, &source.to_string());
+                    rows = Vec::new();
+                }
+                Err(e @ TableError::Transient { .. }) => return Err(IngestError::LakeUnavailable(e)),
+            }
+        };
+        for (&p, &(_, last)) in &offsets {
+            self.stored.insert((topic.to_string(), p), Some(last));
+        }
+        let labels = vec![("topic", topic.to_string())];
+        self.telemetry
+            .ingest
+            .records_landed
+            .get_or_create(&labels)
+            .inc_by(committed.rows);
+        self.telemetry.ingest.commits.get_or_create(&labels).inc();
+        self.telemetry.ingest.batch_rows.observe(batch.rows as f64);
+        self.telemetry.ingest.batch_bytes.observe(batch.bytes as f64);
+        if let Some(oldest) = batch.oldest_kafka_ms {
+            let lag_ms = chrono::Utc::now().timestamp_millis() - oldest;
+            self.telemetry
+                .ingest
+                .event_to_commit_seconds
+                .observe(lag_ms.max(0) as f64 / 1000.0);
+        }
+        self.summary.landed += committed.rows;
+        self.summary.commits += 1;
+        self.horizons
+            .entry(topic.to_string())
+            .or_insert_with(|| Horizon::new(usize::try_from(self.config.dedup_horizon_events).unwrap_or(usize::MAX)))
+            .extend(batch.ids.drain());
+        let table_name = self.tables.get(topic).map(|t| t.name.clone()).unwrap_or_default();
+        let offset_list: Vec<(i32, i64)> = offsets.iter().map(|(&p, &(_, last))| (p, last)).collect();
+        if let Err(e) = self.retry("announce lake commit", || {
+            self.publisher
+                .lake_commit(&self.schemas, &table_name, topic, &committed, &offset_list)
+        }) {
+            // The data is safely in the lake; marts also catch up from table versions.
+            warn!(error = %e, "lake commit announcement lost");
+        }
+        // Group offsets only serve lag tooling; the lake's txn actions are the truth.
+        let mut tpl = TopicPartitionList::new();
+        for &(p, last) in &offset_list {
+            let _ = tpl.add_partition_offset(topic, p, Offset::Offset(last + 1));
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            warn!(error = %e, "group offset commit failed (lag tooling only)");
+        }
+        self.telemetry
+            .ingest
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        info!(
+            version = committed.version,
+            rows = committed.rows,
+            files = committed.files,
+            ms = started.elapsed().as_millis() as u64,
+            "batch committed"
+        );
+        Ok(())
+    }
+
+    /// After losing a partition to another worker mid-batch: reread the lake and continue
+    /// right after what it holds.
+    fn resync(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
+        let partitions: Vec<i32> = self
+            .stored
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
+            .collect();
+        let table = self
+            .tables
+            .get_mut(topic)
+            .ok_or(IngestError::Internal("table vanished".into()))?;
+        let stored = self
+            .handle
+            .block_on(table.stored_offsets(&partitions))
+            .map_err(IngestError::LakeUnavailable)?;
+        for (p, s) in stored {
+            let offset = s.map_or(Offset::Beginning, |s| Offset::Offset(s + 1));
+            if let Err(e) = consumer.seek(topic, p, offset, Duration::from_secs(10)) {
+                warn!(partition = p, error = %e, "seek after losing the race failed");
+            }
+            self.stored.insert((topic.to_string(), p), s);
+        }
+        Ok(())
+    }
+
+    fn reject_rows(&self, batch: &mut TopicBatch, reason: &str) {
+        let already: std::collections::HashSet<(i32, i64)> =
+            batch.letters.iter().map(|l| (l.partition, l.offset)).collect();
+        let topic = batch.topic.clone();
+        let extra: Vec<DeadLetter> = batch
+            .originals
+            .iter()
+            .filter(|o| !already.contains(&(o.partition, o.offset)))
+            .map(|o| letter(&topic, o, "write_failed", reason.to_string()))
+            .collect();
+        batch.letters.extend(extra);
+    }
+
+    /// Retries a Kafka or lake step with exponential backoff for up to two minutes.
+    fn retry<T, E: std::fmt::Display, F, Fut>(&self, what: &str, mut f: F) -> Result<T, IngestError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut wait = Duration::from_millis(self.config.retry_backoff_ms);
+        loop {
+            match self.handle.block_on(f()) {
+                Ok(v) => return Ok(v),
+                Err(e) if Instant::now() + wait < deadline => {
+                    warn!(step = what, error = %e, retry_in_ms = wait.as_millis() as u64, "retrying");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(IngestError::Step(format!("{what}: {e}"))),
+            }
+        }
+    }
+
+    /// Lag gauges, and maintenance of the tables whose partition 0 is ours.
+    fn tick(&mut self, consumer: &BaseConsumer<IngestContext>) {
+        for ((topic, p), stored) in &self.stored {
+            if let Some(high) = consumer.context().high_watermark(topic, *p) {
+                let next = stored.map_or(0, |s| s + 1);
+                self.telemetry
+                    .ingest
+                    .consumer_lag
+                    .get_or_create(&vec![("topic", topic.clone()), ("partition", p.to_string())])
+                    .set((high - next).max(0));
+            }
+        }
+        if self.config.maintenance.interval_ms == 0 {
+            return;
+        }
+        let interval = Duration::from_millis(self.config.maintenance.interval_ms);
+        let owned: Vec<String> = self
+            .stored
+            .keys()
+            .filter(|(_, p)| *p == 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for topic in owned {
+            let entry = self.maintenance.entry(topic.clone()).or_insert_with(|| {
+                (
+                    Arc::new(AtomicBool::new(false)),
+                    Instant::now(),
+                    Arc::new(AtomicU64::new(u64::MAX)),
+                )
+            });
+            if entry.0.load(Ordering::Relaxed) || entry.1.elapsed() < interval {
+                continue;
+            }
+            entry.1 = Instant::now();
+            entry.0.store(true, Ordering::Relaxed);
+            let (running, lake, config) = (entry.0.clone(), self.lake.clone(), self.config.clone());
+            let seen = entry.2.clone();
+            let last = Some(seen.load(Ordering::Relaxed)).filter(|v| *v != u64::MAX);
+            let table = super::table::table_name(&topic);
+            self.handle.spawn(async move {
+                let result =
+                    super::maintenance::run(&lake, &table, &config.maintenance, config.target_file_bytes, last).await;
+                if let Ok(r) = &result {
+                    seen.store(r.version, Ordering::Relaxed);
+                }
+                match result {
+                    Ok(r) if r.compacted => info!(
+                        table,
+                        version = r.version,
+                        added = r.files_added,
+                        removed = r.files_removed,
+                        vacuumed = r.files_vacuumed,
+                        "table maintained"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => warn!(table, error = %e, "table maintenance failed; will retry next interval"),
+                }
+                running.store(false, Ordering::Relaxed);
+            });
+        }
+    }
+}
+
+async fn commit_with_retry(
+    table: &mut RawTable,
+    rows: &[arrow::record_batch::RecordBatch],
+    offsets: &BTreeMap<i32, (Option<i64>, i64)>,
+    config: &IngestConfig,
+) -> Result<super::table::Committed, TableError> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut wait = Duration::from_millis(config.retry_backoff_ms);
+    loop {
+        match table.commit(rows.to_vec(), offsets).await {
+            Err(e @ TableError::Transient { .. }) if Instant::now() + wait < deadline => {
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "lake commit failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn letter(topic: &str, o: &Original, class: &'static str, message: String) -> DeadLetter {
+    DeadLetter {
+        topic: topic.to_string(),
+        partition: o.partition,
+        offset: o.offset,
+        key: o.key.clone(),
+        payload: o.payload.clone(),
+        headers: o.headers.clone(),
+        class,
+        message,
+    }
+}

@@ -1,0 +1,201 @@
+//! Observability shared by the long-running stages: Prometheus metrics on `/metrics`,
+//! liveness on `/healthz`, readiness on `/readyz`. Stages register their metrics in one
+//! registry; the HTTP endpoint is optional (`http.listen`).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The ingest stage's metrics.
+#[derive(Clone)]
+pub struct IngestMetrics {
+    pub records_in: Family<Labels, Counter>,
+    pub records_landed: Family<Labels, Counter>,
+    pub replayed_skipped: Family<Labels, Counter>,
+    pub dead_letters: Family<Labels, Counter>,
+    pub commits: Family<Labels, Counter>,
+    pub batch_rows: Histogram,
+    pub batch_bytes: Histogram,
+    pub flush_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub event_to_commit_seconds: Histogram,
+    pub consumer_lag: Family<Labels, Gauge>,
+}
+
+impl IngestMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let seconds = || Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        let m = Self {
+            records_in: Family::default(),
+            records_landed: Family::default(),
+            replayed_skipped: Family::default(),
+            dead_letters: Family::default(),
+            commits: Family::default(),
+            batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 12)),
+            batch_bytes: Histogram::new(exponential_buckets(1024.0, 4.0, 12)),
+            flush_seconds: seconds(),
+            commit_seconds: seconds(),
+            event_to_commit_seconds: seconds(),
+            consumer_lag: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("hoffrec_ingest");
+        r.register("records_in", "Records read from raw topics", m.records_in.clone());
+        r.register(
+            "records_landed",
+            "Records committed to lake tables",
+            m.records_landed.clone(),
+        );
+        r.register(
+            "replayed_skipped",
+            "Records skipped because their offset was already committed to the lake",
+            m.replayed_skipped.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Records sent to the dead-letter topic, by class",
+            m.dead_letters.clone(),
+        );
+        r.register("commits", "Delta commits made", m.commits.clone());
+        r.register("batch_rows", "Rows per flushed batch", m.batch_rows.clone());
+        r.register(
+            "batch_bytes",
+            "Avro payload bytes per flushed batch",
+            m.batch_bytes.clone(),
+        );
+        r.register(
+            "flush_seconds",
+            "Time to flush a batch (dead letters, write, commit)",
+            m.flush_seconds.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "Time of the Delta write and commit",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "event_to_commit_seconds",
+            "From the Kafka timestamp of a batch's oldest record to its commit",
+            m.event_to_commit_seconds.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "High watermark minus next offset to land, per partition",
+            m.consumer_lag.clone(),
+        );
+        m
+    }
+}
+
+/// Everything a process exposes; cheap to clone into stages.
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Arc<std::sync::Mutex<Registry>>,
+    ready: Arc<AtomicBool>,
+    pub ingest: IngestMetrics,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let ingest = IngestMetrics::new(&mut registry);
+        Self {
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+            ready: Arc::new(AtomicBool::new(false)),
+            ingest,
+        }
+    }
+
+    /// Stages call this once they have their assignment and can do work.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        }
+        out
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`; returns the bound address.
+    pub async fn serve(
+        &self,
+        listen: &str,
+        shutdown: CancellationToken,
+    ) -> Result<std::net::SocketAddr, TelemetryError> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| TelemetryError::Bind {
+                addr: listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| TelemetryError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(self.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "metrics endpoint stopped");
+            }
+        });
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+        Ok(addr)
+    }
+}
+
+async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        t.render(),
+    )
+}
+
+async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
+    if t.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

@@ -1,0 +1,284 @@
+//! A private corner of the real services for one ingest test: its own topics (unique
+//! names, created on the real broker), its own lake directory (on the real HDFS), and
+//! `hoffrec ingest` run as child processes that can be killed like real ones.
+
+use super::{hdfs_url, kafka_bootstrap, repo, require_service, unique};
+use apache_avro::types::Value;
+use hoffrec::catalog::Catalog;
+use hoffrec::codec::SchemaSet;
+use hoffrec::lake::LakeUrl;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub brokers: String,
+    pub lake: String,
+    pub topics_dir: PathBuf,
+    pub schemas_dir: PathBuf,
+    pub raw: String,
+    pub dlq: String,
+    pub commits: String,
+}
+
+impl Lab {
+    /// Topics for one raw product-view topic with `partitions` partitions plus the
+    /// pipeline topics, created on the real broker; a fresh lake under HDFS.
+    pub async fn new(partitions: i32) -> Self {
+        let brokers = kafka_bootstrap();
+        require_service("Kafka", &brokers);
+        require_service("HDFS", &hdfs_url());
+        let id = unique("it");
+        let dir = tempfile::tempdir().unwrap();
+        let topics_dir = dir.path().join("topics");
+        let schemas_dir = dir.path().join("avro");
+        std::fs::create_dir_all(&topics_dir).unwrap();
+        super::copy_dir(&repo().join("avro"), &schemas_dir);
+        let rename = |file: &str, name: &str, partitions: Option<i32>| {
+            let text = std::fs::read_to_string(repo().join("topics").join(file)).unwrap();
+            let mut out = String::new();
+            for line in text.lines() {
+                if line.starts_with("name = ") {
+                    out.push_str(&format!("name = \"{name}\"\n"));
+                } else if let (true, Some(p)) = (line.starts_with("partitions = "), partitions) {
+                    out.push_str(&format!("partitions = {p}\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            std::fs::write(topics_dir.join(format!("{name}.toml")), out).unwrap();
+        };
+        let raw = format!("raw.{id}.product_view");
+        let dlq = format!("{id}.dlq");
+        let commits = format!("{id}.commits");
+        rename("raw.site.product_view.toml", &raw, Some(partitions));
+        rename("dlq.raw.toml", &dlq, None);
+        rename("lake.commits.toml", &commits, None);
+        rename("mart.changes.toml", &format!("{id}.mart"), None);
+        rename("recs.customer.toml", &format!("{id}.recs"), None);
+        rename("connect.offsets.toml", &format!("{id}.offsets"), None);
+        let catalog = Catalog::load(&topics_dir, &schemas_dir).unwrap();
+        let kafka = hoffrec::config::KafkaConfig {
+            brokers: brokers.clone(),
+            ..Default::default()
+        };
+        hoffrec::catalog::apply::apply(&catalog, &kafka).await.unwrap();
+        let lake = format!("{}/hoffrec-it/{id}", hdfs_url().trim_end_matches('/'));
+        Self {
+            dir,
+            brokers,
+            lake,
+            topics_dir,
+            schemas_dir,
+            raw,
+            dlq,
+            commits,
+        }
+    }
+
+    /// Starts `hoffrec ingest` in its own process.
+    pub fn ingest(&self, group: &str, env: &[(&str, &str)]) -> Worker {
+        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let log_path = self.dir.path().join(format!("ingest-{n}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoffrec"));
+        cmd.current_dir(self.dir.path())
+            .args(["--brokers", &self.brokers, "--lake", &self.lake])
+            .arg("--topics-dir")
+            .arg(&self.topics_dir)
+            .arg("--schemas-dir")
+            .arg(&self.schemas_dir)
+            .args(["ingest", "--group", group])
+            .env("HOFFREC__INGEST__FLUSH_INTERVAL_MS", "1000")
+            .env("HOFFREC__LOG__FILTER", "hoffrec=info,warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Worker {
+            child: Some(cmd.spawn().unwrap()),
+            log: log_path,
+        }
+    }
+
+    pub fn schemas(&self) -> SchemaSet {
+        SchemaSet::load_strict(&self.schemas_dir).unwrap()
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .unwrap()
+    }
+
+    /// Sends raw bytes to the raw topic, keyed like the site does (by customer).
+    pub async fn send(&self, producer: &FutureProducer, key: &str, payload: &[u8]) {
+        producer
+            .send(
+                FutureRecord::to(&self.raw).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+    }
+
+    /// Sends many records concurrently, waiting for all of them.
+    pub async fn send_all(&self, producer: &FutureProducer, records: &[(String, Vec<u8>)]) {
+        let sends = records.iter().map(|(key, payload)| {
+            producer.send(
+                FutureRecord::to(&self.raw).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+        }
+    }
+
+    pub fn lake_url(&self) -> LakeUrl {
+        LakeUrl::parse(&self.lake).unwrap()
+    }
+
+    /// Rows and distinct event ids in the raw table; None before its first commit.
+    pub async fn lake_counts(&self) -> Option<(u64, u64)> {
+        let rows = self
+            .query(&format!("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM t"))
+            .await?;
+        let batch = rows.first()?;
+        let n = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()?
+            .value(0);
+        let d = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()?
+            .value(0);
+        Some((n as u64, d as u64))
+    }
+
+    /// Runs SQL over the raw table registered as `t`.
+    pub async fn query(&self, sql: &str) -> Option<Vec<arrow::record_batch::RecordBatch>> {
+        let table = self.open_table().await?;
+        let ctx = datafusion::prelude::SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).ok()?;
+        let provider = table.table_provider().await.ok()?;
+        ctx.register_table("t", provider).ok()?;
+        ctx.sql(sql).await.ok()?.collect().await.ok()
+    }
+
+    pub async fn open_table(&self) -> Option<deltalake::DeltaTable> {
+        let url = self
+            .lake_url()
+            .table_url(&hoffrec::ingest::table_name(&self.raw))
+            .ok()?;
+        deltalake::open_table(url).await.ok()
+    }
+
+    /// Offsets stored in the lake for every partition of the raw topic.
+    pub async fn stored_offsets(&self, group: &str, partitions: i32) -> Vec<Option<i64>> {
+        let mut table = hoffrec::ingest::RawTable::open(&self.lake_url(), &self.raw, group, 1 << 20)
+            .await
+            .unwrap();
+        let ps: Vec<i32> = (0..partitions).collect();
+        let stored = table.stored_offsets(&ps).await.unwrap();
+        ps.iter().map(|p| stored[p]).collect()
+    }
+
+    /// End offsets (high watermarks) of every partition of `topic`.
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .unwrap();
+        (0..partitions)
+            .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)
+            .collect()
+    }
+}
+
+/// A `hoffrec ingest` child process; killed when dropped.
+pub struct Worker {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    /// Like a machine dying: no flush, no goodbye to the group.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A clean stop (SIGTERM): flushes, commits and leaves the group. Returns stdout-less status.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "ingest did not stop within 60 s after SIGTERM; log: {}",
+                    tail(&self.log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The last lines of a log, for assertion messages.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A product view as the site sends it.
+pub fn product_view(event_id: &str, customer: u64, price_kopecks: Option<i64>) -> Value {
+    let now = chrono::Utc::now().timestamp_millis();
+    Value::Record(vec![
+        ("event_id".into(), Value::String(event_id.into())),
+        ("event_time".into(), Value::TimestampMillis(now)),
+        ("customer_id".into(), Value::String(format!("c{customer}"))),
+        ("session_id".into(), Value::String(format!("s{customer}"))),
+        ("product_id".into(), Value::String(format!("p{}", customer % 97))),
+        ("dwell_ms".into(), Value::Long(1_500)),
+        (
+            "price_kopecks".into(),
+            match price_kopecks {
+                Some(p) => Value::Union(1, Box::new(Value::Long(p))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            },
+        ),
+        ("list_id".into(), Value::Union(0, Box::new(Value::Null))),
+        ("position".into(), Value::Union(0, Box::new(Value::Null))),
+    ])
+}
