@@ -59,6 +59,29 @@ pub enum Command {
     /// Land raw topics in the lake as Delta tables, exactly once (a consumer-group worker;
     /// run more of them to scale). Stops cleanly on Ctrl-C or SIGTERM.
     Ingest(IngestArgs),
+    /// Benchmarks against the configured broker and lake (figures for the README).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Landing throughput vs a plain consume loop, event-to-commit latency, peak RSS.
+    Ingest {
+        /// Events in the backlog that ingest drains.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Steady produce rate while latency is measured, events/s.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        latency_secs: u64,
+        /// ingest.flush_interval_ms for the run.
+        #[arg(long, default_value_t = 1_000)]
+        flush_interval_ms: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +163,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             println!("{}", serde_json::to_string(&summary)?);
             // librdkafka and the HDFS client keep background threads; do not wait on them.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Ingest {
+            events,
+            partitions,
+            rate,
+            latency_secs,
+            flush_interval_ms,
+        }) => {
+            let args = crate::bench::IngestBenchArgs {
+                events,
+                partitions,
+                rate,
+                latency_secs,
+                flush_interval_ms,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = runtime.block_on(crate::bench::ingest(&config, &args))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)
         }

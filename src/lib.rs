@@ -27,4 +27,7 @@ pub mod ingest;
 /// Metrics and health endpoints every long-running stage serves.
 pub mod telemetry;
 
+/// Benchmarks run against real services (`hoffrec bench ...`).
+pub mod bench;
+
 pub mod cli;

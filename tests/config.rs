@@ -139,3 +139,56 @@ fn unknown_flag_values_fail_before_anything_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown key 'ingest_typo'"), "{stderr}");
 }
+
+#[test]
+fn ingest_settings_come_from_every_layer_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hoffrec.toml");
+    std::fs::write(
+        &file,
+        "[ingest]\nmax_batch_rows = 5000\n[ingest.maintenance]\ninterval_ms = 0\n",
+    )
+    .unwrap();
+    let flags = Overrides {
+        group: Some("landing-b".into()),
+        http: Some("127.0.0.1:9464".into()),
+        ..Default::default()
+    };
+    let config = Config::load_with_env(
+        Some(&file),
+        &flags,
+        env(&[
+            ("HOFFREC__INGEST__TOPICS", "raw.site.page_view, raw.store.order"),
+            ("HOFFREC__INGEST__FLUSH_INTERVAL_MS", "250"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.ingest.max_batch_rows, 5000);
+    assert_eq!(config.ingest.maintenance.interval_ms, 0);
+    assert_eq!(config.ingest.topics, ["raw.site.page_view", "raw.store.order"]);
+    assert_eq!(config.ingest.flush_interval_ms, 250);
+    assert_eq!(config.ingest.group, "landing-b");
+    assert_eq!(config.http.listen, "127.0.0.1:9464");
+
+    let found = problems(Config::load_with_env(
+        None,
+        &Overrides {
+            http: Some("nowhere".into()),
+            ..Default::default()
+        },
+        env(&[
+            ("HOFFREC__INGEST__MAX_BATCH_BYTES", "0"),
+            ("HOFFREC__INGEST__FLUSH_INTERVAL_MS", "soon"),
+            ("HOFFREC__INGEST__BATCH_SIZE", "3"),
+        ]),
+    ));
+    let text = found.join("\n");
+    for expected in [
+        "http.listen",
+        "ingest.max_batch_bytes",
+        "ingest.flush_interval_ms",
+        "ingest.batch_size",
+    ] {
+        assert!(text.contains(expected), "{expected} not reported in:\n{text}");
+    }
+}

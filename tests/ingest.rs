@@ -266,6 +266,11 @@ async fn a_partial_batch_lands_within_the_max_age_then_tables_are_maintained() {
         assert_eq!(rows, round * 5 + 5);
     }
     assert!(worker.stop());
+    // Every commit was announced on lake.commits with its rows and offsets.
+    let announced = lake_commits(&lab, 20).await;
+    assert_eq!(announced.iter().map(|(rows, _)| rows).sum::<i64>(), 20);
+    let last_offsets: i64 = announced.iter().map(|(_, o)| o).sum();
+    assert!(last_offsets > 0);
     let table = lab.open_table().await.unwrap();
     let files_before = table.snapshot().unwrap().log_data().num_files();
     assert!(files_before >= 4, "trickles made {files_before} files");
@@ -396,6 +401,47 @@ async fn metrics_endpoint_reports_the_ingest_metrics() {
     assert!(http_get(&addr, "/healthz").unwrap().contains("ok"));
     assert!(http_get(&addr, "/readyz").unwrap().contains("ready"));
     assert!(worker.stop());
+}
+
+/// Reads `lake.commits` until `rows` rows are announced: (rows, sum of last offsets) per record.
+async fn lake_commits(lab: &Lab, rows: i64) -> Vec<(i64, i64)> {
+    let schemas = lab.schemas();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &lab.brokers)
+        .set("group.id", common::unique("commits-reader"))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&lab.commits, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    while out.iter().map(|(r, _)| r).sum::<i64>() < rows {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("lake.commits records")
+            .unwrap();
+        assert_eq!(m.key(), Some(format!("raw/{}", lab.raw).as_bytes()), "keyed by table");
+        let Value::Record(f) = schemas.decode(m.payload().unwrap(), "lake_commit").unwrap() else {
+            panic!("not a record")
+        };
+        let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        let Value::Long(n) = get("rows") else { panic!("rows") };
+        let Value::Array(offsets) = get("offsets") else {
+            panic!("offsets")
+        };
+        let sum = offsets
+            .iter()
+            .map(|o| match o {
+                Value::Record(f) => match &f[2].1 {
+                    Value::Long(v) => *v,
+                    _ => 0,
+                },
+                _ => 0,
+            })
+            .sum();
+        out.push((n, sum));
+    }
+    out
 }
 
 fn http_get(addr: &str, path: &str) -> std::io::Result<String> {

@@ -46,7 +46,7 @@ pub enum IngestError {
     /// The lake stayed unreachable through the retry window; nothing uncommitted is lost,
     /// a restarted worker resumes from the stored offsets.
     #[error("the lake is unavailable: {0}")]
-    LakeUnavailable(#[source] table::TableError),
+    LakeUnavailable(#[source] Box<table::TableError>),
     #[error("{0}")]
     Step(String),
     #[error("internal error (a bug, please report): {0}")]

@@ -83,9 +83,9 @@ impl RawTable {
             .map_err(transient)?
             .build()
             .map_err(transient)?;
-        match table.load().await {
-            Ok(()) | Err(DeltaTableError::NotATable(_)) => {}
-            Err(e) => return Err(transient(e)),
+        // Checking first keeps the kernel from logging an error for a table not made yet.
+        if table.verify_deltatable_existence().await.map_err(transient)? {
+            table.load().await.map_err(transient)?;
         }
         Ok(Self {
             name,
@@ -109,7 +109,11 @@ impl RawTable {
         let result = if self.exists() {
             self.table.update_incremental(None).await
         } else {
-            self.table.load().await
+            match self.table.verify_deltatable_existence().await {
+                Ok(true) => self.table.load().await,
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            }
         };
         match result {
             Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(()),
@@ -187,7 +191,7 @@ impl RawTable {
             let done = CommitBuilder::from(props)
                 .build(Some(snapshot), self.table.log_store(), operation)
                 .await
-                .map_err(|e| classify(e.into()))?;
+                .map_err(classify)?;
             let version = done.version();
             self.refresh().await?;
             version

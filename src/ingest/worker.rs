@@ -408,7 +408,7 @@ impl Worker {
                     self.reject_rows(&mut batch, &source.to_string());
                     rows = Vec::new();
                 }
-                Err(e @ TableError::Transient { .. }) => return Err(IngestError::LakeUnavailable(e)),
+                Err(e @ TableError::Transient { .. }) => return Err(IngestError::LakeUnavailable(Box::new(e))),
             }
         };
         for (&p, &(_, last)) in &offsets {
@@ -483,7 +483,7 @@ impl Worker {
         let stored = self
             .handle
             .block_on(table.stored_offsets(&partitions))
-            .map_err(IngestError::LakeUnavailable)?;
+            .map_err(|e| IngestError::LakeUnavailable(Box::new(e)))?;
         for (p, s) in stored {
             let offset = s.map_or(Offset::Beginning, |s| Offset::Offset(s + 1));
             if let Err(e) = consumer.seek(topic, p, offset, Duration::from_secs(10)) {

@@ -151,7 +151,7 @@ impl Lab {
     /// Rows and distinct event ids in the raw table; None before its first commit.
     pub async fn lake_counts(&self) -> Option<(u64, u64)> {
         let rows = self
-            .query(&format!("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM t"))
+            .query("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM t")
             .await?;
         let batch = rows.first()?;
         let n = batch
