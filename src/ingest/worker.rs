@@ -367,14 +367,16 @@ impl Worker {
             Ok(rows) => rows,
             Err(e) => {
                 warn!(error = %e, "batch cannot be assembled; dead-lettering its rows");
-                self.reject_rows(&mut batch, &e.to_string());
+                self.reject_rows(&mut batch, &e.to_string(), &Default::default());
                 Vec::new()
             }
         };
+        let mut published = std::collections::HashSet::new();
         let committed = loop {
             let letters = std::mem::take(&mut batch.letters);
             if !letters.is_empty() {
                 self.retry("publish dead letters", || self.publisher.dead_letters(&letters))?;
+                published.extend(letters.iter().map(|l| (l.partition, l.offset)));
                 for l in &letters {
                     self.telemetry
                         .ingest
@@ -389,6 +391,12 @@ impl Worker {
                 .tables
                 .get_mut(topic)
                 .ok_or(IngestError::Internal("table vanished".into()))?;
+            if rows.is_empty() && !table.exists() {
+                // Only dead letters and no table yet to hold offsets: the first batch with
+                // rows stores offsets that cover these too (letters may repeat after a crash).
+                info!("batch of dead letters only; offsets wait for the table's first rows");
+                return Ok(());
+            }
             let result = self
                 .handle
                 .block_on(commit_with_retry(table, &rows, &offsets, &self.config));
@@ -403,9 +411,14 @@ impl Worker {
                     self.summary.abandoned_batches += 1;
                     return self.resync(topic, consumer);
                 }
+                Err(TableError::Rejected { source, .. }) if rows.is_empty() => {
+                    return Err(IngestError::Step(format!(
+                        "the lake refused an offsets-only commit: {source}"
+                    )));
+                }
                 Err(TableError::Rejected { source, .. }) => {
                     warn!(error = %source, "the lake refused the batch; dead-lettering its rows");
-                    self.reject_rows(&mut batch, &source.to_string());
+                    self.reject_rows(&mut batch, &source.to_string(), &published);
                     rows = Vec::new();
                 }
                 Err(e @ TableError::Transient { .. }) => return Err(IngestError::LakeUnavailable(Box::new(e))),
@@ -494,9 +507,12 @@ impl Worker {
         Ok(())
     }
 
-    fn reject_rows(&self, batch: &mut TopicBatch, reason: &str) {
-        let already: std::collections::HashSet<(i32, i64)> =
+    /// Turns every row of the batch into a `write_failed` letter, except records that
+    /// already are (or were) dead letters.
+    fn reject_rows(&self, batch: &mut TopicBatch, reason: &str, published: &std::collections::HashSet<(i32, i64)>) {
+        let mut already: std::collections::HashSet<(i32, i64)> =
             batch.letters.iter().map(|l| (l.partition, l.offset)).collect();
+        already.extend(published);
         let topic = batch.topic.clone();
         let extra: Vec<DeadLetter> = batch
             .originals
