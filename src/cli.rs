@@ -59,9 +59,20 @@ pub enum Command {
     /// Land raw topics in the lake as Delta tables, exactly once (a consumer-group worker;
     /// run more of them to scale). Stops cleanly on Ctrl-C or SIGTERM.
     Ingest(IngestArgs),
+    /// Serve the event collector the site posts to (POST /v1/events): each event is checked
+    /// against its Avro contract and produced to its raw topic; refusals go to the
+    /// dead-letter topic and are answered per event.
+    Collect(CollectArgs),
     /// Benchmarks against the configured broker and lake (figures for the README).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Address to listen on (collector.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +133,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Ingest(args) => args.group.clone(),
             _ => None,
         },
+        collector_listen: match &cli.command {
+            Command::Collect(args) => args.listen.clone(),
+            _ => None,
+        },
     };
     let config = Config::load(cli.global.config.as_deref(), &overrides)?;
     init_tracing(&config);
@@ -163,6 +178,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             println!("{}", serde_json::to_string(&summary)?);
             // librdkafka and the HDFS client keep background threads; do not wait on them.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Collect(_) => {
+            let catalog = load_catalog(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let (telemetry, shutdown) = start_stage(&config).await?;
+                crate::connect::collector::run(&catalog, &config.kafka, &config.collector.listen, &telemetry, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)
         }

@@ -26,6 +26,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub collector: CollectorConfig,
     pub ingest: IngestConfig,
 }
 
@@ -115,6 +116,21 @@ impl Default for LogConfig {
 pub struct HttpConfig {
     /// Address for `/metrics`, `/healthz` and `/readyz`, e.g. `127.0.0.1:9464`; empty turns it off.
     pub listen: String,
+}
+
+/// The site's event collector (`POST /v1/events`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    pub listen: String,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8088".into(),
+        }
+    }
 }
 
 /// The landing stage: raw topics -> micro-batches -> Delta tables under `<lake>/raw/`.
@@ -229,6 +245,7 @@ pub struct Overrides {
     pub schemas_dir: Option<PathBuf>,
     pub http: Option<String>,
     pub group: Option<String>,
+    pub collector_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,6 +339,12 @@ impl Config {
                 self.http.listen
             ));
         }
+        if self.collector.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "collector.listen '{}' is not host:port (e.g. 127.0.0.1:8088)",
+                self.collector.listen
+            ));
+        }
         problems.extend(self.ingest.validate());
         if !["text", "json"].contains(&self.log.format.as_str()) {
             problems.push(format!("log.format '{}' is not one of text, json", self.log.format));
@@ -369,6 +392,7 @@ impl Overrides {
             ("catalog.schemas_dir", path(&self.schemas_dir)),
             ("http.listen", self.http.clone()),
             ("ingest.group", self.group.clone()),
+            ("collector.listen", self.collector_listen.clone()),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))

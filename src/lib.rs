@@ -21,6 +21,9 @@ pub mod codec;
 pub mod kafka;
 pub mod lake;
 
+/// Stage: sources -> raw topics (so far the site's event collector).
+pub mod connect;
+
 /// Stage: raw topics -> micro-batches -> Delta tables under `<lake>/raw/`, exactly once.
 pub mod ingest;
 

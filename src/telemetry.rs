@@ -108,12 +108,32 @@ impl IngestMetrics {
     }
 }
 
+/// The event collector's metrics.
+#[derive(Clone, Default)]
+pub struct CollectorMetrics {
+    /// Events by type and outcome (accepted, unavailable, or the refusal class).
+    pub events: Family<Labels, Counter>,
+}
+
+impl CollectorMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "hoffrec_collector_events",
+            "Events posted to the collector, by type and outcome",
+            m.events.clone(),
+        );
+        m
+    }
+}
+
 /// Everything a process exposes; cheap to clone into stages.
 #[derive(Clone)]
 pub struct Telemetry {
     registry: Arc<std::sync::Mutex<Registry>>,
     ready: Arc<AtomicBool>,
     pub ingest: IngestMetrics,
+    pub collector: CollectorMetrics,
 }
 
 impl Default for Telemetry {
@@ -126,7 +146,9 @@ impl Telemetry {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let ingest = IngestMetrics::new(&mut registry);
+        let collector = CollectorMetrics::new(&mut registry);
         Self {
+            collector,
             registry: Arc::new(std::sync::Mutex::new(registry)),
             ready: Arc::new(AtomicBool::new(false)),
             ingest,

@@ -83,8 +83,17 @@ impl Lab {
 
     /// Starts `hoffrec ingest` in its own process.
     pub fn ingest(&self, group: &str, env: &[(&str, &str)]) -> Worker {
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "HOFFREC__INGEST__FLUSH_INTERVAL_MS") {
+            env.insert(0, ("HOFFREC__INGEST__FLUSH_INTERVAL_MS", "1000"));
+        }
+        self.hoffrec(&["ingest", "--group", group], &env)
+    }
+
+    /// Starts any `hoffrec` subcommand against this lab's broker, lake and catalog.
+    pub fn hoffrec(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
-        let log_path = self.dir.path().join(format!("ingest-{n}.log"));
+        let log_path = self.dir.path().join(format!("{}-{n}.log", args[0]));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoffrec"));
         cmd.current_dir(self.dir.path())
@@ -93,8 +102,7 @@ impl Lab {
             .arg(&self.topics_dir)
             .arg("--schemas-dir")
             .arg(&self.schemas_dir)
-            .args(["ingest", "--group", group])
-            .env("HOFFREC__INGEST__FLUSH_INTERVAL_MS", "1000")
+            .args(args)
             .env("HOFFREC__LOG__FILTER", "hoffrec=info,warn")
             .stdout(Stdio::null())
             .stderr(log);

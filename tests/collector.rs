@@ -1,0 +1,105 @@
+//! The event collector on the real broker: a burst of concurrent posts loses nothing
+//! (events in = records on the raw topic + refusals with reasons, each refusal also on the
+//! dead-letter topic), and malformed bodies are refused and kept.
+
+mod common;
+
+use common::lab::{Lab, tail};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn post(addr: &str, body: &str) -> std::io::Result<(u16, Value)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+fn event(thread: usize, post: usize, i: usize) -> Value {
+    let id = format!("t{thread}-p{post}-e{i}");
+    let mut e = json!({
+        "type": "product_view",
+        "event_id": id,
+        "event_time": "2026-11-25T12:00:00+03:00",
+        "customer_id": format!("c{}", i % 37),
+        "session_id": "s1",
+        "product_id": format!("p{i}"),
+        "dwell_ms": "2500",
+        "price_kopecks": 129_900
+    });
+    // Every seventh event is broken in one of three ways.
+    match i % 21 {
+        0 => e["customer_id"] = Value::Null,
+        7 => e["dwell_ms"] = json!("long"),
+        14 => e["type"] = json!("telepathy"),
+        _ => {}
+    }
+    e
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_concurrent_posts_loses_nothing() {
+    let lab = Lab::new(3).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut collector = lab.hoffrec(&["collect", "--listen", &addr], &[]);
+    common::poll_until("the collector to listen", Duration::from_secs(60), || async {
+        std::net::TcpStream::connect(&addr).ok().map(|_| ())
+    })
+    .await;
+
+    let (threads, posts, per_post) = (8, 15, 21);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let (mut accepted, mut rejected) = (0u64, 0u64);
+                for p in 0..posts {
+                    let events: Vec<Value> = (0..per_post).map(|i| event(t, p, i)).collect();
+                    let (status, answer) = post(&addr, &json!({ "events": events }).to_string()).unwrap();
+                    assert_eq!(status, 200, "{answer}");
+                    accepted += answer["accepted"].as_u64().unwrap();
+                    for r in answer["rejected"].as_array().unwrap() {
+                        assert!(!r["reason"].as_str().unwrap().is_empty());
+                        assert_eq!(r["retry"], false, "{r}");
+                        rejected += 1;
+                    }
+                }
+                (accepted, rejected)
+            })
+        })
+        .collect();
+    let (mut accepted, mut rejected) = (0, 0);
+    for h in handles {
+        let (a, r) = h.join().unwrap();
+        accepted += a;
+        rejected += r;
+    }
+    let sent = (threads * posts * per_post) as u64;
+    assert_eq!(accepted + rejected, sent);
+    assert_eq!(rejected, (threads * posts * 3) as u64, "three broken events per post");
+
+    let (status, answer) = post(&addr, "{\"events\": not json").unwrap();
+    assert_eq!(status, 400, "{answer}");
+
+    // Accepted means on the broker: the raw topic holds exactly the accepted events, and
+    // the dead-letter topic every refusal plus the malformed body.
+    let on_topic: i64 = lab.end_offsets(&lab.raw, 3).iter().sum();
+    let dead: i64 = lab.end_offsets(&lab.dlq, 3).iter().sum();
+    assert_eq!(on_topic as u64, accepted, "log: {}", tail(&collector.log));
+    assert_eq!(dead as u64, rejected + 1);
+    assert!(collector.stop());
+}
