@@ -205,6 +205,47 @@ impl SchemaSet {
     }
 }
 
+/// A reusable decoder for records written with one schema version and read as written
+/// (no resolution). Building a datum reader resolves the schema's names, which costs more
+/// than decoding a small record, so hot loops keep one per writer fingerprint.
+pub struct WriterDecoder {
+    version: Arc<SchemaVersion>,
+    reader: GenericDatumReader<'static>,
+}
+
+impl WriterDecoder {
+    pub fn new(version: Arc<SchemaVersion>) -> Result<Self, CodecError> {
+        // The reader borrows its schema for as long as it lives; one leaked copy per
+        // writer version (callers cache decoders by fingerprint) keeps that simple.
+        let schema: &'static Schema = Box::leak(Box::new(version.schema.clone()));
+        let reader = GenericDatumReader::builder(schema)
+            .build()
+            .map_err(|e| CodecError::Malformed {
+                schema: version.id.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self { version, reader })
+    }
+
+    /// Decodes a single-object record whose header names this decoder's version.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Value, CodecError> {
+        let mut body = bytes
+            .get(HEADER_LEN..)
+            .ok_or(CodecError::TruncatedHeader { len: bytes.len() })?;
+        let value = self
+            .reader
+            .read_value(&mut body)
+            .map_err(|e| body_error(e, &self.version, &self.version))?;
+        if !body.is_empty() {
+            return Err(CodecError::TrailingBytes {
+                schema: self.version.id.clone(),
+                extra: body.len(),
+            });
+        }
+        Ok(value)
+    }
+}
+
 /// Encodes `value` with one schema version: header, then the Avro binary body.
 pub fn encode_with(version: &SchemaVersion, value: Value) -> Result<Vec<u8>, CodecError> {
     let invalid = |message: String| CodecError::InvalidValue {

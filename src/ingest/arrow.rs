@@ -403,8 +403,13 @@ impl StructColumn {
     pub fn append(&mut self, record: &[(String, Value)], path: &str) -> Result<(), ConvertError> {
         let before = self.valid.len();
         let mut seen = vec![false; self.children.len()];
-        for (name, value) in record {
-            if let Some(&i) = self.index.get(name) {
+        for (pos, (name, value)) in record.iter().enumerate() {
+            // Records of one writer version come in field order: try the position first.
+            let found = match self.fields.get(pos) {
+                Some(f) if f.name() == name => Some(pos),
+                _ => self.index.get(name).copied(),
+            };
+            if let Some(i) = found {
                 let child = if path.is_empty() {
                     name.clone()
                 } else {

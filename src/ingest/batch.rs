@@ -66,7 +66,7 @@ pub struct TopicBatch {
     pub oldest_kafka_ms: Option<i64>,
     /// Per partition: first and last offset this batch accounts for (landed or dead-lettered).
     pub offsets: BTreeMap<i32, (i64, i64)>,
-    pub ids: HashSet<String>,
+    pub ids: super::checks::IdSet,
     pub letters: Vec<DeadLetter>,
     pub originals: Vec<Original>,
 }
@@ -94,7 +94,7 @@ impl TopicBatch {
             opened_at: None,
             oldest_kafka_ms: None,
             offsets: BTreeMap::new(),
-            ids: HashSet::new(),
+            ids: Default::default(),
             letters: Vec::new(),
             originals: Vec::new(),
         }

@@ -26,9 +26,9 @@ use crate::lake::LakeUrl;
 use crate::telemetry::Telemetry;
 use assign::IngestContext;
 use rdkafka::consumer::BaseConsumer;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use worker::HashMap;
 use worker::{TopicContract, Worker};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
     let lake = LakeUrl::parse(&config.lake.url).map_err(|e| IngestError::Config(e.to_string()))?;
     let ingest = &config.ingest;
-    let mut contracts = HashMap::new();
+    let mut contracts = HashMap::default();
     let wanted: Vec<&str> = if ingest.topics.is_empty() {
         catalog.raw_topics().map(|t| t.name.as_str()).collect()
     } else {
@@ -129,14 +129,18 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
         publisher,
         telemetry: telemetry.clone(),
         rules: checks::Rules::new(ingest),
-        tables: HashMap::new(),
-        batches: HashMap::new(),
-        stored: HashMap::new(),
-        horizons: HashMap::new(),
-        fields: HashMap::new(),
+        tables: HashMap::default(),
+        batches: HashMap::default(),
+        stored: HashMap::default(),
+        horizons: HashMap::default(),
+        fields: HashMap::default(),
+        decoders: HashMap::default(),
+        plans: HashMap::default(),
+        counters: HashMap::default(),
         last_schema_reload: None,
-        maintenance: HashMap::new(),
+        maintenance: HashMap::default(),
         summary: Summary::default(),
+        now_ms: chrono::Utc::now().timestamp_millis(),
     };
     let span = tracing::info_span!("ingest", group = %ingest.group);
     let thread = std::thread::Builder::new()

@@ -3,24 +3,28 @@
 //! runtime through a handle, so a flush is one straight line of code.
 
 use super::arrow::record_fields;
-use super::assign::{IngestContext, RebalanceEvent, Stored};
+use super::assign::{IngestContext, RebalanceEvent};
 use super::batch::{Coordinates, DeadLetter, Original, TopicBatch};
-use super::checks::{Horizon, Reject, Rules, top_level};
+use super::checks::{Horizon, Reject, RequiredPlan, Rules, id_hash, top_level};
 use super::publish::Publisher;
 use super::table::{RawTable, TableError};
 use super::{IngestError, Summary};
-use crate::codec::{SchemaSet, SchemaVersion, read_header};
+use crate::codec::{SchemaSet, SchemaVersion, WriterDecoder, read_header};
 use crate::config::IngestConfig;
 use crate::lake::LakeUrl;
 use crate::telemetry::Telemetry;
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use arrow::datatypes::Fields;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// Maps on the per-record path hash with foldhash, not SipHash: keys are ours, not an attacker's.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,13 +70,20 @@ pub struct Worker {
     pub rules: Rules,
     pub tables: HashMap<String, RawTable>,
     pub batches: HashMap<String, TopicBatch>,
-    pub stored: Stored,
+    /// Per topic and partition: the last offset stored in the lake (None: nothing yet).
+    pub stored: HashMap<String, HashMap<i32, Option<i64>>>,
     pub horizons: HashMap<String, Horizon>,
     pub fields: HashMap<u64, (Fields, String)>,
+    pub decoders: HashMap<u64, WriterDecoder>,
+    pub plans: HashMap<u64, RequiredPlan>,
+    /// Per-topic counters, looked up once instead of per record.
+    pub counters: HashMap<String, (Counter, Counter)>,
     pub last_schema_reload: Option<Instant>,
     /// Per owned table: a pass is running, when the last one started, the version it saw.
     pub maintenance: HashMap<String, (Arc<AtomicBool>, Instant, Arc<AtomicU64>)>,
     pub summary: Summary,
+    /// Wall clock, refreshed every few hundred records rather than read per record.
+    pub now_ms: i64,
 }
 
 impl Worker {
@@ -84,24 +95,38 @@ impl Worker {
         let topics: Vec<&str> = self.contracts.keys().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(IngestError::Kafka)?;
         let mut last_tick = Instant::now();
+        let mut since_check = 0u32;
+        let mut wait = self.poll_timeout();
         while !shutdown.is_cancelled() {
-            let message = consumer.poll(self.poll_timeout());
+            let message = consumer.poll(wait);
             self.handle_rebalances(&consumer)?;
-            match message {
+            let idle = match message {
                 Some(Ok(m)) => {
                     if let Some(topic) = self.accept(&m)? {
                         self.flush(&topic, &consumer)?;
                     }
+                    false
                 }
-                Some(Err(e)) => warn!(error = %e, "consumer error; librdkafka retries"),
-                None => {}
-            }
-            for topic in self.due() {
-                self.flush(&topic, &consumer)?;
-            }
-            if last_tick.elapsed() >= Duration::from_secs(2) {
-                last_tick = Instant::now();
-                self.tick(&consumer);
+                Some(Err(e)) => {
+                    warn!(error = %e, "consumer error; librdkafka retries");
+                    true
+                }
+                None => true,
+            };
+            // Clocks are read per record only through `now_ms`; timers are checked when
+            // idle or every 256 records, which is well inside any flush interval.
+            since_check += 1;
+            if idle || since_check >= 256 {
+                since_check = 0;
+                self.now_ms = chrono::Utc::now().timestamp_millis();
+                for topic in self.due() {
+                    self.flush(&topic, &consumer)?;
+                }
+                if last_tick.elapsed() >= Duration::from_secs(2) {
+                    last_tick = Instant::now();
+                    self.tick(&consumer);
+                }
+                wait = self.poll_timeout();
             }
         }
         info!("shutting down: flushing open batches");
@@ -115,6 +140,10 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Duration {
+        // With records flowing, poll returns at once whatever the timeout.
+        if self.batches.is_empty() {
+            return Duration::from_millis(100);
+        }
         let age = Duration::from_millis(self.config.flush_interval_ms);
         let soonest = self
             .batches
@@ -146,7 +175,9 @@ impl Worker {
                     info!(abandoned, "partitions revoked; in-flight batches abandoned");
                 }
                 RebalanceEvent::Assigned(stored) => {
-                    self.stored.extend(stored);
+                    for ((topic, p), s) in stored {
+                        self.stored.entry(topic).or_default().insert(p, s);
+                    }
                     self.telemetry.set_ready(true);
                 }
                 RebalanceEvent::Failed(reason) => return Err(IngestError::Assignment(reason)),
@@ -159,13 +190,23 @@ impl Worker {
     fn accept(&mut self, m: &BorrowedMessage<'_>) -> Result<Option<String>, IngestError> {
         let topic = m.topic();
         let (partition, offset) = (m.partition(), m.offset());
-        let labels = vec![("topic", topic.to_string())];
-        self.telemetry.ingest.records_in.get_or_create(&labels).inc();
+        if !self.counters.contains_key(topic) {
+            let labels = vec![("topic", topic.to_string())];
+            let counters = (
+                self.telemetry.ingest.records_in.get_or_create(&labels).clone(),
+                self.telemetry.ingest.replayed_skipped.get_or_create(&labels).clone(),
+            );
+            self.counters.insert(topic.to_string(), counters);
+        }
+        let Some((records_in, replayed)) = self.counters.get(topic) else {
+            return Err(IngestError::Internal("counters vanished".into()));
+        };
+        records_in.inc();
         self.summary.records_in += 1;
-        match self.stored.get(&(topic.to_string(), partition)) {
+        match self.stored.get(topic).and_then(|ps| ps.get(&partition)) {
             None => return Ok(None),
             Some(Some(stored)) if offset <= *stored => {
-                self.telemetry.ingest.replayed_skipped.get_or_create(&labels).inc();
+                replayed.inc();
                 self.summary.replayed_skipped += 1;
                 return Ok(None);
             }
@@ -173,11 +214,14 @@ impl Worker {
         }
         let payload = m.payload().unwrap_or_default();
         let kafka_ms = m.timestamp().to_millis();
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = self.now_ms;
+        if !self.batches.contains_key(topic) {
+            self.batches.insert(topic.to_string(), TopicBatch::new(topic));
+        }
         let batch = self
             .batches
-            .entry(topic.to_string())
-            .or_insert_with(|| TopicBatch::new(topic));
+            .get_mut(topic)
+            .ok_or(IngestError::Internal("batch vanished".into()))?;
         batch.account(partition, offset, kafka_ms, payload.len());
         let original = Original {
             partition,
@@ -236,27 +280,50 @@ impl Worker {
                 format!("record is a {} but {topic} carries {}", writer.event, contract.event),
             )));
         }
-        let mut value = match self.schemas.decode_as(payload, &writer) {
-            Ok((v, _)) => v,
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.decoders.entry(writer.fingerprint) {
+            match WriterDecoder::new(writer.clone()) {
+                Ok(d) => {
+                    slot.insert(d);
+                }
+                Err(e) => return Ok(Err(Reject::new(e.class(), e.to_string()))),
+            }
+        }
+        let decoded = match self.decoders.get(&writer.fingerprint) {
+            Some(d) => d.decode(payload),
+            None => return Err(IngestError::Internal("decoder vanished".into())),
+        };
+        let mut value = match decoded {
+            Ok(v) => v,
             Err(e) => return Ok(Err(Reject::new(e.class(), e.to_string()))),
         };
-        if let Err(r) = self.rules.clean(&mut value, &contract.required, now_ms) {
+        let plan = self.plans.entry(writer.fingerprint).or_insert_with(|| {
+            let names: Vec<&str> = match &writer.schema {
+                Schema::Record(r) => r.fields.iter().map(|f| f.name.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            RequiredPlan::new(&names, &contract.required)
+        });
+        if let Err(r) = self.rules.clean(&mut value, plan, now_ms) {
             return Ok(Err(r));
         }
         let event_id = match top_level(&value, "event_id") {
-            Some(Value::String(id)) => Some(id.clone()),
+            Some(Value::String(id)) => Some((id_hash(id), id)),
             _ => None,
         };
+        if !self.horizons.contains_key(topic) {
+            let capacity = usize::try_from(self.config.dedup_horizon_events).unwrap_or(usize::MAX);
+            self.horizons.insert(topic.to_string(), Horizon::new(capacity));
+        }
         let horizon = self
             .horizons
-            .entry(topic.to_string())
-            .or_insert_with(|| Horizon::new(usize::try_from(self.config.dedup_horizon_events).unwrap_or(usize::MAX)));
+            .get(topic)
+            .ok_or(IngestError::Internal("horizon vanished".into()))?;
         let batch = self
             .batches
             .get_mut(topic)
             .ok_or(IngestError::Internal("batch vanished".into()))?;
-        if let Some(id) = &event_id
-            && (batch.ids.contains(id) || horizon.contains(id))
+        if let Some((hash, id)) = &event_id
+            && (batch.ids.contains(hash) || horizon.contains(*hash))
         {
             return Ok(Err(Reject::new(
                 "duplicate_event",
@@ -297,8 +364,8 @@ impl Worker {
         batch
             .append(record, &coordinates, now_ms)
             .map_err(|e| IngestError::Internal(e.to_string()))?;
-        if let Some(id) = event_id {
-            batch.ids.insert(id);
+        if let Some((hash, _)) = event_id {
+            batch.ids.insert(hash);
         }
         Ok(Ok(()))
     }
@@ -352,7 +419,7 @@ impl Worker {
             .offsets
             .iter()
             .map(|(&p, &(_, last))| {
-                let stored = self.stored.get(&(topic.to_string(), p)).copied().flatten();
+                let stored = self.stored.get(topic).and_then(|ps| ps.get(&p)).copied().flatten();
                 (p, (stored, last))
             })
             .collect();
@@ -425,7 +492,7 @@ impl Worker {
             }
         };
         for (&p, &(_, last)) in &offsets {
-            self.stored.insert((topic.to_string(), p), Some(last));
+            self.stored.entry(topic.to_string()).or_default().insert(p, Some(last));
         }
         let labels = vec![("topic", topic.to_string())];
         self.telemetry
@@ -485,10 +552,9 @@ impl Worker {
     fn resync(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
         let partitions: Vec<i32> = self
             .stored
-            .keys()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, p)| *p)
-            .collect();
+            .get(topic)
+            .map(|ps| ps.keys().copied().collect())
+            .unwrap_or_default();
         let table = self
             .tables
             .get_mut(topic)
@@ -502,7 +568,7 @@ impl Worker {
             if let Err(e) = consumer.seek(topic, p, offset, Duration::from_secs(10)) {
                 warn!(partition = p, error = %e, "seek after losing the race failed");
             }
-            self.stored.insert((topic.to_string(), p), s);
+            self.stored.entry(topic.to_string()).or_default().insert(p, s);
         }
         Ok(())
     }
@@ -546,7 +612,11 @@ impl Worker {
 
     /// Lag gauges, and maintenance of the tables whose partition 0 is ours.
     fn tick(&mut self, consumer: &BaseConsumer<IngestContext>) {
-        for ((topic, p), stored) in &self.stored {
+        for (topic, p, stored) in self
+            .stored
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |(p, s)| (t, p, s)))
+        {
             if let Some(high) = consumer.context().high_watermark(topic, *p) {
                 let next = stored.map_or(0, |s| s + 1);
                 self.telemetry
@@ -562,8 +632,8 @@ impl Worker {
         let interval = Duration::from_millis(self.config.maintenance.interval_ms);
         let owned: Vec<String> = self
             .stored
-            .keys()
-            .filter(|(_, p)| *p == 0)
+            .iter()
+            .filter(|(_, ps)| ps.contains_key(&0))
             .map(|(t, _)| t.clone())
             .collect();
         for topic in owned {
