@@ -103,3 +103,85 @@ async fn a_burst_of_concurrent_posts_loses_nothing() {
     assert_eq!(dead as u64, rejected + 1);
     assert!(collector.stop());
 }
+
+/// The README's "Adding a source" walk-through: a new site event needs one schema file and
+/// one topic file; the collector takes it and ingest lands it, with no code change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_collector_source_needs_only_a_topic_file_and_a_schema() {
+    let lab = Lab::new(1).await;
+    let schema = json!({
+        "type": "record", "name": "RoomPlannerSave", "namespace": "hoffrec.events",
+        "doc": "A customer saved a room in the site's room planner.",
+        "fields": [
+            {"name": "event_id", "type": "string", "doc": "Unique id of this event."},
+            {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}, "doc": "When."},
+            {"name": "customer_id", "type": "string", "doc": "Customer."},
+            {"name": "room", "type": "string", "doc": "Room kind, e.g. living_room."},
+            {"name": "area_sq_m", "type": "double", "doc": "Floor area."},
+            {"name": "items", "type": {"type": "array", "items": "string"}, "default": [], "doc": "Products placed."}
+        ]
+    });
+    std::fs::write(lab.schemas_dir.join("room_planner_save.avsc"), schema.to_string()).unwrap();
+    let source = lab.raw.split('.').nth(1).unwrap().to_string();
+    let topic = format!("raw.{source}.room_planner_save");
+    std::fs::write(
+        lab.topics_dir.join(format!("{topic}.toml")),
+        format!(
+            "name = \"{topic}\"\nrole = \"raw\"\npartitions = 2\ncleanup_policy = \"delete\"\nretention_ms = 604800000\nvalue_schema = \"room_planner_save\"\nkey = [\"customer_id\"]\n\n[source]\nkind = \"collector\"\ndescription = \"The room planner posts saved rooms.\"\n"
+        ),
+    )
+    .unwrap();
+    let catalog = hoffrec::catalog::Catalog::load(&lab.topics_dir, &lab.schemas_dir).unwrap();
+    let kafka = hoffrec::config::KafkaConfig {
+        brokers: lab.brokers.clone(),
+        ..Default::default()
+    };
+    hoffrec::catalog::apply::apply(&catalog, &kafka).await.unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut collector = lab.hoffrec(&["collect", "--listen", &addr], &[]);
+    let mut ingest = lab.ingest(&common::unique("g"), &[]);
+    common::poll_until("the collector to listen", Duration::from_secs(60), || async {
+        std::net::TcpStream::connect(&addr).ok().map(|_| ())
+    })
+    .await;
+    let events: Vec<Value> = (0..30)
+        .map(|i| {
+            json!({"type": "room_planner_save", "event_id": format!("room-{i}"),
+                   "event_time": 1_795_590_000_000i64 + i, "customer_id": format!("c{}", i % 4),
+                   "room": if i % 2 == 0 { "living_room" } else { "bedroom" },
+                   "area_sq_m": 18.5, "items": ["sofa-1", "rug-7"]})
+        })
+        .chain([json!({"type": "room_planner_save", "event_id": "bad", "customer_id": "c1"})])
+        .collect();
+    let (status, answer) = post(&addr, &json!({ "events": events }).to_string()).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(answer["accepted"], 30, "{answer}");
+    assert_eq!(answer["rejected"][0]["index"], 30, "{answer}");
+
+    let rows = common::poll_until("room planner rows in the lake", Duration::from_secs(90), || async {
+        let out = lab
+            .query_topic(
+                &topic,
+                "SELECT count(*), sum(cardinality(items)) FROM t WHERE room IS NOT NULL",
+            )
+            .await?;
+        let get = |i: usize| {
+            out[0]
+                .column(i)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .map(|a| a.value(0))
+        };
+        (get(0)? == 30).then(|| (get(0), out[0].column(1).len()))
+    })
+    .await;
+    assert_eq!(rows.0, Some(30), "ingest log: {}", tail(&ingest.log));
+    assert!(collector.stop());
+    assert!(ingest.stop());
+}

@@ -177,7 +177,13 @@ impl Lab {
 
     /// Runs SQL over the raw table registered as `t`.
     pub async fn query(&self, sql: &str) -> Option<Vec<arrow::record_batch::RecordBatch>> {
-        let table = self.open_table().await?;
+        self.query_topic(&self.raw, sql).await
+    }
+
+    /// Runs SQL over the raw table of any topic, registered as `t`.
+    pub async fn query_topic(&self, topic: &str, sql: &str) -> Option<Vec<arrow::record_batch::RecordBatch>> {
+        let url = self.lake_url().table_url(&hoffrec::ingest::table_name(topic)).ok()?;
+        let table = deltalake::open_table(url).await.ok()?;
         let ctx = datafusion::prelude::SessionContext::new();
         table.update_datafusion_session(&ctx.state()).ok()?;
         let provider = table.table_provider().await.ok()?;
