@@ -63,9 +63,21 @@ pub enum Command {
     /// against its Avro contract and produced to its raw topic; refusals go to the
     /// dead-letter topic and are answered per event.
     Collect(CollectArgs),
+    /// Run SQL against the lake: every raw table is `raw.<topic without raw., . and - as _>`,
+    /// e.g. `SELECT count(*) FROM raw.site_page_view`.
+    Sql(SqlArgs),
     /// Benchmarks against the configured broker and lake (figures for the README).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query.
+    pub query: String,
+    /// Print rows as JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +202,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await
                     .map_err(anyhow::Error::from)
             })?;
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql(args) => {
+            let catalog = load_catalog(&config)?;
+            let lake = crate::lake::LakeUrl::parse(&config.lake.url)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let batches = runtime.block_on(async {
+                let (ctx, tables) = crate::mart::session::lake_session(&lake, &catalog).await?;
+                tracing::debug!(?tables, "lake tables registered");
+                let frame = ctx.sql(&args.query).await?;
+                anyhow::Ok(frame.collect().await?)
+            })?;
+            if args.json {
+                let mut writer = arrow::json::LineDelimitedWriter::new(std::io::stdout());
+                for batch in &batches {
+                    writer.write(batch)?;
+                }
+                writer.finish()?;
+            } else {
+                println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+            }
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)
         }

@@ -27,6 +27,9 @@ pub mod connect;
 /// Stage: raw topics -> micro-batches -> Delta tables under `<lake>/raw/`, exactly once.
 pub mod ingest;
 
+/// Stage: lake tables -> SQL (so far the lake session behind `hoffrec sql`).
+pub mod mart;
+
 /// Metrics and health endpoints every long-running stage serves.
 pub mod telemetry;
 

@@ -498,3 +498,35 @@ async fn spark_reads_the_raw_table_from_hdfs() {
         assert!(columns.contains(&c), "{c} missing from {columns:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analysts_query_the_landed_tables_with_hoffrec_sql() {
+    let lab = Lab::new(2).await;
+    let group = common::unique("g");
+    let schemas = lab.schemas();
+    let producer = lab.producer();
+    let mut worker = lab.ingest(&group, &[]);
+    lab.send_all(&producer, &events(&schemas, 0, 40)).await;
+    wait_for_rows(&lab, 40, &[worker.log.as_path()], 60).await;
+    assert!(worker.stop());
+    let table = format!("raw.{}", hoffrec::mart::session::sql_name(&lab.raw));
+    let query = format!(
+        "SELECT count(*) AS n, count(DISTINCT customer_id) AS customers, sum(price_kopecks) AS kopecks FROM {table}"
+    );
+    let (ok, stdout, stderr) = lab.run(&["sql", "--json", &query]);
+    assert!(ok, "{stderr}");
+    let row: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap();
+    assert_eq!(row["n"], 40);
+    assert_eq!(row["customers"], 40);
+    assert_eq!(row["kopecks"], 40 * 9_900);
+    let (ok, stdout, _) = lab.run(&[
+        "sql",
+        &format!("SELECT event_date, count(*) AS n FROM {table} GROUP BY 1"),
+    ]);
+    assert!(
+        ok && stdout.contains("event_date") && stdout.contains("| 40 "),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = lab.run(&["sql", "SELECT * FROM raw.no_such_table"]);
+    assert!(!ok && stderr.contains("no_such_table"), "{stderr}");
+}

@@ -90,6 +90,25 @@ impl Lab {
         self.hoffrec(&["ingest", "--group", group], &env)
     }
 
+    /// Runs a `hoffrec` command to completion against this lab; returns (success, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_hoffrec"))
+            .current_dir(self.dir.path())
+            .args(["--brokers", &self.brokers, "--lake", &self.lake])
+            .arg("--topics-dir")
+            .arg(&self.topics_dir)
+            .arg("--schemas-dir")
+            .arg(&self.schemas_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Starts any `hoffrec` subcommand against this lab's broker, lake and catalog.
     pub fn hoffrec(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);

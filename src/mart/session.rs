@@ -1,0 +1,69 @@
+//! A DataFusion session over the lake: every raw Delta table that exists is registered as
+//! `raw.<name>`, where `<name>` is the topic without its `raw.` prefix and with `.` and
+//! `-` turned into `_` (`raw.site.page_view` -> `raw.site_page_view`), so the same names
+//! work in Spark SQL as database `raw`. Schemas come from the tables themselves.
+
+use crate::catalog::Catalog;
+use crate::lake::LakeUrl;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::prelude::SessionContext;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("lake table {table}: {source}")]
+    Table {
+        table: String,
+        #[source]
+        source: deltalake::errors::DeltaTableError,
+    },
+    #[error("SQL: {0}")]
+    Sql(#[from] datafusion::error::DataFusionError),
+}
+
+/// The SQL name of a raw topic's table inside the `raw` schema.
+pub fn sql_name(topic: &str) -> String {
+    topic.strip_prefix("raw.").unwrap_or(topic).replace(['.', '-'], "_")
+}
+
+/// A session with every existing raw table registered; returns it with the names found.
+pub async fn lake_session(lake: &LakeUrl, catalog: &Catalog) -> Result<(SessionContext, Vec<String>), SessionError> {
+    let ctx = SessionContext::new();
+    let schema = Arc::new(MemorySchemaProvider::new());
+    let mut names = Vec::new();
+    for topic in catalog.raw_topics() {
+        let path = crate::ingest::table_name(&topic.name);
+        let err = |source| SessionError::Table {
+            table: path.clone(),
+            source,
+        };
+        let url = lake.table_url(&path).map_err(err)?;
+        let mut table = deltalake::DeltaTableBuilder::from_url(url)
+            .map_err(err)?
+            .build()
+            .map_err(err)?;
+        // Topics that have not landed anything yet simply have no table.
+        if !table.verify_deltatable_existence().await.map_err(err)? {
+            continue;
+        }
+        table.load().await.map_err(err)?;
+        table.update_datafusion_session(&ctx.state()).map_err(err)?;
+        let provider = table.table_provider().await?;
+        let name = sql_name(&topic.name);
+        schema.register_table(name.clone(), provider)?;
+        names.push(format!("raw.{name}"));
+    }
+    if let Some(default) = ctx.catalog("datafusion") {
+        default.register_schema("raw", schema)?;
+    }
+    Ok((ctx, names))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_work_in_sql_without_quotes() {
+        assert_eq!(super::sql_name("raw.site.page_view"), "site_page_view");
+        assert_eq!(super::sql_name("raw.it-1a2b.product_view"), "it_1a2b_product_view");
+    }
+}
