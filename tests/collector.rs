@@ -49,17 +49,7 @@ fn event(thread: usize, post: usize, i: usize) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_concurrent_posts_loses_nothing() {
     let lab = Lab::new(3).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut collector = lab.hoffrec(&["collect", "--listen", &addr], &[]);
-    common::poll_until("the collector to listen", Duration::from_secs(60), || async {
-        std::net::TcpStream::connect(&addr).ok().map(|_| ())
-    })
-    .await;
+    let (mut collector, addr) = lab.collect().await;
 
     let (threads, posts, per_post) = (8, 15, 21);
     let handles: Vec<_> = (0..threads)
@@ -131,25 +121,10 @@ async fn a_new_collector_source_needs_only_a_topic_file_and_a_schema() {
         ),
     )
     .unwrap();
-    let catalog = hoffrec::catalog::Catalog::load(&lab.topics_dir, &lab.schemas_dir).unwrap();
-    let kafka = hoffrec::config::KafkaConfig {
-        brokers: lab.brokers.clone(),
-        ..Default::default()
-    };
-    hoffrec::catalog::apply::apply(&catalog, &kafka).await.unwrap();
+    lab.apply_catalog().await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut collector = lab.hoffrec(&["collect", "--listen", &addr], &[]);
+    let (mut collector, addr) = lab.collect().await;
     let mut ingest = lab.ingest(&common::unique("g"), &[]);
-    common::poll_until("the collector to listen", Duration::from_secs(60), || async {
-        std::net::TcpStream::connect(&addr).ok().map(|_| ())
-    })
-    .await;
     let events: Vec<Value> = (0..30)
         .map(|i| {
             json!({"type": "room_planner_save", "event_id": format!("room-{i}"),

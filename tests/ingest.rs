@@ -365,12 +365,7 @@ async fn a_producer_moving_to_a_new_schema_version_keeps_landing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_endpoint_reports_the_ingest_metrics() {
     let lab = Lab::new(1).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_addr();
     let group = common::unique("g");
     let schemas = lab.schemas();
     let producer = lab.producer();

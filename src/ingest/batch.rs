@@ -245,11 +245,6 @@ fn meta_fields() -> Vec<Field> {
     ]
 }
 
-/// Rows of a finished batch, for tests and metrics.
-pub fn row_count(batches: &[RecordBatch]) -> usize {
-    batches.iter().map(|b| b.num_rows()).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,7 +282,7 @@ mod tests {
         )
         .unwrap();
         let out = b.finish(None).unwrap();
-        assert_eq!(row_count(&out), 2);
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
         assert!(out.iter().all(|p| p.schema() == out[0].schema()));
         let names: Vec<_> = out[0].schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(&names[..2], ["a", "b"]);

@@ -58,6 +58,32 @@ impl TopicContract {
     }
 }
 
+/// Everything records of one writer version share, worked out once per fingerprint.
+pub struct WriterPlan {
+    decoder: WriterDecoder,
+    fields: Fields,
+    /// `event@fingerprint`: file names move when versions do, this always names one schema.
+    label: String,
+    required: RequiredPlan,
+}
+
+impl WriterPlan {
+    fn new(writer: &Arc<SchemaVersion>, contract: &TopicContract) -> Result<Self, Reject> {
+        let decoder = WriterDecoder::new(writer.clone()).map_err(|e| Reject::new(e.class(), e.to_string()))?;
+        let fields = record_fields(&writer.schema).map_err(|e| Reject::new("unsupported_schema", e.to_string()))?;
+        let names: Vec<&str> = match &writer.schema {
+            Schema::Record(r) => r.fields.iter().map(|f| f.name.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            decoder,
+            fields,
+            label: format!("{}@{:016x}", writer.event, writer.fingerprint),
+            required: RequiredPlan::new(&names, &contract.required),
+        })
+    }
+}
+
 pub struct Worker {
     pub config: IngestConfig,
     pub lake: LakeUrl,
@@ -73,9 +99,8 @@ pub struct Worker {
     /// Per topic and partition: the last offset stored in the lake (None: nothing yet).
     pub stored: HashMap<String, HashMap<i32, Option<i64>>>,
     pub horizons: HashMap<String, Horizon>,
-    pub fields: HashMap<u64, (Fields, String)>,
-    pub decoders: HashMap<u64, WriterDecoder>,
-    pub plans: HashMap<u64, RequiredPlan>,
+    /// Per writer fingerprint, what its records share (or why none of them can land).
+    pub writers: HashMap<u64, Result<WriterPlan, Reject>>,
     /// Per-topic counters, looked up once instead of per record.
     pub counters: HashMap<String, (Counter, Counter)>,
     pub last_schema_reload: Option<Instant>,
@@ -280,30 +305,19 @@ impl Worker {
                 format!("record is a {} but {topic} carries {}", writer.event, contract.event),
             )));
         }
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.decoders.entry(writer.fingerprint) {
-            match WriterDecoder::new(writer.clone()) {
-                Ok(d) => {
-                    slot.insert(d);
-                }
-                Err(e) => return Ok(Err(Reject::new(e.class(), e.to_string()))),
-            }
-        }
-        let decoded = match self.decoders.get(&writer.fingerprint) {
-            Some(d) => d.decode(payload),
-            None => return Err(IngestError::Internal("decoder vanished".into())),
+        let plan = match self
+            .writers
+            .entry(writer.fingerprint)
+            .or_insert_with(|| WriterPlan::new(&writer, contract))
+        {
+            Ok(plan) => plan,
+            Err(r) => return Ok(Err(r.clone())),
         };
-        let mut value = match decoded {
+        let mut value = match plan.decoder.decode(payload) {
             Ok(v) => v,
             Err(e) => return Ok(Err(Reject::new(e.class(), e.to_string()))),
         };
-        let plan = self.plans.entry(writer.fingerprint).or_insert_with(|| {
-            let names: Vec<&str> = match &writer.schema {
-                Schema::Record(r) => r.fields.iter().map(|f| f.name.as_str()).collect(),
-                _ => Vec::new(),
-            };
-            RequiredPlan::new(&names, &contract.required)
-        });
-        if let Err(r) = self.rules.clean(&mut value, plan, now_ms) {
+        if let Err(r) = self.rules.clean(&mut value, &plan.required, now_ms) {
             return Ok(Err(r));
         }
         let event_id = match top_level(&value, "event_id") {
@@ -330,19 +344,7 @@ impl Worker {
                 format!("event_id {id} already landed"),
             )));
         }
-        let (fields, label) = match self.fields.get(&writer.fingerprint) {
-            Some(known) => known.clone(),
-            None => match record_fields(&writer.schema) {
-                Ok(f) => {
-                    // File names move when versions do; event@fingerprint always names the same schema.
-                    let known = (f, format!("{}@{:016x}", writer.event, writer.fingerprint));
-                    self.fields.insert(writer.fingerprint, known.clone());
-                    known
-                }
-                Err(e) => return Ok(Err(Reject::new("unsupported_schema", e.to_string()))),
-            },
-        };
-        if let Err(e) = batch.adopt(writer.fingerprint, &fields) {
+        if let Err(e) = batch.adopt(writer.fingerprint, &plan.fields) {
             return Ok(Err(Reject::new("schema_conflict", e)));
         }
         let event_time_ms = match top_level(&value, "event_time") {
@@ -357,7 +359,7 @@ impl Worker {
             partition,
             offset,
             kafka_timestamp_ms: kafka_ms,
-            writer_schema: &label,
+            writer_schema: &plan.label,
             event_time_ms,
         };
         // Types were checked by `adopt`, so a failure here is a bug, not bad input.

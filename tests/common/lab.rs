@@ -62,14 +62,8 @@ impl Lab {
         rename("mart.changes.toml", &format!("{id}.mart"), None);
         rename("recs.customer.toml", &format!("{id}.recs"), None);
         rename("connect.offsets.toml", &format!("{id}.offsets"), None);
-        let catalog = Catalog::load(&topics_dir, &schemas_dir).unwrap();
-        let kafka = hoffrec::config::KafkaConfig {
-            brokers: brokers.clone(),
-            ..Default::default()
-        };
-        hoffrec::catalog::apply::apply(&catalog, &kafka).await.unwrap();
         let lake = format!("{}/hoffrec-it/{id}", hdfs_url().trim_end_matches('/'));
-        Self {
+        let lab = Self {
             dir,
             brokers,
             lake,
@@ -78,7 +72,30 @@ impl Lab {
             raw,
             dlq,
             commits,
-        }
+        };
+        lab.apply_catalog().await;
+        lab
+    }
+
+    /// Creates on the broker every topic of this lab's catalog that is not there yet.
+    pub async fn apply_catalog(&self) {
+        let catalog = Catalog::load(&self.topics_dir, &self.schemas_dir).unwrap();
+        let kafka = hoffrec::config::KafkaConfig {
+            brokers: self.brokers.clone(),
+            ..Default::default()
+        };
+        hoffrec::catalog::apply::apply(&catalog, &kafka).await.unwrap();
+    }
+
+    /// Starts `hoffrec collect` on a free port and waits until it listens.
+    pub async fn collect(&self) -> (Worker, String) {
+        let addr = super::free_addr();
+        let worker = self.hoffrec(&["collect", "--listen", &addr], &[]);
+        super::poll_until("the collector to listen", Duration::from_secs(60), || async {
+            std::net::TcpStream::connect(&addr).ok().map(|_| ())
+        })
+        .await;
+        (worker, addr)
     }
 
     /// Starts `hoffrec ingest` in its own process.
@@ -90,18 +107,22 @@ impl Lab {
         self.hoffrec(&["ingest", "--group", group], &env)
     }
 
-    /// Runs a `hoffrec` command to completion against this lab; returns (success, stdout, stderr).
-    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_hoffrec"))
-            .current_dir(self.dir.path())
+    /// `hoffrec` pointed at this lab's broker, lake and catalog.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoffrec"));
+        cmd.current_dir(self.dir.path())
             .args(["--brokers", &self.brokers, "--lake", &self.lake])
             .arg("--topics-dir")
             .arg(&self.topics_dir)
             .arg("--schemas-dir")
             .arg(&self.schemas_dir)
-            .args(args)
-            .output()
-            .unwrap();
+            .args(args);
+        cmd
+    }
+
+    /// Runs a `hoffrec` command to completion against this lab; returns (success, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.command(args).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -114,15 +135,8 @@ impl Lab {
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log_path = self.dir.path().join(format!("{}-{n}.log", args[0]));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoffrec"));
-        cmd.current_dir(self.dir.path())
-            .args(["--brokers", &self.brokers, "--lake", &self.lake])
-            .arg("--topics-dir")
-            .arg(&self.topics_dir)
-            .arg("--schemas-dir")
-            .arg(&self.schemas_dir)
-            .args(args)
-            .env("HOFFREC__LOG__FILTER", "hoffrec=info,warn")
+        let mut cmd = self.command(args);
+        cmd.env("HOFFREC__LOG__FILTER", "hoffrec=info,warn")
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in env {
