@@ -139,7 +139,8 @@ async fn a_new_collector_source_needs_only_a_topic_file_and_a_schema() {
     assert_eq!(answer["accepted"], 30, "{answer}");
     assert_eq!(answer["rejected"][0]["index"], 30, "{answer}");
 
-    let rows = common::poll_until("room planner rows in the lake", Duration::from_secs(90), || async {
+    // Rows, and the nested `items` arrays in them, all reach the lake.
+    let (rows, items) = common::poll_until("room planner rows in the lake", Duration::from_secs(90), || async {
         let out = lab
             .query_topic(
                 &topic,
@@ -147,16 +148,18 @@ async fn a_new_collector_source_needs_only_a_topic_file_and_a_schema() {
             )
             .await?;
         let get = |i: usize| {
-            out[0]
-                .column(i)
+            let column = out.first()?.column(i);
+            let column = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64).ok()?;
+            column
                 .as_any()
                 .downcast_ref::<arrow::array::Int64Array>()
                 .map(|a| a.value(0))
         };
-        (get(0)? == 30).then(|| (get(0), out[0].column(1).len()))
+        (get(0)? == 30).then(|| (get(0), get(1)))
     })
     .await;
-    assert_eq!(rows.0, Some(30), "ingest log: {}", tail(&ingest.log));
+    assert_eq!(rows, Some(30), "ingest log: {}", tail(&ingest.log));
+    assert_eq!(items, Some(60), "two items per saved room");
     assert!(collector.stop());
     assert!(ingest.stop());
 }
