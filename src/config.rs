@@ -169,7 +169,7 @@ impl Default for IngestConfig {
         Self {
             group: "hoffrec-ingest".into(),
             topics: Vec::new(),
-            max_batch_rows: 100_000,
+            max_batch_rows: 250_000,
             max_batch_bytes: 64 * 1024 * 1024,
             flush_interval_ms: 5_000,
             dedup_horizon_events: 200_000,

@@ -28,18 +28,26 @@ pub struct IngestContext {
     lake: LakeUrl,
     group: String,
     target_file_bytes: u64,
+    running: super::flush::Running,
     events: Mutex<Vec<RebalanceEvent>>,
     /// High watermarks from librdkafka's periodic statistics, for the lag gauges.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl IngestContext {
-    pub fn new(handle: tokio::runtime::Handle, lake: LakeUrl, group: &str, target_file_bytes: u64) -> Self {
+    pub fn new(
+        handle: tokio::runtime::Handle,
+        lake: LakeUrl,
+        group: &str,
+        target_file_bytes: u64,
+        running: super::flush::Running,
+    ) -> Self {
         Self {
             handle,
             lake,
             group: group.to_string(),
             target_file_bytes,
+            running,
             events: Mutex::new(Vec::new()),
             high_watermarks: Mutex::new(HashMap::new()),
         }
@@ -146,6 +154,11 @@ impl ConsumerContext for IngestContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Commits still running store offsets of these partitions; the next owner
+                // must read the lake after them. Lake retries give up within 120 s.
+                if !self.running.wait_idle(Duration::from_secs(150)) {
+                    tracing::warn!("lake commits still running at revoke; the next owner's fencing check decides");
+                }
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(error = %e, "unassign failed");
                 }

@@ -36,15 +36,6 @@ pub struct DeadLetter {
     pub message: String,
 }
 
-/// The original record, kept until commit in case the whole batch must be dead-lettered.
-pub struct Original {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
 /// Where a row came from.
 pub struct Coordinates<'a> {
     pub partition: i32,
@@ -68,7 +59,7 @@ pub struct TopicBatch {
     pub offsets: BTreeMap<i32, (i64, i64)>,
     pub ids: super::checks::IdSet,
     pub letters: Vec<DeadLetter>,
-    pub originals: Vec<Original>,
+    pub originals: super::originals::Originals,
 }
 
 #[derive(Default)]
@@ -96,7 +87,7 @@ impl TopicBatch {
             offsets: BTreeMap::new(),
             ids: Default::default(),
             letters: Vec::new(),
-            originals: Vec::new(),
+            originals: Default::default(),
         }
     }
 

@@ -12,7 +12,9 @@ mod arrow;
 mod assign;
 pub mod batch;
 pub mod checks;
+mod flush;
 pub mod maintenance;
+mod originals;
 pub mod publish;
 pub mod table;
 mod worker;
@@ -109,7 +111,14 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
         &topic_of(Role::LakeCommits)?,
     )?;
     let handle = tokio::runtime::Handle::current();
-    let context = IngestContext::new(handle.clone(), lake.clone(), &ingest.group, ingest.target_file_bytes);
+    let running = flush::Running::default();
+    let context = IngestContext::new(
+        handle.clone(),
+        lake.clone(),
+        &ingest.group,
+        ingest.target_file_bytes,
+        running.clone(),
+    );
     let consumer: BaseConsumer<IngestContext> = crate::kafka::client_config(&config.kafka)
         .set("group.id", &ingest.group)
         .set("enable.auto.commit", "false")
@@ -117,6 +126,9 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range,roundrobin")
         .set("statistics.interval.ms", "5000")
+        // A partition whose prefetch queue is full stops fetching for this long; at the
+        // default (1 s) a worker that drains faster than it decodes sits idle in poll.
+        .set("fetch.queue.backoff.ms", "20")
         .create_with_context(context)
         .map_err(IngestError::Kafka)?;
     let worker = Worker {
@@ -137,6 +149,8 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
         counters: HashMap::default(),
         last_schema_reload: None,
         maintenance: HashMap::default(),
+        inflight: HashMap::default(),
+        running,
         summary: Summary::default(),
         now_ms: chrono::Utc::now().timestamp_millis(),
     };

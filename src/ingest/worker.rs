@@ -1,13 +1,14 @@
 //! The consume loop: poll, decode, check, buffer per topic, flush on rows, bytes or age.
 //! Runs on its own thread with a blocking librdkafka consumer; lake I/O runs on the async
-//! runtime through a handle, so a flush is one straight line of code.
+//! runtime through a handle, and lake commits in the background (see `flush`).
 
 use super::arrow::record_fields;
 use super::assign::{IngestContext, RebalanceEvent};
-use super::batch::{Coordinates, DeadLetter, Original, TopicBatch};
+use super::batch::{Coordinates, DeadLetter, TopicBatch};
 use super::checks::{Horizon, Reject, RequiredPlan, Rules, id_hash, top_level};
+use super::originals::Original;
 use super::publish::Publisher;
-use super::table::{RawTable, TableError};
+use super::table::RawTable;
 use super::{IngestError, Summary};
 use crate::codec::{SchemaSet, SchemaVersion, WriterDecoder, read_header};
 use crate::config::IngestConfig;
@@ -18,10 +19,8 @@ use apache_avro::types::Value;
 use arrow::datatypes::Fields;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 
 /// Maps on the per-record path hash with foldhash, not SipHash: keys are ours, not an attacker's.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -31,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn};
+use tracing::{info, warn};
 
 /// What ingest knows about one raw topic's contract.
 pub struct TopicContract {
@@ -106,6 +105,9 @@ pub struct Worker {
     pub last_schema_reload: Option<Instant>,
     /// Per owned table: a pass is running, when the last one started, the version it saw.
     pub maintenance: HashMap<String, (Arc<AtomicBool>, Instant, Arc<AtomicU64>)>,
+    /// Per topic, the batch whose lake commit is running in the background.
+    pub inflight: HashMap<String, super::flush::InFlight>,
+    pub running: super::flush::Running,
     pub summary: Summary,
     /// Wall clock, refreshed every few hundred records rather than read per record.
     pub now_ms: i64,
@@ -128,7 +130,7 @@ impl Worker {
             let idle = match message {
                 Some(Ok(m)) => {
                     if let Some(topic) = self.accept(&m)? {
-                        self.flush(&topic, &consumer)?;
+                        self.flush_when_free(&topic, &consumer)?;
                     }
                     false
                 }
@@ -144,8 +146,9 @@ impl Worker {
             if idle || since_check >= 256 {
                 since_check = 0;
                 self.now_ms = chrono::Utc::now().timestamp_millis();
+                self.settle_finished(&consumer)?;
                 for topic in self.due() {
-                    self.flush(&topic, &consumer)?;
+                    self.flush_when_free(&topic, &consumer)?;
                 }
                 if last_tick.elapsed() >= Duration::from_secs(2) {
                     last_tick = Instant::now();
@@ -159,6 +162,7 @@ impl Worker {
         for topic in topics {
             self.flush(&topic, &consumer)?;
         }
+        self.settle_all(&consumer)?;
         self.telemetry.set_ready(false);
         consumer.unsubscribe();
         Ok(self.summary)
@@ -193,6 +197,8 @@ impl Worker {
         for event in consumer.context().take_events() {
             match event {
                 RebalanceEvent::Revoked => {
+                    // The revoke callback waited for these; what they stored is ours.
+                    self.settle_all(consumer)?;
                     let abandoned = self.batches.drain().filter(|(_, b)| !b.is_empty()).count();
                     self.summary.abandoned_batches += abandoned as u64;
                     self.stored.clear();
@@ -248,35 +254,27 @@ impl Worker {
             .get_mut(topic)
             .ok_or(IngestError::Internal("batch vanished".into()))?;
         batch.account(partition, offset, kafka_ms, payload.len());
-        let original = Original {
-            partition,
-            offset,
-            key: m.key().map(<[u8]>::to_vec),
-            payload: payload.to_vec(),
-            headers: m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        batch.originals.push(partition, offset, m.key(), payload, headers);
         let at = (partition, offset, kafka_ms, now_ms);
-        if let Err(reject) = self.land(topic, payload, at)? {
-            let batch = self
-                .batches
-                .get_mut(topic)
-                .ok_or(IngestError::Internal("batch vanished".into()))?;
-            batch
-                .letters
-                .push(letter(topic, &original, reject.class, reject.message));
-        }
+        let landed = self.land(topic, payload, at)?;
         let batch = self
             .batches
             .get_mut(topic)
             .ok_or(IngestError::Internal("batch vanished".into()))?;
-        batch.originals.push(original);
+        if let Err(reject) = landed
+            && let Some(original) = batch.originals.last()
+        {
+            let dead = letter(topic, &original, reject.class, reject.message);
+            batch.letters.push(dead);
+        }
         let full = batch.rows >= self.config.max_batch_rows || batch.bytes >= self.config.max_batch_bytes;
         Ok(full.then(|| topic.to_string()))
     }
@@ -337,7 +335,9 @@ impl Worker {
             .get_mut(topic)
             .ok_or(IngestError::Internal("batch vanished".into()))?;
         if let Some((hash, id)) = &event_id
-            && (batch.ids.contains(hash) || horizon.contains(*hash))
+            && (batch.ids.contains(hash)
+                || horizon.contains(*hash)
+                || self.inflight.get(topic).is_some_and(|f| f.has_id(*hash)))
         {
             return Ok(Err(Reject::new(
                 "duplicate_event",
@@ -400,199 +400,8 @@ impl Worker {
         })
     }
 
-    /// Publishes dead letters, commits rows and offsets together, then tells the world.
-    fn flush(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
-        let Some(mut batch) = self.batches.remove(topic) else {
-            return Ok(());
-        };
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let span = info_span!(
-            "batch",
-            topic,
-            rows = batch.rows,
-            bytes = batch.bytes,
-            dead = batch.letters.len()
-        );
-        let _enter = span.enter();
-        let started = Instant::now();
-        let offsets: BTreeMap<i32, (Option<i64>, i64)> = batch
-            .offsets
-            .iter()
-            .map(|(&p, &(_, last))| {
-                let stored = self.stored.get(topic).and_then(|ps| ps.get(&p)).copied().flatten();
-                (p, (stored, last))
-            })
-            .collect();
-        if !self.tables.contains_key(topic) {
-            let table = self.retry("open table", || {
-                RawTable::open(&self.lake, topic, &self.config.group, self.config.target_file_bytes)
-            })?;
-            self.tables.insert(topic.to_string(), table);
-        }
-        let schema = self.tables.get(topic).and_then(RawTable::arrow_schema);
-        let mut rows = match batch.finish(schema.as_ref()) {
-            Ok(rows) => rows,
-            Err(e) => {
-                warn!(error = %e, "batch cannot be assembled; dead-lettering its rows");
-                self.reject_rows(&mut batch, &e.to_string(), &Default::default());
-                Vec::new()
-            }
-        };
-        let mut published = std::collections::HashSet::new();
-        let committed = loop {
-            let letters = std::mem::take(&mut batch.letters);
-            if !letters.is_empty() {
-                self.retry("publish dead letters", || self.publisher.dead_letters(&letters))?;
-                published.extend(letters.iter().map(|l| (l.partition, l.offset)));
-                for l in &letters {
-                    self.telemetry
-                        .ingest
-                        .dead_letters
-                        .get_or_create(&vec![("topic", topic.to_string()), ("class", l.class.to_string())])
-                        .inc();
-                }
-                self.summary.dead_letters += letters.len() as u64;
-            }
-            let commit_started = Instant::now();
-            let table = self
-                .tables
-                .get_mut(topic)
-                .ok_or(IngestError::Internal("table vanished".into()))?;
-            if rows.is_empty() && !table.exists() {
-                // Only dead letters and no table yet to hold offsets: the first batch with
-                // rows stores offsets that cover these too (letters may repeat after a crash).
-                info!("batch of dead letters only; offsets wait for the table's first rows");
-                return Ok(());
-            }
-            let result = self
-                .handle
-                .block_on(commit_with_retry(table, &rows, &offsets, &self.config));
-            self.telemetry
-                .ingest
-                .commit_seconds
-                .observe(commit_started.elapsed().as_secs_f64());
-            match result {
-                Ok(c) => break c,
-                Err(TableError::Fenced { partition, .. }) => {
-                    warn!(partition, "another worker advanced this topic; abandoning the batch");
-                    self.summary.abandoned_batches += 1;
-                    return self.resync(topic, consumer);
-                }
-                Err(TableError::Rejected { source, .. }) if rows.is_empty() => {
-                    return Err(IngestError::Step(format!(
-                        "the lake refused an offsets-only commit: {source}"
-                    )));
-                }
-                Err(TableError::Rejected { source, .. }) => {
-                    warn!(error = %source, "the lake refused the batch; dead-lettering its rows");
-                    self.reject_rows(&mut batch, &source.to_string(), &published);
-                    rows = Vec::new();
-                }
-                Err(e @ TableError::Transient { .. }) => return Err(IngestError::LakeUnavailable(Box::new(e))),
-            }
-        };
-        for (&p, &(_, last)) in &offsets {
-            self.stored.entry(topic.to_string()).or_default().insert(p, Some(last));
-        }
-        let labels = vec![("topic", topic.to_string())];
-        self.telemetry
-            .ingest
-            .records_landed
-            .get_or_create(&labels)
-            .inc_by(committed.rows);
-        self.telemetry.ingest.commits.get_or_create(&labels).inc();
-        self.telemetry.ingest.batch_rows.observe(batch.rows as f64);
-        self.telemetry.ingest.batch_bytes.observe(batch.bytes as f64);
-        if let Some(oldest) = batch.oldest_kafka_ms {
-            let lag_ms = chrono::Utc::now().timestamp_millis() - oldest;
-            self.telemetry
-                .ingest
-                .event_to_commit_seconds
-                .observe(lag_ms.max(0) as f64 / 1000.0);
-        }
-        self.summary.landed += committed.rows;
-        self.summary.commits += 1;
-        self.horizons
-            .entry(topic.to_string())
-            .or_insert_with(|| Horizon::new(usize::try_from(self.config.dedup_horizon_events).unwrap_or(usize::MAX)))
-            .extend(batch.ids.drain());
-        let table_name = self.tables.get(topic).map(|t| t.name.clone()).unwrap_or_default();
-        let offset_list: Vec<(i32, i64)> = offsets.iter().map(|(&p, &(_, last))| (p, last)).collect();
-        if let Err(e) = self.retry("announce lake commit", || {
-            self.publisher
-                .lake_commit(&self.schemas, &table_name, topic, &committed, &offset_list)
-        }) {
-            // The data is safely in the lake; marts also catch up from table versions.
-            warn!(error = %e, "lake commit announcement lost");
-        }
-        // Group offsets only serve lag tooling; the lake's txn actions are the truth.
-        let mut tpl = TopicPartitionList::new();
-        for &(p, last) in &offset_list {
-            let _ = tpl.add_partition_offset(topic, p, Offset::Offset(last + 1));
-        }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            warn!(error = %e, "group offset commit failed (lag tooling only)");
-        }
-        self.telemetry
-            .ingest
-            .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
-        info!(
-            version = committed.version,
-            rows = committed.rows,
-            files = committed.files,
-            ms = started.elapsed().as_millis() as u64,
-            "batch committed"
-        );
-        Ok(())
-    }
-
-    /// After losing a partition to another worker mid-batch: reread the lake and continue
-    /// right after what it holds.
-    fn resync(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
-        let partitions: Vec<i32> = self
-            .stored
-            .get(topic)
-            .map(|ps| ps.keys().copied().collect())
-            .unwrap_or_default();
-        let table = self
-            .tables
-            .get_mut(topic)
-            .ok_or(IngestError::Internal("table vanished".into()))?;
-        let stored = self
-            .handle
-            .block_on(table.stored_offsets(&partitions))
-            .map_err(|e| IngestError::LakeUnavailable(Box::new(e)))?;
-        for (p, s) in stored {
-            let offset = s.map_or(Offset::Beginning, |s| Offset::Offset(s + 1));
-            if let Err(e) = consumer.seek(topic, p, offset, Duration::from_secs(10)) {
-                warn!(partition = p, error = %e, "seek after losing the race failed");
-            }
-            self.stored.entry(topic.to_string()).or_default().insert(p, s);
-        }
-        Ok(())
-    }
-
-    /// Turns every row of the batch into a `write_failed` letter, except records that
-    /// already are (or were) dead letters.
-    fn reject_rows(&self, batch: &mut TopicBatch, reason: &str, published: &std::collections::HashSet<(i32, i64)>) {
-        let mut already: std::collections::HashSet<(i32, i64)> =
-            batch.letters.iter().map(|l| (l.partition, l.offset)).collect();
-        already.extend(published);
-        let topic = batch.topic.clone();
-        let extra: Vec<DeadLetter> = batch
-            .originals
-            .iter()
-            .filter(|o| !already.contains(&(o.partition, o.offset)))
-            .map(|o| letter(&topic, o, "write_failed", reason.to_string()))
-            .collect();
-        batch.letters.extend(extra);
-    }
-
     /// Retries a Kafka or lake step with exponential backoff for up to two minutes.
-    fn retry<T, E: std::fmt::Display, F, Fut>(&self, what: &str, mut f: F) -> Result<T, IngestError>
+    pub(super) fn retry<T, E: std::fmt::Display, F, Fut>(&self, what: &str, mut f: F) -> Result<T, IngestError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
@@ -679,34 +488,14 @@ impl Worker {
     }
 }
 
-async fn commit_with_retry(
-    table: &mut RawTable,
-    rows: &[arrow::record_batch::RecordBatch],
-    offsets: &BTreeMap<i32, (Option<i64>, i64)>,
-    config: &IngestConfig,
-) -> Result<super::table::Committed, TableError> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut wait = Duration::from_millis(config.retry_backoff_ms);
-    loop {
-        match table.commit(rows.to_vec(), offsets).await {
-            Err(e @ TableError::Transient { .. }) if Instant::now() + wait < deadline => {
-                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "lake commit failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-            other => return other,
-        }
-    }
-}
-
-fn letter(topic: &str, o: &Original, class: &'static str, message: String) -> DeadLetter {
+pub(super) fn letter(topic: &str, o: &Original<'_>, class: &'static str, message: String) -> DeadLetter {
     DeadLetter {
         topic: topic.to_string(),
         partition: o.partition,
         offset: o.offset,
-        key: o.key.clone(),
-        payload: o.payload.clone(),
-        headers: o.headers.clone(),
+        key: o.key.map(<[u8]>::to_vec),
+        payload: o.payload.to_vec(),
+        headers: o.headers.to_vec(),
         class,
         message,
     }
