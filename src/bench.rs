@@ -40,6 +40,7 @@ pub struct IngestBenchArgs {
     pub rate: u64,
     pub latency_secs: u64,
     pub flush_interval_ms: u64,
+    pub workers: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,6 +58,7 @@ pub struct IngestBenchReport {
     pub latency_rate_events_per_s: u64,
     pub latency_events: u64,
     pub flush_interval_ms: u64,
+    pub ingest_workers: u32,
     pub event_to_commit_p50_ms: i64,
     pub event_to_commit_p99_ms: i64,
 }
@@ -118,6 +120,7 @@ pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<IngestBen
         .arg(&config.catalog.schemas_dir)
         .args(["ingest", "--group", &group])
         .env("HOFFREC__INGEST__FLUSH_INTERVAL_MS", args.flush_interval_ms.to_string())
+        .env("HOFFREC__INGEST__WORKERS", args.workers.to_string())
         .env(
             "HOFFREC__LOG__FILTER",
             std::env::var("HOFFREC_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
@@ -175,6 +178,7 @@ pub async fn ingest(config: &Config, args: &IngestBenchArgs) -> Result<IngestBen
         latency_rate_events_per_s: args.rate,
         latency_events: latencies.len() as u64,
         flush_interval_ms: args.flush_interval_ms,
+        ingest_workers: args.workers,
         event_to_commit_p50_ms: percentile(&latencies, 0.50),
         event_to_commit_p99_ms: percentile(&latencies, 0.99),
     })
@@ -250,6 +254,8 @@ fn plain_consume(config: &Config, topic: &str, partitions: i32, events: u64) -> 
     let consumer: BaseConsumer = crate::kafka::client_config(&config.kafka)
         .set("group.id", format!("bench-plain-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
+        // The fetch settings ingest uses, so the loop is the best one client does here.
+        .set("fetch.queue.backoff.ms", "20")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {

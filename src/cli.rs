@@ -63,6 +63,12 @@ pub enum Command {
     /// against its Avro contract and produced to its raw topic; refusals go to the
     /// dead-letter topic and are answered per event.
     Collect(CollectArgs),
+    /// Poll the HTTP APIs declared in topics/ ([source.http]) into their raw topics,
+    /// resuming from the cursors on the connector-offsets topic.
+    Connect(ConnectArgs),
+    /// Import dropped files (YML feed, Metrica TSV, CSV export) into a raw topic through the
+    /// topic's [source.file] and [source.mapping].
+    Import(ImportArgs),
     /// Run SQL against the lake: every raw table is `raw.<topic without raw., . and - as _>`,
     /// e.g. `SELECT count(*) FROM raw.site_page_view`.
     Sql(SqlArgs),
@@ -78,6 +84,26 @@ pub struct SqlArgs {
     /// Print rows as JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The raw topic the files belong to, e.g. raw.store.catalogue.
+    #[arg(long = "source", value_name = "TOPIC")]
+    pub source: String,
+    /// Files to import, in order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Poll only this raw topic's source (repeatable); default: every declared HTTP source.
+    #[arg(long = "source", value_name = "TOPIC")]
+    pub sources: Vec<String>,
+    /// One pass per source, then print the summary and exit (for cron and tests).
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +130,9 @@ pub enum BenchCommand {
         /// ingest.flush_interval_ms for the run.
         #[arg(long, default_value_t = 1_000)]
         flush_interval_ms: u64,
+        /// ingest.workers (consumer threads) for the run.
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
     },
 }
 
@@ -205,6 +234,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Connect(args) => {
+            let catalog = load_catalog(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let summary = runtime.block_on(async {
+                let (telemetry, shutdown) = start_stage(&config).await?;
+                crate::connect::poller::run(&catalog, &config.kafka, &args.sources, args.once, &telemetry, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
+            println!("{}", serde_json::to_string(&summary)?);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(args) => {
+            let catalog = load_catalog(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let summary = runtime.block_on(crate::connect::import::run(
+                &catalog,
+                &config.kafka,
+                &args.source,
+                &args.files,
+            ))?;
+            println!("{}", serde_json::to_string(&summary)?);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sql(args) => {
             let catalog = load_catalog(&config)?;
             let lake = crate::lake::LakeUrl::parse(&config.lake.url)?;
@@ -233,6 +288,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rate,
             latency_secs,
             flush_interval_ms,
+            workers,
         }) => {
             let args = crate::bench::IngestBenchArgs {
                 events,
@@ -240,6 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rate,
                 latency_secs,
                 flush_interval_ms,
+                workers,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let report = runtime.block_on(crate::bench::ingest(&config, &args))?;

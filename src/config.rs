@@ -141,6 +141,8 @@ pub struct IngestConfig {
     pub group: String,
     /// Raw topics to land; empty means every raw topic in the catalog.
     pub topics: Vec<String>,
+    /// Consumer threads in this process, each a group member with its own batches.
+    pub workers: u32,
     /// A topic's batch is flushed when it holds this many rows ...
     pub max_batch_rows: u64,
     /// ... or this many bytes of Avro payload ...
@@ -169,6 +171,7 @@ impl Default for IngestConfig {
         Self {
             group: "hoffrec-ingest".into(),
             topics: Vec::new(),
+            workers: 1,
             max_batch_rows: 250_000,
             max_batch_bytes: 64 * 1024 * 1024,
             flush_interval_ms: 5_000,
@@ -366,6 +369,9 @@ impl IngestConfig {
         let mut problems = Vec::new();
         if self.group.trim().is_empty() {
             problems.push("ingest.group is empty".into());
+        }
+        if !(1..=64).contains(&self.workers) {
+            problems.push(format!("ingest.workers must be 1 to 64, found {}", self.workers));
         }
         for (key, value) in [
             ("max_batch_rows", self.max_batch_rows),

@@ -127,6 +127,39 @@ impl CollectorMetrics {
     }
 }
 
+/// The API pollers' metrics, by source (raw topic).
+#[derive(Clone, Default)]
+pub struct ConnectMetrics {
+    pub requests: Family<Labels, Counter>,
+    pub retries: Family<Labels, Counter>,
+    pub records: Family<Labels, Counter>,
+    /// By source and class (malformed_response, invalid_item, ...).
+    pub dead_letters: Family<Labels, Counter>,
+    /// Passes by source and outcome (complete, stopped, failed).
+    pub passes: Family<Labels, Counter>,
+}
+
+impl ConnectMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("hoffrec_connect");
+        r.register("requests", "HTTP requests made to source APIs", m.requests.clone());
+        r.register(
+            "retries",
+            "Source requests retried after a rate limit or failure",
+            m.retries.clone(),
+        );
+        r.register("records", "Records produced to raw topics", m.records.clone());
+        r.register(
+            "dead_letters",
+            "Source items or responses sent to the dead-letter topic",
+            m.dead_letters.clone(),
+        );
+        r.register("passes", "Polling passes by outcome", m.passes.clone());
+        m
+    }
+}
+
 /// Everything a process exposes; cheap to clone into stages.
 #[derive(Clone)]
 pub struct Telemetry {
@@ -134,6 +167,7 @@ pub struct Telemetry {
     ready: Arc<AtomicBool>,
     pub ingest: IngestMetrics,
     pub collector: CollectorMetrics,
+    pub connect: ConnectMetrics,
 }
 
 impl Default for Telemetry {
@@ -147,8 +181,10 @@ impl Telemetry {
         let mut registry = Registry::default();
         let ingest = IngestMetrics::new(&mut registry);
         let collector = CollectorMetrics::new(&mut registry);
+        let connect = ConnectMetrics::new(&mut registry);
         Self {
             collector,
+            connect,
             registry: Arc::new(std::sync::Mutex::new(registry)),
             ready: Arc::new(AtomicBool::new(false)),
             ingest,

@@ -3,6 +3,7 @@
 //! problem is reported at once, so a connector operator fixes a catalog in one pass.
 
 pub mod apply;
+pub mod source;
 
 use crate::codec::SchemaSet;
 use apache_avro::Schema;
@@ -82,6 +83,15 @@ pub enum SourceKind {
 pub struct Source {
     pub kind: SourceKind,
     pub description: String,
+    /// How an `http_poll` source calls its API (`[source.http]`).
+    #[serde(default)]
+    pub http: Option<source::HttpSpec>,
+    /// How a `file_drop` source's files are read (`[source.file]`).
+    #[serde(default)]
+    pub file: Option<source::FileSpec>,
+    /// Avro field -> how to fill it from a source item (`[source.mapping]`).
+    #[serde(default)]
+    pub mapping: BTreeMap<String, source::FieldSpec>,
 }
 
 /// One `topics/<name>.toml` file.
@@ -293,6 +303,31 @@ fn check_topics(
             }
             (role, Some(_)) if role != Role::Raw => problem("only raw topics have a [source]".into()),
             _ => {}
+        }
+        if let Some(source) = &topic.source {
+            if source.http.is_some() && source.kind != SourceKind::HttpPoll {
+                problem("[source.http] belongs to sources of kind http_poll".into());
+            }
+            if source.http.is_some() && source.mapping.is_empty() {
+                problem("an http_poll source needs a [source.mapping] onto its schema".into());
+            }
+            if source.file.is_some() && source.mapping.is_empty() {
+                problem("a [source.file] needs a [source.mapping] onto its schema".into());
+            }
+            let schema = topic.value_schema.as_ref().and_then(|n| schemas.current(n));
+            if let (Some(version), false) = (schema, source.mapping.is_empty()) {
+                let names: Vec<&str> = match &version.schema {
+                    Schema::Record(r) => r.fields.iter().map(|f| f.name.as_str()).collect(),
+                    _ => Vec::new(),
+                };
+                for field in source.mapping.keys() {
+                    if !names.contains(&field.as_str()) {
+                        problem(format!(
+                            "[source.mapping] fills '{field}', which the schema does not have"
+                        ));
+                    }
+                }
+            }
         }
         by_role.entry(topic.role).or_default().push(&topic.name);
         match (&topic.value_schema, topic.role) {

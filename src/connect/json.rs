@@ -1,5 +1,5 @@
 //! JSON as senders write it, turned into Avro values of a given schema: numbers or
-//! numeric strings for numbers, epoch milliseconds or RFC 3339 times with an offset for
+//! numeric strings for numbers, integers or strings for strings, epoch milliseconds or RFC 3339 times with an offset for
 //! timestamps, `YYYY-MM-DD` or day numbers for dates, and field defaults for what is absent.
 
 use apache_avro::Schema;
@@ -39,6 +39,8 @@ fn convert(json: &Json, schema: &Schema, names: &NamesRef, path: &str) -> Result
         Schema::Double => float(json).map(Value::Double).map_or_else(|| bad("a number"), Ok),
         Schema::String | Schema::Uuid(_) => match json {
             Json::String(s) => Ok(Value::String(s.clone())),
+            // APIs send ids as numbers (VK, order systems); the text of an integer is exact.
+            Json::Number(n) if n.is_i64() || n.is_u64() => Ok(Value::String(n.to_string())),
             _ => bad("a string"),
         },
         Schema::Enum(e) => match json {

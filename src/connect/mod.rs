@@ -1,5 +1,13 @@
-//! Sources into raw topics. So far: the HTTP event collector the site posts to, with the
-//! JSON-to-Avro conversion it uses.
+//! Sources into raw topics: the HTTP event collector the site posts to, pollers for the
+//! HTTP JSON APIs declared in `topics/` (`[source.http]`), and the importer for file drops
+//! (`[source.file]`); pollers and importer map items with the topic's `[source.mapping]`.
 
 pub mod collector;
+pub mod fetch;
+pub mod files;
+pub mod import;
 pub mod json;
+pub mod mapping;
+pub mod offsets;
+pub mod poller;
+pub mod produce;

@@ -66,7 +66,8 @@ pub struct Summary {
     pub abandoned_batches: u64,
 }
 
-/// Runs one ingest worker until `shutdown`, then flushes what it holds and leaves the group.
+/// Runs `ingest.workers` group members until `shutdown`; each flushes what it holds and
+/// leaves the group.
 pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationToken) -> Result<Summary, IngestError> {
     let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
     let lake = LakeUrl::parse(&config.lake.url).map_err(|e| IngestError::Config(e.to_string()))?;
@@ -105,62 +106,77 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
             .map(|t| t.name.clone())
             .ok_or_else(|| IngestError::Config(format!("the catalog has no {} topic", role.as_str())))
     };
-    let publisher = publish::Publisher::new(
-        &config.kafka,
-        &topic_of(Role::DeadLetter)?,
-        &topic_of(Role::LakeCommits)?,
-    )?;
+    let dlq_topic = topic_of(Role::DeadLetter)?;
+    let commits_topic = topic_of(Role::LakeCommits)?;
+    let schemas = Arc::new(catalog.schemas);
     let handle = tokio::runtime::Handle::current();
-    let running = flush::Running::default();
-    let context = IngestContext::new(
-        handle.clone(),
-        lake.clone(),
-        &ingest.group,
-        ingest.target_file_bytes,
-        running.clone(),
-    );
-    let consumer: BaseConsumer<IngestContext> = crate::kafka::client_config(&config.kafka)
-        .set("group.id", &ingest.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range,roundrobin")
-        .set("statistics.interval.ms", "5000")
-        // A partition whose prefetch queue is full stops fetching for this long; at the
-        // default (1 s) a worker that drains faster than it decodes sits idle in poll.
-        .set("fetch.queue.backoff.ms", "20")
-        .create_with_context(context)
-        .map_err(IngestError::Kafka)?;
-    let worker = Worker {
-        config: ingest.clone(),
-        lake,
-        handle,
-        schemas: Arc::new(catalog.schemas),
-        schemas_dir: config.catalog.schemas_dir.clone(),
-        contracts,
-        publisher,
-        telemetry: telemetry.clone(),
-        rules: checks::Rules::new(ingest),
-        tables: HashMap::default(),
-        batches: HashMap::default(),
-        stored: HashMap::default(),
-        horizons: HashMap::default(),
-        writers: HashMap::default(),
-        counters: HashMap::default(),
-        last_schema_reload: None,
-        maintenance: HashMap::default(),
-        inflight: HashMap::default(),
-        running,
-        summary: Summary::default(),
-        now_ms: chrono::Utc::now().timestamp_millis(),
-    };
-    let span = tracing::info_span!("ingest", group = %ingest.group);
-    let thread = std::thread::Builder::new()
-        .name("ingest".into())
-        .spawn(move || span.in_scope(|| worker.run(consumer, shutdown)))
-        .map_err(|e| IngestError::Internal(format!("cannot start the ingest thread: {e}")))?;
-    tokio::task::spawn_blocking(move || thread.join())
+    // Each worker is a full group member with its own consumer thread: one process can use
+    // several cores, and the group spreads partitions over threads and processes alike.
+    let mut threads = Vec::new();
+    for n in 0..ingest.workers {
+        let running = flush::Running::default();
+        let context = IngestContext::new(
+            handle.clone(),
+            lake.clone(),
+            &ingest.group,
+            ingest.target_file_bytes,
+            running.clone(),
+        );
+        let consumer: BaseConsumer<IngestContext> = crate::kafka::client_config(&config.kafka)
+            .set("group.id", &ingest.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .set("statistics.interval.ms", "5000")
+            // A partition whose prefetch queue is full stops fetching for this long; at the
+            // default (1 s) a worker that drains faster than it decodes sits idle in poll.
+            .set("fetch.queue.backoff.ms", "20")
+            .create_with_context(context)
+            .map_err(IngestError::Kafka)?;
+        let worker = Worker {
+            config: ingest.clone(),
+            lake: lake.clone(),
+            handle: handle.clone(),
+            schemas: schemas.clone(),
+            schemas_dir: config.catalog.schemas_dir.clone(),
+            contracts: contracts.clone(),
+            publisher: publish::Publisher::new(&config.kafka, &dlq_topic, &commits_topic)?,
+            telemetry: telemetry.clone(),
+            rules: checks::Rules::new(ingest),
+            tables: HashMap::default(),
+            batches: HashMap::default(),
+            stored: HashMap::default(),
+            horizons: HashMap::default(),
+            writers: HashMap::default(),
+            counters: HashMap::default(),
+            last_schema_reload: None,
+            maintenance: HashMap::default(),
+            inflight: HashMap::default(),
+            running,
+            summary: Summary::default(),
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        let span = tracing::info_span!("ingest", group = %ingest.group, worker = n);
+        let shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ingest-{n}"))
+            .spawn(move || span.in_scope(|| worker.run(consumer, shutdown)))
+            .map_err(|e| IngestError::Internal(format!("cannot start an ingest thread: {e}")))?;
+        threads.push(thread);
+    }
+    let results = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join()).collect::<Vec<_>>())
         .await
-        .map_err(|e| IngestError::Internal(e.to_string()))?
-        .map_err(|_| IngestError::Internal("the ingest thread panicked".into()))?
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
+    let mut total = Summary::default();
+    for result in results {
+        let s = result.map_err(|_| IngestError::Internal("an ingest thread panicked".into()))??;
+        total.records_in += s.records_in;
+        total.landed += s.landed;
+        total.dead_letters += s.dead_letters;
+        total.replayed_skipped += s.replayed_skipped;
+        total.commits += s.commits;
+        total.abandoned_batches += s.abandoned_batches;
+    }
+    Ok(total)
 }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// What ingest knows about one raw topic's contract.
+#[derive(Clone)]
 pub struct TopicContract {
     pub event: String,
     /// Top-level fields the current schema declares non-null without a default.

@@ -87,6 +87,43 @@ impl Lab {
         hoffrec::catalog::apply::apply(&catalog, &kafka).await.unwrap();
     }
 
+    /// Adds a copy of a repository topic file as `raw.<lab id>.<event>`; returns its name.
+    /// Call `apply_catalog` afterwards to create it.
+    #[allow(dead_code)]
+    pub fn add_topic(&self, file: &str, event: &str) -> String {
+        let id = self.raw.split('.').nth(1).unwrap();
+        let name = format!("raw.{id}.{event}");
+        let text = std::fs::read_to_string(repo().join("topics").join(file)).unwrap();
+        // Only the topic's own name, not a mapping's `name = ...` further down.
+        let mut renamed = String::new();
+        let mut done = false;
+        for l in text.lines() {
+            if !done && l.starts_with("name = ") {
+                renamed.push_str(&format!("name = \"{name}\"\n"));
+                done = true;
+            } else {
+                renamed.push_str(&format!("{l}\n"));
+            }
+        }
+        std::fs::write(self.topics_dir.join(format!("{name}.toml")), renamed).unwrap();
+        name
+    }
+
+    /// Runs a `hoffrec` command to completion with extra environment; (success, stdout, stderr).
+    #[allow(dead_code)]
+    pub fn command_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Starts `hoffrec collect` on a free port and waits until it listens.
     pub async fn collect(&self) -> (Worker, String) {
         let addr = super::free_addr();

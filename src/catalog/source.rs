@@ -1,0 +1,177 @@
+//! What a topic file says about its source beyond the kind: for HTTP pollers, how to call
+//! the API, page through it and resume; for every source, how its fields map onto the
+//! topic's Avro schema. Data only; `connect` does the work.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// `[source.http]`: one API endpoint polled for one raw topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// `${VAR:-default}` parts come from the environment, so the simulator, the tests and
+    /// each deployment point a source at their own host without editing the file.
+    pub url: String,
+    /// Environment variable holding the access token; never written in the file.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Query parameter that carries the token (VK's `access_token`); absent: a Bearer header.
+    #[serde(default)]
+    pub token_param: Option<String>,
+    /// Fixed query parameters, e.g. the API version.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub paging: Paging,
+    /// Dotted path to the array of items in a response, e.g. `response.items`.
+    pub items: String,
+    /// How the API reports errors and rate limits.
+    #[serde(default)]
+    pub errors: Dialect,
+    #[serde(default = "default_requests_per_s")]
+    pub max_requests_per_s: f64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Pause between two polling passes.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Attempts per request on rate limits, 5xx and timeouts, with exponential backoff and jitter.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// When the API reports heavy usage (Graph `X-App-Usage` >= 90 %), wait this long.
+    #[serde(default = "default_usage_pause_ms")]
+    pub usage_pause_ms: u64,
+    #[serde(default)]
+    pub incremental: Option<Incremental>,
+}
+
+fn default_requests_per_s() -> f64 {
+    3.0
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+fn default_interval_ms() -> u64 {
+    60_000
+}
+fn default_attempts() -> u32 {
+    6
+}
+fn default_backoff_ms() -> u64 {
+    500
+}
+fn default_usage_pause_ms() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "style", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Paging {
+    /// One request per pass.
+    None,
+    /// VK: `offset` grows by `count` until it reaches the total or a page is empty.
+    OffsetCount {
+        #[serde(default = "offset_param")]
+        offset_param: String,
+        #[serde(default = "count_param")]
+        count_param: String,
+        page_size: u32,
+        /// Dotted path to the total, e.g. `response.count`.
+        total: String,
+    },
+    /// Graph API: follow the absolute URL at `next` until it is absent (pages may be empty).
+    CursorNext { next: String },
+    /// Order APIs: send the token from `next` back as `param` until it is absent.
+    PageToken { param: String, next: String },
+}
+
+fn offset_param() -> String {
+    "offset".into()
+}
+fn count_param() -> String {
+    "count".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// Plain REST: the HTTP status says it (429 and 5xx retry, 401/403 stop).
+    #[default]
+    Http,
+    /// VK: errors arrive with HTTP 200 as `{"error": {"error_code": N}}`.
+    Vk,
+    /// Meta Graph API: `{"error": {"code": N, "is_transient": ..}}` and `X-App-Usage`.
+    Graph,
+}
+
+/// Resume from the largest `field` value seen, sent back as `param` on the next pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incremental {
+    pub param: String,
+    /// Dotted path in each item, e.g. `updatedAt` or `id`.
+    pub field: String,
+}
+
+/// How one Avro field is filled from a source item. A bare string is a path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldSpec {
+    Path(String),
+    Full(Box<FieldMap>),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMap {
+    /// Dotted path in the item (`buyer.id`, `items.0.price`); absent values become null.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A constant.
+    #[serde(default)]
+    pub value: Option<Json>,
+    /// Text with `{path}` placeholders, e.g. `order-{id}-{updatedAt}` for stable event ids.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Source values translated one to one (VK `sex` 1 -> `female`); unknown values fail.
+    #[serde(default)]
+    pub map: Option<BTreeMap<String, Json>>,
+    /// `unix_s`, `unix_ms`, `rfc3339`, or a chrono format such as `%Y-%m-%dT%H:%M:%S%z`.
+    #[serde(default)]
+    pub time_format: Option<String>,
+    /// Offset for times written without one, e.g. `+03:00` for Moscow (no DST since 2014).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Multiplier for numbers and numeric strings, rounded: `100` turns roubles into kopecks.
+    #[serde(default)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub lowercase: bool,
+    /// For an object, its fields; for an array, the fields of each element.
+    #[serde(default)]
+    pub fields: Option<BTreeMap<String, FieldSpec>>,
+}
+
+/// `[source.file]`: a file drop read by `hoffrec import`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub format: FileFormat,
+    /// `utf-8`, `windows-1251`, ... (WHATWG labels). Absent: a byte-order mark or the XML
+    /// declaration decides, else UTF-8.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// Yandex Market YML catalogue: one item per `<offer>`, with `category_path` resolved.
+    Yml,
+    /// Tab-separated with a header row (Yandex Metrica Logs API exports).
+    Tsv,
+    /// Comma-separated with a header row and quoting (order exports).
+    Csv,
+}

@@ -1,0 +1,116 @@
+//! Connector cursors on the compacted `connect.offsets` topic (key `connector/stream`): a
+//! source reads its last cursor at start and writes a new one only after every record of
+//! the pass has been acknowledged by the broker, so a restart resumes with no gap.
+
+use crate::catalog::Topic;
+use crate::codec::{SchemaSet, encode_with};
+use crate::config::KafkaConfig;
+use apache_avro::types::Value;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error("connector offsets topic: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("connector offsets: {0}")]
+    Codec(#[from] crate::codec::CodecError),
+    #[error("connector offsets: {0}")]
+    Invalid(String),
+}
+
+const EVENT: &str = "connector_offset";
+
+/// Reads the whole topic and keeps the newest cursor per (connector, stream).
+pub fn load(
+    kafka: &KafkaConfig,
+    topic: &Topic,
+    schemas: &SchemaSet,
+) -> Result<HashMap<(String, String), String>, OffsetsError> {
+    let consumer: BaseConsumer = crate::kafka::client_config(kafka)
+        .set(
+            "group.id",
+            format!("hoffrec-offsets-reader-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..topic.partitions {
+        let (low, high) = consumer.fetch_watermarks(&topic.name, p, Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(&topic.name, p, Offset::Beginning)?;
+            ends.insert(p, high);
+        }
+    }
+    let mut cursors = HashMap::new();
+    if ends.is_empty() {
+        return Ok(cursors);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(OffsetsError::Invalid("timed out reading the offsets topic".into()));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?;
+        if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
+            ends.remove(&message.partition());
+        }
+        let Some(payload) = message.payload() else {
+            continue;
+        };
+        if let Value::Record(fields) = schemas.decode(payload, EVENT)? {
+            let text = |name: &str| {
+                fields.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+            };
+            if let (Some(c), Some(s), Some(cursor)) = (text("connector"), text("stream"), text("cursor")) {
+                cursors.insert((c, s), cursor);
+            }
+        }
+    }
+    Ok(cursors)
+}
+
+/// Writes a cursor and waits for the broker to acknowledge it.
+pub async fn save(
+    producer: &FutureProducer,
+    topic: &Topic,
+    schemas: &SchemaSet,
+    connector: &str,
+    stream: &str,
+    cursor: &str,
+) -> Result<(), OffsetsError> {
+    let version = schemas
+        .current(EVENT)
+        .ok_or_else(|| OffsetsError::Invalid("no connector_offset schema".into()))?;
+    let value = Value::Record(vec![
+        ("connector".into(), Value::String(connector.into())),
+        ("stream".into(), Value::String(stream.into())),
+        ("cursor".into(), Value::String(cursor.into())),
+        (
+            "updated_at".into(),
+            Value::TimestampMillis(chrono::Utc::now().timestamp_millis()),
+        ),
+    ]);
+    let payload = encode_with(version, value)?;
+    let key = format!("{connector}/{stream}");
+    producer
+        .send(
+            FutureRecord::to(&topic.name).key(&key).payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| OffsetsError::Kafka(e))?;
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! `hoffrec connect`: every `http_poll` source declared in `topics/` polled into its raw
+//! topic. A pass pages through the API from the stored cursor, maps each item onto the
+//! topic's Avro schema, produces it, and stores the new cursor once the broker has every
+//! record. Items that do not map and responses that make no sense go to `dlq.raw`.
+
+use super::fetch::{FetchError, Fetcher};
+use super::mapping::{lookup, text};
+use super::offsets;
+use crate::catalog::source::{HttpSpec, Paging};
+use crate::catalog::{Catalog, Role, Topic};
+use crate::codec::SchemaVersion;
+use crate::config::KafkaConfig;
+use crate::telemetry::Telemetry;
+use rdkafka::producer::FutureProducer;
+use reqwest::Url;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect configuration: {0}")]
+    Config(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Offsets(#[from] offsets::OffsetsError),
+    #[error("{source_topic}: {error}")]
+    Fetch { source_topic: String, error: FetchError },
+    #[error("{0}: the broker did not take the pass's records; the cursor stays where it was")]
+    Delivery(String),
+}
+
+/// One pass of one source.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PassSummary {
+    pub source: String,
+    pub pages: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub requests: u64,
+    pub retries: u64,
+    /// The cursor the next pass starts from.
+    pub cursor: Option<String>,
+    /// Why the pass ended early (auth, quota, access), if it did.
+    pub stopped: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub passes: Vec<PassSummary>,
+}
+
+/// A declared source, ready to poll.
+struct Source {
+    topic: Topic,
+    spec: HttpSpec,
+    version: Arc<SchemaVersion>,
+    url: Url,
+    fetcher: Fetcher,
+}
+
+struct Shared<'a> {
+    producer: FutureProducer,
+    dlq: String,
+    offsets: Topic,
+    schemas: &'a crate::codec::SchemaSet,
+    telemetry: Telemetry,
+}
+
+/// Polls `only` (or every declared HTTP source) until `shutdown`, or one pass each with `once`.
+pub async fn run(
+    catalog: &Catalog,
+    kafka: &KafkaConfig,
+    only: &[String],
+    once: bool,
+    telemetry: &Telemetry,
+    shutdown: CancellationToken,
+) -> Result<Summary, ConnectError> {
+    let sources = declared(catalog, only)?;
+    let role = |r: Role| {
+        catalog
+            .topic_for(r)
+            .cloned()
+            .ok_or_else(|| ConnectError::Config(format!("the catalog has no {} topic", r.as_str())))
+    };
+    let offsets_topic = role(Role::ConnectorOffsets)?;
+    let shared = Shared {
+        producer: crate::kafka::client_config(kafka)
+            .set("enable.idempotence", "true")
+            .create()?,
+        dlq: role(Role::DeadLetter)?.name,
+        schemas: &catalog.schemas,
+        offsets: offsets_topic,
+        telemetry: telemetry.clone(),
+    };
+    // A blocking read once at start; the runtime has other threads meanwhile.
+    let stored = tokio::task::block_in_place(|| offsets::load(kafka, &shared.offsets, shared.schemas))?;
+    info!(sources = sources.len(), cursors = stored.len(), "connect: polling");
+    telemetry.set_ready(true);
+    let loops = sources.iter().map(|source| {
+        let cursor = stored.get(&(source.topic.name.clone(), "default".into())).cloned();
+        let span = info_span!("source", topic = %source.topic.name);
+        poll_loop(&shared, source, cursor, once, shutdown.clone()).instrument(span)
+    });
+    let mut summary = Summary::default();
+    for result in futures::future::join_all(loops).await {
+        summary.passes.extend(result?);
+    }
+    Ok(summary)
+}
+
+fn declared(catalog: &Catalog, only: &[String]) -> Result<Vec<Source>, ConnectError> {
+    let mut problems = Vec::new();
+    let mut sources = Vec::new();
+    for topic in catalog.raw_topics() {
+        if !only.is_empty() && !only.contains(&topic.name) {
+            continue;
+        }
+        let Some(spec) = topic.source.as_ref().and_then(|s| s.http.clone()) else {
+            if only.contains(&topic.name) {
+                problems.push(format!("{} declares no [source.http]", topic.name));
+            }
+            continue;
+        };
+        let event = topic.value_schema.clone().unwrap_or_default();
+        let Some(version) = catalog.schemas.current(&event).cloned() else {
+            problems.push(format!("{}: schema {event} is not loaded", topic.name));
+            continue;
+        };
+        let url = match Url::parse(&expand(&spec.url)) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(format!("{}: url {}: {e}", topic.name, spec.url));
+                continue;
+            }
+        };
+        let token = match &spec.token_env {
+            Some(var) => match std::env::var(var) {
+                Ok(t) if !t.is_empty() => Some(t),
+                _ => {
+                    problems.push(format!(
+                        "{}: environment variable {var} (the API token) is not set",
+                        topic.name
+                    ));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        match Fetcher::new(&spec, token) {
+            Ok(fetcher) => sources.push(Source {
+                topic: topic.clone(),
+                spec,
+                version,
+                url,
+                fetcher,
+            }),
+            Err(e) => problems.push(format!("{}: HTTP client: {e}", topic.name)),
+        }
+    }
+    for name in only {
+        if catalog.topic(name).is_none() {
+            problems.push(format!("{name} is not in the topic catalog"));
+        }
+    }
+    if sources.is_empty() && problems.is_empty() {
+        problems.push("no topic declares an http_poll [source.http]".into());
+    }
+    if problems.is_empty() {
+        Ok(sources)
+    } else {
+        Err(ConnectError::Config(problems.join("; ")))
+    }
+}
+
+/// `${NAME:-default}` and `${NAME}` from the environment.
+fn expand(template: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &rest[start + 2..start + len];
+        let (name, default) = inner.split_once(":-").unwrap_or((inner, ""));
+        out.push_str(
+            &std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or(default.to_string()),
+        );
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+async fn poll_loop(
+    shared: &Shared<'_>,
+    source: &Source,
+    mut cursor: Option<String>,
+    once: bool,
+    shutdown: CancellationToken,
+) -> Result<Vec<PassSummary>, ConnectError> {
+    let labels = vec![("source", source.topic.name.clone())];
+    let mut passes = Vec::new();
+    loop {
+        let outcome = pass(shared, source, cursor.clone()).await;
+        let (requests, retries) = (
+            source.fetcher.requests.swap(0, Ordering::Relaxed),
+            source.fetcher.retries.swap(0, Ordering::Relaxed),
+        );
+        shared
+            .telemetry
+            .connect
+            .requests
+            .get_or_create(&labels)
+            .inc_by(requests);
+        shared.telemetry.connect.retries.get_or_create(&labels).inc_by(retries);
+        let kind = match &outcome {
+            Ok(p) if p.stopped.is_some() => "stopped",
+            Ok(_) => "complete",
+            Err(_) => "failed",
+        };
+        let mut pass_labels = labels.clone();
+        pass_labels.push(("outcome", kind.to_string()));
+        shared.telemetry.connect.passes.get_or_create(&pass_labels).inc();
+        match outcome {
+            Ok(mut p) => {
+                (p.requests, p.retries) = (requests, retries);
+                info!(pages = p.pages, records = p.records, dead = p.dead_letters, stopped = ?p.stopped, "pass done");
+                cursor = p.cursor.clone();
+                passes.push(p);
+            }
+            Err(e) if once => return Err(e),
+            Err(e) => warn!(error = %e, "pass failed; the next pass starts from the same cursor"),
+        }
+        if once {
+            return Ok(passes);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(passes),
+            _ = tokio::time::sleep(Duration::from_millis(source.spec.interval_ms)) => {}
+        }
+    }
+}
+
+async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> Result<PassSummary, ConnectError> {
+    let spec = &source.spec;
+    let mut summary = PassSummary {
+        source: source.topic.name.clone(),
+        cursor: cursor.clone(),
+        ..Default::default()
+    };
+    let mut first = source.url.clone();
+    {
+        let mut query = first.query_pairs_mut();
+        for (k, v) in &spec.params {
+            query.append_pair(k, v);
+        }
+        if let (Some(inc), Some(c)) = (&spec.incremental, &cursor) {
+            query.append_pair(&inc.param, c);
+        }
+    }
+    let mut url = with_param(&first, None);
+    if let Paging::OffsetCount {
+        offset_param,
+        count_param,
+        page_size,
+        ..
+    } = &spec.paging
+    {
+        first = with_param(&first, Some((count_param, &page_size.to_string())));
+        url = with_param(&first, Some((offset_param, "0")));
+    }
+    let mut best = cursor.clone();
+    let mut offset = 0u64;
+    let mut complete = true;
+    loop {
+        let body = match source.fetcher.get(&url).await {
+            Ok(body) => body,
+            Err(FetchError::Malformed { reason, body }) => {
+                dead_letter(shared, source, &body, "malformed_response", &reason).await?;
+                summary.dead_letters += 1;
+                complete = false;
+                break;
+            }
+            Err(e @ (FetchError::Auth(_) | FetchError::Quota(_) | FetchError::Denied(_))) => {
+                warn!(error = %e, "source stopped for this pass");
+                summary.stopped = Some(format!("{}: {e}", e.class()));
+                complete = false;
+                break;
+            }
+            Err(error) => {
+                return Err(ConnectError::Fetch {
+                    source_topic: source.topic.name.clone(),
+                    error,
+                });
+            }
+        };
+        let Some(items) = lookup(&body, &spec.items).and_then(|v| v.as_array()) else {
+            let reason = format!("the response has no array at '{}'", spec.items);
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            dead_letter(shared, source, &bytes, "malformed_response", &reason).await?;
+            summary.dead_letters += 1;
+            complete = false;
+            break;
+        };
+        summary.pages += 1;
+        let mut sends = Vec::with_capacity(items.len());
+        for item in items {
+            if let Some(inc) = &spec.incremental
+                && let Some(value) = lookup(item, &inc.field).and_then(text)
+                && best.as_deref().is_none_or(|b| later(&value, b))
+            {
+                best = Some(value);
+            }
+            match super::produce::prepare(&source.topic, &source.version, item) {
+                Ok((key, payload)) => sends.push((key, payload)),
+                Err(reason) => {
+                    let bytes = serde_json::to_vec(item).unwrap_or_default();
+                    dead_letter(shared, source, &bytes, "invalid_item", &reason).await?;
+                    summary.dead_letters += 1;
+                }
+            }
+        }
+        if !super::produce::send_all(&shared.producer, &source.topic.name, &sends).await {
+            return Err(ConnectError::Delivery(source.topic.name.clone()));
+        }
+        summary.records += sends.len() as u64;
+        shared
+            .telemetry
+            .connect
+            .records
+            .get_or_create(&vec![("source", source.topic.name.clone())])
+            .inc_by(sends.len() as u64);
+        let next = match &spec.paging {
+            Paging::None => None,
+            Paging::OffsetCount {
+                offset_param,
+                page_size,
+                total,
+                ..
+            } => {
+                offset += u64::from(*page_size);
+                let total = lookup(&body, total).and_then(|t| t.as_u64()).unwrap_or(0);
+                (!items.is_empty() && offset < total)
+                    .then(|| with_param(&first, Some((offset_param, &offset.to_string()))))
+            }
+            Paging::CursorNext { next } => lookup(&body, next)
+                .and_then(|n| n.as_str())
+                .and_then(|n| Url::parse(n).ok()),
+            Paging::PageToken { param, next } => lookup(&body, next)
+                .and_then(text)
+                .filter(|t| !t.is_empty())
+                .map(|t| with_param(&first, Some((param, &t)))),
+        };
+        match next {
+            Some(n) => url = n,
+            None => break,
+        }
+    }
+    // Items may come in any order within a pass, so the cursor moves only after a whole
+    // pass; a repeat after a crash is harmless, since event ids are derived from the item.
+    if complete && best != cursor {
+        if let Some(b) = &best {
+            offsets::save(
+                &shared.producer,
+                &shared.offsets,
+                shared.schemas,
+                &source.topic.name,
+                "default",
+                b,
+            )
+            .await?;
+        }
+        summary.cursor = best;
+    }
+    Ok(summary)
+}
+
+/// `base` with one query parameter set (replacing an earlier value of the same name).
+fn with_param(base: &Url, param: Option<(&str, &str)>) -> Url {
+    let mut url = base.clone();
+    if let Some((name, value)) = param {
+        let kept: Vec<(String, String)> = base
+            .query_pairs()
+            .filter(|(k, _)| k != name)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair(name, value);
+    }
+    url
+}
+
+/// Whether cursor value `a` comes after `b`: numerically when both are numbers, else as text
+/// (ISO-8601 times of one format order correctly as text).
+fn later(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x > y,
+        _ => a > b,
+    }
+}
+
+async fn dead_letter(
+    shared: &Shared<'_>,
+    source: &Source,
+    payload: &[u8],
+    class: &str,
+    reason: &str,
+) -> Result<(), ConnectError> {
+    let origin = format!("connect:{}", source.topic.name);
+    super::produce::dead_letter(&shared.producer, &shared.dlq, &origin, payload, class, reason).await?;
+    shared
+        .telemetry
+        .connect
+        .dead_letters
+        .get_or_create(&vec![
+            ("source", source.topic.name.clone()),
+            ("class", class.to_string()),
+        ])
+        .inc();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_expand_from_the_environment_with_defaults() {
+        assert_eq!(
+            expand("${HOFFREC_SURELY_UNSET_VAR:-https://api.vk.com}/method"),
+            "https://api.vk.com/method"
+        );
+        assert_eq!(expand("plain"), "plain");
+    }
+
+    #[test]
+    fn cursors_compare_as_numbers_or_text() {
+        assert!(later("10", "9"));
+        assert!(later("2026-03-02T00:00:00", "2026-03-01T23:59:59"));
+        assert!(!later("2026-03-01", "2026-03-01"));
+    }
+
+    #[test]
+    fn paging_parameters_replace_earlier_values() {
+        let base = Url::parse("http://h/x?v=5.199&offset=0").unwrap();
+        let next = with_param(&base, Some(("offset", "1000")));
+        assert_eq!(next.as_str(), "http://h/x?v=5.199&offset=1000");
+    }
+}
