@@ -45,6 +45,46 @@ pub struct HttpSpec {
     pub usage_pause_ms: u64,
     #[serde(default)]
     pub incremental: Option<Incremental>,
+    /// Ask once per consenting customer (the social networks); cursors do not apply.
+    #[serde(default)]
+    pub per_customer: Option<PerCustomer>,
+    /// Further lists fetched per customer and added to each of its items.
+    #[serde(default)]
+    pub joins: Vec<Join>,
+}
+
+/// The customers a social source may read: those whose newest consent event for `purpose`
+/// is `given` and names an account on `network` (`networks` entries like `vk:123`).
+/// Each item gets `_customer_id`, `_account_id` and `_pass_ms` for the mapping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerCustomer {
+    pub network: String,
+    /// Query parameter that takes the account id; absent, `{account}` in the URL does.
+    #[serde(default)]
+    pub param: Option<String>,
+    #[serde(default = "social_purpose")]
+    pub purpose: String,
+}
+
+fn social_purpose() -> String {
+    "social_profile".into()
+}
+
+/// A list fetched for the same customer (e.g. VK `groups.get`), paged on its own, and put
+/// into each item under `into`. Access denied (a private list) gives an empty list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    pub url: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Query parameter that takes the account id; absent, `{account}` in the URL does.
+    #[serde(default)]
+    pub param: Option<String>,
+    pub paging: Paging,
+    pub items: String,
+    pub into: String,
 }
 
 fn default_requests_per_s() -> f64 {
@@ -149,6 +189,19 @@ pub struct FieldMap {
     pub scale: Option<f64>,
     #[serde(default)]
     pub lowercase: bool,
+    /// A chrono date format; the value becomes `YYYY-MM-DD` (for `date` fields).
+    #[serde(default)]
+    pub date_format: Option<String>,
+    /// Text split on this separator into a list of trimmed, non-empty parts.
+    #[serde(default)]
+    pub split: Option<String>,
+    /// The field's value when the item has none (used as is, not converted).
+    #[serde(default)]
+    pub default: Option<Json>,
+    /// A value that does not convert becomes null instead of failing the item (VK birth
+    /// dates without a year, for instance).
+    #[serde(default)]
+    pub lenient: bool,
     /// For an object, its fields; for an array, the fields of each element.
     #[serde(default)]
     pub fields: Option<BTreeMap<String, FieldSpec>>,

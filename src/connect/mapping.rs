@@ -1,7 +1,7 @@
 //! A topic file's declared mapping applied to one source item: the result is JSON in the
 //! shape of the topic's Avro record, which `json::to_avro` then checks and converts.
 
-use crate::catalog::source::FieldSpec;
+use crate::catalog::source::{FieldMap, FieldSpec};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -55,8 +55,21 @@ fn field(item: &Json, spec: &FieldSpec) -> Result<Json, String> {
         return Err("declares none of path, value or template".into());
     };
     if value.is_null() {
-        return Ok(value);
+        return Ok(map.default.clone().unwrap_or(Json::Null));
     }
+    match convert(value, map) {
+        Ok(v) => value = v,
+        Err(_) if map.lenient => return Ok(Json::Null),
+        Err(e) => return Err(e),
+    }
+    if let Some(fields) = &map.fields {
+        value = nested(&value, fields)?;
+    }
+    Ok(value)
+}
+
+/// Translation, times, dates, scales, case and splitting, in that order.
+fn convert(mut value: Json, map: &FieldMap) -> Result<Json, String> {
     if let Some(table) = &map.map {
         let key = text(&value).ok_or_else(|| format!("cannot translate {value}"))?;
         value = table
@@ -67,6 +80,12 @@ fn field(item: &Json, spec: &FieldSpec) -> Result<Json, String> {
     if let Some(format) = &map.time_format {
         value = Json::from(epoch_ms(&value, format, map.time_zone.as_deref())?);
     }
+    if let Some(format) = &map.date_format {
+        let raw = text(&value).ok_or_else(|| format!("date {value} is not text"))?;
+        let date = NaiveDate::parse_from_str(&raw, format)
+            .map_err(|e| format!("date {raw:?} does not match {format}: {e}"))?;
+        value = Json::String(date.format("%Y-%m-%d").to_string());
+    }
     if let Some(scale) = map.scale {
         value = Json::from(scaled(&value, scale)?);
     }
@@ -75,8 +94,15 @@ fn field(item: &Json, spec: &FieldSpec) -> Result<Json, String> {
     {
         value = Json::String(s.to_lowercase());
     }
-    if let Some(fields) = &map.fields {
-        value = nested(&value, fields)?;
+    if let Some(separator) = &map.split
+        && let Json::String(s) = &value
+    {
+        value = s
+            .split(separator.as_str())
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| Json::String(p.to_string()))
+            .collect();
     }
     Ok(value)
 }

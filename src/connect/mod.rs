@@ -3,11 +3,14 @@
 //! (`[source.file]`); pollers and importer map items with the topic's `[source.mapping]`.
 
 pub mod collector;
+pub mod consent;
 pub mod fetch;
 pub mod files;
 pub mod import;
 pub mod json;
 pub mod mapping;
 pub mod offsets;
+pub mod pager;
 pub mod poller;
 pub mod produce;
+pub mod social;

@@ -31,42 +31,8 @@ pub fn load(
     topic: &Topic,
     schemas: &SchemaSet,
 ) -> Result<HashMap<(String, String), String>, OffsetsError> {
-    let consumer: BaseConsumer = crate::kafka::client_config(kafka)
-        .set(
-            "group.id",
-            format!("hoffrec-offsets-reader-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..topic.partitions {
-        let (low, high) = consumer.fetch_watermarks(&topic.name, p, Duration::from_secs(10))?;
-        if high > low {
-            tpl.add_partition_offset(&topic.name, p, Offset::Beginning)?;
-            ends.insert(p, high);
-        }
-    }
     let mut cursors = HashMap::new();
-    if ends.is_empty() {
-        return Ok(cursors);
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            return Err(OffsetsError::Invalid("timed out reading the offsets topic".into()));
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message?;
-        if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
-            ends.remove(&message.partition());
-        }
-        let Some(payload) = message.payload() else {
-            continue;
-        };
+    read_topic(kafka, topic, |payload| {
         if let Value::Record(fields) = schemas.decode(payload, EVENT)? {
             let text = |name: &str| {
                 fields.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
@@ -78,8 +44,52 @@ pub fn load(
                 cursors.insert((c, s), cursor);
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(cursors)
+}
+
+/// Calls `each` with every record value of `topic`, oldest first per partition, up to the
+/// end offsets as they were when the read started.
+pub fn read_topic(
+    kafka: &KafkaConfig,
+    topic: &Topic,
+    mut each: impl FnMut(&[u8]) -> Result<(), OffsetsError>,
+) -> Result<(), OffsetsError> {
+    let consumer: BaseConsumer = crate::kafka::client_config(kafka)
+        .set("group.id", format!("hoffrec-reader-{}", uuid::Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..topic.partitions {
+        let (low, high) = consumer.fetch_watermarks(&topic.name, p, Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(&topic.name, p, Offset::Beginning)?;
+            ends.insert(p, high);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(());
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(OffsetsError::Invalid(format!("timed out reading {}", topic.name)));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?;
+        if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
+            ends.remove(&message.partition());
+        }
+        if let Some(payload) = message.payload() {
+            each(payload)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a cursor and waits for the broker to acknowledge it.

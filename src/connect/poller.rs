@@ -6,7 +6,8 @@
 use super::fetch::{FetchError, Fetcher};
 use super::mapping::{lookup, text};
 use super::offsets;
-use crate::catalog::source::{HttpSpec, Paging};
+use super::pager::{PageError, Pager};
+use crate::catalog::source::HttpSpec;
 use crate::catalog::{Catalog, Role, Topic};
 use crate::codec::SchemaVersion;
 use crate::config::KafkaConfig;
@@ -38,6 +39,9 @@ pub enum ConnectError {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct PassSummary {
     pub source: String,
+    /// Per-customer sources: customers asked for, and those skipped (access denied).
+    pub customers: u64,
+    pub skipped: u64,
     pub pages: u64,
     pub records: u64,
     pub dead_letters: u64,
@@ -55,20 +59,23 @@ pub struct Summary {
 }
 
 /// A declared source, ready to poll.
-struct Source {
-    topic: Topic,
-    spec: HttpSpec,
-    version: Arc<SchemaVersion>,
-    url: Url,
-    fetcher: Fetcher,
+pub(super) struct Source {
+    pub topic: Topic,
+    pub spec: HttpSpec,
+    pub version: Arc<SchemaVersion>,
+    pub url: Url,
+    pub fetcher: Fetcher,
 }
 
-struct Shared<'a> {
-    producer: FutureProducer,
-    dlq: String,
-    offsets: Topic,
-    schemas: &'a crate::codec::SchemaSet,
-    telemetry: Telemetry,
+pub(super) struct Shared<'a> {
+    pub producer: FutureProducer,
+    pub dlq: String,
+    pub offsets: Topic,
+    /// The consent events social sources are gated on.
+    pub consent: Option<Topic>,
+    pub kafka: KafkaConfig,
+    pub schemas: &'a crate::codec::SchemaSet,
+    pub telemetry: Telemetry,
 }
 
 /// Polls `only` (or every declared HTTP source) until `shutdown`, or one pass each with `once`.
@@ -95,6 +102,11 @@ pub async fn run(
         dlq: role(Role::DeadLetter)?.name,
         schemas: &catalog.schemas,
         offsets: offsets_topic,
+        consent: catalog
+            .raw_topics()
+            .find(|t| t.value_schema.as_deref() == Some("consent"))
+            .cloned(),
+        kafka: kafka.clone(),
         telemetry: telemetry.clone(),
     };
     // A blocking read once at start; the runtime has other threads meanwhile.
@@ -178,7 +190,7 @@ fn declared(catalog: &Catalog, only: &[String]) -> Result<Vec<Source>, ConnectEr
 }
 
 /// `${NAME:-default}` and `${NAME}` from the environment.
-fn expand(template: &str) -> String {
+pub(super) fn expand(template: &str) -> String {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("${") {
@@ -252,6 +264,9 @@ async fn poll_loop(
 }
 
 async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> Result<PassSummary, ConnectError> {
+    if let Some(per) = &source.spec.per_customer {
+        return super::social::pass(shared, source, per).await;
+    }
     let spec = &source.spec;
     let mut summary = PassSummary {
         source: source.topic.name.clone(),
@@ -268,103 +283,42 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
             query.append_pair(&inc.param, c);
         }
     }
-    let mut url = with_param(&first, None);
-    if let Paging::OffsetCount {
-        offset_param,
-        count_param,
-        page_size,
-        ..
-    } = &spec.paging
-    {
-        first = with_param(&first, Some((count_param, &page_size.to_string())));
-        url = with_param(&first, Some((offset_param, "0")));
-    }
+    let mut pager = Pager::new(&source.fetcher, &spec.paging, &spec.items, first);
     let mut best = cursor.clone();
-    let mut offset = 0u64;
     let mut complete = true;
     loop {
-        let body = match source.fetcher.get(&url).await {
-            Ok(body) => body,
-            Err(FetchError::Malformed { reason, body }) => {
+        let items = match pager.next().await {
+            Ok(Some(items)) => items,
+            Ok(None) => break,
+            Err(PageError::NoItems { reason, body } | PageError::Fetch(FetchError::Malformed { reason, body })) => {
                 dead_letter(shared, source, &body, "malformed_response", &reason).await?;
                 summary.dead_letters += 1;
                 complete = false;
                 break;
             }
-            Err(e @ (FetchError::Auth(_) | FetchError::Quota(_) | FetchError::Denied(_))) => {
+            Err(PageError::Fetch(e @ (FetchError::Auth(_) | FetchError::Quota(_) | FetchError::Denied(_)))) => {
                 warn!(error = %e, "source stopped for this pass");
                 summary.stopped = Some(format!("{}: {e}", e.class()));
                 complete = false;
                 break;
             }
-            Err(error) => {
+            Err(PageError::Fetch(error)) => {
                 return Err(ConnectError::Fetch {
                     source_topic: source.topic.name.clone(),
                     error,
                 });
             }
         };
-        let Some(items) = lookup(&body, &spec.items).and_then(|v| v.as_array()) else {
-            let reason = format!("the response has no array at '{}'", spec.items);
-            let bytes = serde_json::to_vec(&body).unwrap_or_default();
-            dead_letter(shared, source, &bytes, "malformed_response", &reason).await?;
-            summary.dead_letters += 1;
-            complete = false;
-            break;
-        };
         summary.pages += 1;
-        let mut sends = Vec::with_capacity(items.len());
-        for item in items {
+        for item in &items {
             if let Some(inc) = &spec.incremental
                 && let Some(value) = lookup(item, &inc.field).and_then(text)
                 && best.as_deref().is_none_or(|b| later(&value, b))
             {
                 best = Some(value);
             }
-            match super::produce::prepare(&source.topic, &source.version, item) {
-                Ok((key, payload)) => sends.push((key, payload)),
-                Err(reason) => {
-                    let bytes = serde_json::to_vec(item).unwrap_or_default();
-                    dead_letter(shared, source, &bytes, "invalid_item", &reason).await?;
-                    summary.dead_letters += 1;
-                }
-            }
         }
-        if !super::produce::send_all(&shared.producer, &source.topic.name, &sends).await {
-            return Err(ConnectError::Delivery(source.topic.name.clone()));
-        }
-        summary.records += sends.len() as u64;
-        shared
-            .telemetry
-            .connect
-            .records
-            .get_or_create(&vec![("source", source.topic.name.clone())])
-            .inc_by(sends.len() as u64);
-        let next = match &spec.paging {
-            Paging::None => None,
-            Paging::OffsetCount {
-                offset_param,
-                page_size,
-                total,
-                ..
-            } => {
-                offset += u64::from(*page_size);
-                let total = lookup(&body, total).and_then(|t| t.as_u64()).unwrap_or(0);
-                (!items.is_empty() && offset < total)
-                    .then(|| with_param(&first, Some((offset_param, &offset.to_string()))))
-            }
-            Paging::CursorNext { next } => lookup(&body, next)
-                .and_then(|n| n.as_str())
-                .and_then(|n| Url::parse(n).ok()),
-            Paging::PageToken { param, next } => lookup(&body, next)
-                .and_then(text)
-                .filter(|t| !t.is_empty())
-                .map(|t| with_param(&first, Some((param, &t)))),
-        };
-        match next {
-            Some(n) => url = n,
-            None => break,
-        }
+        summary.records += produce_items(shared, source, &items, &mut summary.dead_letters).await?;
     }
     // Items may come in any order within a pass, so the cursor moves only after a whole
     // pass; a repeat after a crash is harmless, since event ids are derived from the item.
@@ -385,23 +339,6 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
     Ok(summary)
 }
 
-/// `base` with one query parameter set (replacing an earlier value of the same name).
-fn with_param(base: &Url, param: Option<(&str, &str)>) -> Url {
-    let mut url = base.clone();
-    if let Some((name, value)) = param {
-        let kept: Vec<(String, String)> = base
-            .query_pairs()
-            .filter(|(k, _)| k != name)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        url.query_pairs_mut()
-            .clear()
-            .extend_pairs(kept)
-            .append_pair(name, value);
-    }
-    url
-}
-
 /// Whether cursor value `a` comes after `b`: numerically when both are numbers, else as text
 /// (ISO-8601 times of one format order correctly as text).
 fn later(a: &str, b: &str) -> bool {
@@ -411,7 +348,38 @@ fn later(a: &str, b: &str) -> bool {
     }
 }
 
-async fn dead_letter(
+/// Maps and produces one page's items (dead-lettering those that do not map); returns how
+/// many records the broker took.
+pub(super) async fn produce_items(
+    shared: &Shared<'_>,
+    source: &Source,
+    items: &[serde_json::Value],
+    dead_letters: &mut u64,
+) -> Result<u64, ConnectError> {
+    let mut sends = Vec::with_capacity(items.len());
+    for item in items {
+        match super::produce::prepare(&source.topic, &source.version, item) {
+            Ok(record) => sends.push(record),
+            Err(reason) => {
+                let bytes = serde_json::to_vec(item).unwrap_or_default();
+                dead_letter(shared, source, &bytes, "invalid_item", &reason).await?;
+                *dead_letters += 1;
+            }
+        }
+    }
+    if !super::produce::send_all(&shared.producer, &source.topic.name, &sends).await {
+        return Err(ConnectError::Delivery(source.topic.name.clone()));
+    }
+    shared
+        .telemetry
+        .connect
+        .records
+        .get_or_create(&vec![("source", source.topic.name.clone())])
+        .inc_by(sends.len() as u64);
+    Ok(sends.len() as u64)
+}
+
+pub(super) async fn dead_letter(
     shared: &Shared<'_>,
     source: &Source,
     payload: &[u8],
@@ -450,12 +418,5 @@ mod tests {
         assert!(later("10", "9"));
         assert!(later("2026-03-02T00:00:00", "2026-03-01T23:59:59"));
         assert!(!later("2026-03-01", "2026-03-01"));
-    }
-
-    #[test]
-    fn paging_parameters_replace_earlier_values() {
-        let base = Url::parse("http://h/x?v=5.199&offset=0").unwrap();
-        let next = with_param(&base, Some(("offset", "1000")));
-        assert_eq!(next.as_str(), "http://h/x?v=5.199&offset=1000");
     }
 }

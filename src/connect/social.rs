@@ -1,0 +1,171 @@
+//! Per-customer passes for the social networks: only customers with a recorded consent
+//! are asked for, each with the account they linked; lists such as VK communities come
+//! from joined requests. A private profile or list skips that customer (or leaves the
+//! list empty); an expired token or a used-up quota ends the pass with the reason.
+
+use super::consent::consenting;
+use super::fetch::FetchError;
+use super::pager::{PageError, Pager, with_param};
+use super::poller::{ConnectError, PassSummary, Shared, Source, dead_letter, produce_items};
+use crate::catalog::source::PerCustomer;
+use reqwest::Url;
+use serde_json::{Value as Json, json};
+use tracing::warn;
+
+/// What ends asking about one customer.
+enum Stop {
+    /// Skip this customer (access denied, or a response dead-lettered).
+    Customer,
+    /// End the pass (auth, quota).
+    Pass(String),
+}
+
+pub(super) async fn pass(shared: &Shared<'_>, source: &Source, per: &PerCustomer) -> Result<PassSummary, ConnectError> {
+    let mut summary = PassSummary {
+        source: source.topic.name.clone(),
+        ..Default::default()
+    };
+    let topic = shared
+        .consent
+        .as_ref()
+        .ok_or_else(|| ConnectError::Config("no raw topic carries consent events".into()))?;
+    let customers =
+        tokio::task::block_in_place(|| consenting(&shared.kafka, topic, shared.schemas, &per.purpose, &per.network))?;
+    let pass_ms = chrono::Utc::now().timestamp_millis();
+    for (customer, account) in customers {
+        summary.customers += 1;
+        match customer_items(shared, source, per, &account, &mut summary).await? {
+            Ok(mut items) => {
+                for item in &mut items {
+                    if let Json::Object(m) = item {
+                        m.insert("_customer_id".into(), json!(customer));
+                        m.insert("_account_id".into(), json!(account));
+                        m.insert("_pass_ms".into(), json!(pass_ms));
+                    }
+                }
+                summary.records += produce_items(shared, source, &items, &mut summary.dead_letters).await?;
+            }
+            Err(Stop::Customer) => summary.skipped += 1,
+            Err(Stop::Pass(reason)) => {
+                summary.stopped = Some(reason);
+                break;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// The customer's items with every join filled in.
+async fn customer_items(
+    shared: &Shared<'_>,
+    source: &Source,
+    per: &PerCustomer,
+    account: &str,
+    summary: &mut PassSummary,
+) -> Result<Result<Vec<Json>, Stop>, ConnectError> {
+    let spec = &source.spec;
+    let url = for_account(&source.url, &spec.params, per.param.as_deref(), account);
+    let mut items = match walk(
+        shared,
+        source,
+        Pager::new(&source.fetcher, &spec.paging, &spec.items, url),
+        summary,
+    )
+    .await?
+    {
+        Ok(items) => items,
+        Err(stop) => return Ok(Err(stop)),
+    };
+    for join in &spec.joins {
+        let base = match Url::parse(&super::poller::expand(&join.url)) {
+            Ok(u) => u,
+            Err(e) => return Err(ConnectError::Config(format!("join url {}: {e}", join.url))),
+        };
+        let param = join.param.as_deref().or(per.param.as_deref());
+        let url = for_account(&base, &join.params, param, account);
+        let list = match walk(
+            shared,
+            source,
+            Pager::new(&source.fetcher, &join.paging, &join.items, url),
+            summary,
+        )
+        .await?
+        {
+            Ok(list) => list,
+            // A private list (VK 30/260, Graph permissions) is an empty one, not a lost customer.
+            Err(Stop::Customer) => Vec::new(),
+            Err(stop) => return Ok(Err(stop)),
+        };
+        for item in &mut items {
+            if let Json::Object(m) = item {
+                m.insert(join.into.clone(), Json::Array(list.clone()));
+            }
+        }
+    }
+    Ok(Ok(items))
+}
+
+fn for_account(
+    base: &Url,
+    params: &std::collections::BTreeMap<String, String>,
+    param: Option<&str>,
+    account: &str,
+) -> Url {
+    let mut url = match param {
+        Some(_) => base.clone(),
+        None => Url::parse(
+            &base
+                .as_str()
+                .replace("%7Baccount%7D", account)
+                .replace("{account}", account),
+        )
+        .unwrap_or_else(|_| base.clone()),
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+    }
+    match param {
+        Some(p) => with_param(&url, p, account),
+        None => url,
+    }
+}
+
+async fn walk(
+    shared: &Shared<'_>,
+    source: &Source,
+    mut pager: Pager<'_>,
+    summary: &mut PassSummary,
+) -> Result<Result<Vec<Json>, Stop>, ConnectError> {
+    let mut all = Vec::new();
+    loop {
+        match pager.next().await {
+            Ok(Some(items)) => {
+                summary.pages += 1;
+                all.extend(items);
+            }
+            Ok(None) => return Ok(Ok(all)),
+            Err(PageError::NoItems { reason, body } | PageError::Fetch(FetchError::Malformed { reason, body })) => {
+                dead_letter(shared, source, &body, "malformed_response", &reason).await?;
+                summary.dead_letters += 1;
+                return Ok(Err(Stop::Customer));
+            }
+            Err(PageError::Fetch(e @ FetchError::Denied(_))) => {
+                warn!(error = %e, "access denied; skipping");
+                return Ok(Err(Stop::Customer));
+            }
+            Err(PageError::Fetch(e @ (FetchError::Auth(_) | FetchError::Quota(_)))) => {
+                warn!(error = %e, "source stopped for this pass");
+                return Ok(Err(Stop::Pass(format!("{}: {e}", e.class()))));
+            }
+            Err(PageError::Fetch(error)) => {
+                return Err(ConnectError::Fetch {
+                    source_topic: source.topic.name.clone(),
+                    error,
+                });
+            }
+        }
+    }
+}
