@@ -179,3 +179,46 @@ async fn a_yml_feed_and_a_metrica_export_import_through_their_mappings() {
         no_price.1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_district_price_index_csv_imports_and_a_bad_row_is_kept() {
+    let lab = Lab::new(1).await;
+    let topic = lab.add_topic("raw.district.price_index.toml", "price_index");
+    lab.apply_catalog().await;
+    let path = lab.dir.path().join("prices.csv");
+    std::fs::write(
+        &path,
+        "region,city,district,month,segment,price_per_m2\n\
+         Москва,Москва,Хамовники,2026-10-01,secondary,\"1250000.50\"\n\
+         Московская область,Красногорск,Опалиха,2026-10-01,new_build,210000\n\
+         Москва,Москва,Арбат,2026-10-01,secondary,дорого\n",
+    )
+    .unwrap();
+    let (ok, out, err) = lab.run(&["import", "--source", &topic, path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (summary["records"].as_u64(), summary["dead_letters"].as_u64()),
+        (Some(2), Some(1)),
+        "{summary}"
+    );
+    let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
+    let rows: Vec<V> = read_all(&lab, &topic)
+        .iter()
+        .map(|(v, _)| schemas.decode(v, "district_price_index").unwrap())
+        .collect();
+    let khamovniki = rows
+        .iter()
+        .find(|r| field(r, "district") == &V::String("Хамовники".into()))
+        .unwrap();
+    assert_eq!(field(khamovniki, "price_per_sq_m_kopecks"), &V::Long(125_000_050));
+    assert_eq!(field(khamovniki, "market"), &V::Enum(2, "secondary".into()));
+    // 2026-10-01 is day 20727 since the epoch.
+    assert_eq!(field(khamovniki, "period_start"), &V::Date(20727));
+    let dead = read_all(&lab, &lab.dlq);
+    assert!(
+        dead[0].1["hoffrec.error.message"].contains("price_per_sq_m_kopecks"),
+        "{:?}",
+        dead[0].1
+    );
+}

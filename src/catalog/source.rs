@@ -125,6 +125,9 @@ pub enum Paging {
     CursorNext { next: String },
     /// Order APIs: send the token from `next` back as `param` until it is absent.
     PageToken { param: String, next: String },
+    /// RetailCRM-style: `param` = 1, 2, ... until the page number reaches the total pages
+    /// at `total_pages` (or a page is empty).
+    PageNumber { param: String, total_pages: String },
 }
 
 fn offset_param() -> String {
@@ -156,11 +159,27 @@ pub struct Incremental {
 }
 
 /// How one Avro field is filled from a source item. A bare string is a path.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum FieldSpec {
     Path(String),
     Full(Box<FieldMap>),
+}
+
+// By hand rather than `untagged`, so a typo names the unknown key instead of "did not
+// match any variant".
+impl<'de> Deserialize<'de> for FieldSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Json::deserialize(deserializer)? {
+            Json::String(path) => Ok(Self::Path(path)),
+            table @ Json::Object(_) => serde_json::from_value(table)
+                .map(|m| Self::Full(Box::new(m)))
+                .map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "a field mapping is a path or a table, found {other}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -195,6 +214,10 @@ pub struct FieldMap {
     /// Text split on this separator into a list of trimmed, non-empty parts.
     #[serde(default)]
     pub split: Option<String>,
+    /// Codes whose keywords occur (case-insensitively) in the text or list of texts, e.g.
+    /// `{ sauna = ["баня", "сауна"] }` over the names of buildings on a plot.
+    #[serde(default)]
+    pub keywords: Option<BTreeMap<String, Vec<String>>>,
     /// The field's value when the item has none (used as is, not converted).
     #[serde(default)]
     pub default: Option<Json>,

@@ -94,6 +94,22 @@ fn convert(mut value: Json, map: &FieldMap) -> Result<Json, String> {
     {
         value = Json::String(s.to_lowercase());
     }
+    if let Some(codes) = &map.keywords {
+        let texts: Vec<String> = match &value {
+            Json::Array(items) => items.iter().filter_map(text).collect(),
+            other => text(other).into_iter().collect(),
+        };
+        let texts: Vec<String> = texts.iter().map(|t| t.to_lowercase()).collect();
+        value = codes
+            .iter()
+            .filter(|(_, words)| {
+                words
+                    .iter()
+                    .any(|w| texts.iter().any(|t| t.contains(&w.to_lowercase())))
+            })
+            .map(|(code, _)| Json::String(code.clone()))
+            .collect();
+    }
     if let Some(separator) = &map.split
         && let Json::String(s) = &value
     {

@@ -31,15 +31,18 @@ impl<'a> Pager<'a> {
     pub fn new(fetcher: &'a Fetcher, paging: &'a Paging, items: &'a str, base: Url) -> Self {
         let mut first = base;
         let mut next = first.clone();
-        if let Paging::OffsetCount {
-            offset_param,
-            count_param,
-            page_size,
-            ..
-        } = paging
-        {
-            first = with_param(&first, count_param, &page_size.to_string());
-            next = with_param(&first, offset_param, "0");
+        match paging {
+            Paging::OffsetCount {
+                offset_param,
+                count_param,
+                page_size,
+                ..
+            } => {
+                first = with_param(&first, count_param, &page_size.to_string());
+                next = with_param(&first, offset_param, "0");
+            }
+            Paging::PageNumber { param, .. } => next = with_param(&first, param, "1"),
+            _ => {}
         }
         Self {
             fetcher,
@@ -89,6 +92,12 @@ impl<'a> Pager<'a> {
                 .and_then(text)
                 .filter(|t| !t.is_empty())
                 .map(|t| with_param(&self.first, param, &t)),
+            Paging::PageNumber { param, total_pages } => {
+                self.offset += 1;
+                let total = lookup(&body, total_pages).and_then(Json::as_u64).unwrap_or(0);
+                (!items.is_empty() && self.offset < total)
+                    .then(|| with_param(&self.first, param, &(self.offset + 1).to_string()))
+            }
         };
         Ok(Some(items))
     }
@@ -112,6 +121,98 @@ pub fn with_param(base: &Url, name: &str, value: &str) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::source::{Dialect, HttpSpec};
+    use axum::extract::RawQuery;
+    use axum::routing::get;
+    use serde_json::json;
+
+    fn spec(paging: Paging) -> HttpSpec {
+        HttpSpec {
+            url: String::new(),
+            token_env: None,
+            token_param: None,
+            params: Default::default(),
+            paging,
+            items: "data".into(),
+            errors: Dialect::Graph,
+            max_requests_per_s: 0.0,
+            timeout_ms: 5000,
+            interval_ms: 1000,
+            max_attempts: 2,
+            backoff_ms: 10,
+            usage_pause_ms: 10,
+            incremental: None,
+            per_customer: None,
+            joins: Vec::new(),
+        }
+    }
+
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    async fn walk(spec: &HttpSpec, url: &str) -> Vec<Vec<Json>> {
+        let fetcher = Fetcher::new(spec, None).unwrap();
+        let mut pager = Pager::new(&fetcher, &spec.paging, &spec.items, Url::parse(url).unwrap());
+        let mut pages = Vec::new();
+        while let Some(items) = pager.next().await.unwrap() {
+            pages.push(items);
+        }
+        pages
+    }
+
+    #[tokio::test]
+    async fn graph_cursor_paging_follows_next_through_an_empty_page() {
+        let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+        let b = base.clone();
+        let app = axum::Router::new().route(
+            "/media",
+            get(move |RawQuery(q): RawQuery| {
+                let b = b.get().cloned().unwrap_or_default();
+                async move {
+                    let body = match q.as_deref() {
+                        None => json!({"data": [{"id": "1"}], "paging": {"next": format!("{b}/media?after=A")}}),
+                        Some("after=A") => json!({"data": [], "paging": {"next": format!("{b}/media?after=B")}}),
+                        _ => json!({"data": [{"id": "2"}], "paging": {"cursors": {"before": "B"}}}),
+                    };
+                    body.to_string()
+                }
+            }),
+        );
+        let url = serve(app).await;
+        base.set(url.clone()).unwrap();
+        let pages = walk(
+            &spec(Paging::CursorNext {
+                next: "paging.next".into(),
+            }),
+            &format!("{url}/media"),
+        )
+        .await;
+        assert_eq!(pages.len(), 3, "an empty page with next is not the end");
+        assert_eq!(pages[2][0]["id"], "2");
+    }
+
+    #[tokio::test]
+    async fn page_numbers_run_to_the_total() {
+        let app = axum::Router::new().route(
+            "/orders",
+            get(|RawQuery(q): RawQuery| async move {
+                let page: u64 = q.unwrap_or_default().trim_start_matches("page=").parse().unwrap();
+                json!({"data": [{"page": page}], "pagination": {"totalPageCount": 3}}).to_string()
+            }),
+        );
+        let url = serve(app).await;
+        let paging = Paging::PageNumber {
+            param: "page".into(),
+            total_pages: "pagination.totalPageCount".into(),
+        };
+        let pages = walk(&spec(paging), &format!("{url}/orders")).await;
+        let numbers: Vec<u64> = pages.iter().map(|p| p[0]["page"].as_u64().unwrap()).collect();
+        assert_eq!(numbers, [1, 2, 3]);
+    }
 
     #[test]
     fn paging_parameters_replace_earlier_values() {
