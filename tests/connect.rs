@@ -10,16 +10,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::lab::Lab;
+use common::lab::{Lab, field};
 use hoffrec::codec::SchemaSet;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 #[derive(Default)]
 struct Api {
@@ -29,6 +24,8 @@ struct Api {
     /// Failures still to serve before answering normally: (status, Retry-After).
     faults: Vec<(u16, Option<&'static str>)>,
     token: String,
+    /// A page token whose request hangs, to kill the connector in the middle of a pass.
+    stall: Option<String>,
 }
 
 type Shared = Arc<Mutex<Api>>;
@@ -38,6 +35,11 @@ async fn orders(State(api): State<Shared>, headers: HeaderMap, RawQuery(raw): Ra
     let q: HashMap<String, String> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
+    let stalled = api.lock().unwrap().stall.clone();
+    if stalled.is_some() && q.get("pageToken") == stalled.as_ref() {
+        api.lock().unwrap().seen.push(q.clone());
+        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    }
     let mut api = api.lock().unwrap();
     api.seen.push(q.clone());
     if let Some((status, after)) = api.faults.pop() {
@@ -87,53 +89,6 @@ async fn serve(api: Shared) -> String {
 }
 
 /// Every record of `topic`: (value bytes, headers).
-fn read_all(lab: &Lab, topic: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &lab.brokers)
-        .set("group.id", common::unique("read"))
-        .create()
-        .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
-        remaining += high - low;
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut out = Vec::new();
-    while remaining > 0 && std::time::Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            let headers = m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((m.payload().unwrap_or_default().to_vec(), headers));
-            remaining -= 1;
-        }
-    }
-    out
-}
-
-fn field<'a>(value: &'a apache_avro::types::Value, name: &str) -> &'a apache_avro::types::Value {
-    let apache_avro::types::Value::Record(fields) = value else {
-        panic!("not a record")
-    };
-    &fields.iter().find(|(n, _)| n == name).unwrap().1
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor() {
@@ -166,7 +121,7 @@ async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor
     };
     let first = run(&env);
     if first["records"] != 4 {
-        let dead = read_all(&lab, &lab.dlq);
+        let dead = lab.read_topic(&lab.dlq);
         panic!("{first} {:?}", dead.iter().map(|d| d.1.clone()).collect::<Vec<_>>());
     }
     assert_eq!(first["dead_letters"], 1, "{first}");
@@ -175,7 +130,7 @@ async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor
     assert_eq!(first["cursor"], "2026-03-01T14:30:00", "{first}");
 
     let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
-    let records = read_all(&lab, &topic);
+    let records = lab.read_topic(&topic);
     assert_eq!(records.len(), 4);
     let values: Vec<_> = records
         .iter()
@@ -202,7 +157,7 @@ async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor
         &V::Union(1, Box::new(V::String("Хамовники".into())))
     );
 
-    let dead = read_all(&lab, &lab.dlq);
+    let dead = lab.read_topic(&lab.dlq);
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].1["hoffrec.error.class"], "invalid_item");
     assert!(
@@ -229,7 +184,8 @@ async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor
     // event id (ingest drops it); nothing before the cursor is fetched again.
     assert_eq!(second["records"], 3, "{second}");
     assert_eq!(second["cursor"], "2026-03-02T10:00:00");
-    let ids: std::collections::HashSet<String> = read_all(&lab, &topic)
+    let ids: std::collections::HashSet<String> = lab
+        .read_topic(&topic)
         .iter()
         .map(|(v, _)| match field(&schemas.decode(v, "order").unwrap(), "event_id") {
             V::String(s) => s.clone(),
@@ -242,4 +198,80 @@ async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor
     let third = run(&[("HOFFREC_ORDERS_API", base.as_str()), ("HOFFREC_ORDERS_TOKEN", "old")]);
     assert!(third["stopped"].as_str().unwrap().starts_with("auth"), "{third}");
     assert_eq!(third["cursor"], "2026-03-02T10:00:00");
+}
+
+/// Killed after producing the first page of a pass, the connector's records stay invisible
+/// (its transaction never commits); the restarted one aborts it, redoes the pass from the
+/// stored cursor, and readers see every order exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_killed_mid_pass_resumes_with_no_gap_and_no_duplicate() {
+    let lab = Lab::new(1).await;
+    let topic = lab.add_topic("raw.store.order.toml", "order");
+    lab.apply_catalog().await;
+    let api: Shared = Arc::new(Mutex::new(Api {
+        orders: (1..=5)
+            .map(|i| order(i, &format!("2026-03-01T1{i}:00:00"), "PAID"))
+            .collect(),
+        token: "s3cret".into(),
+        stall: Some("2".into()),
+        ..Default::default()
+    }));
+    let base = serve(api.clone()).await;
+    let env = [
+        ("HOFFREC_ORDERS_API", base.as_str()),
+        ("HOFFREC_ORDERS_TOKEN", "s3cret"),
+    ];
+
+    let mut first = lab.hoffrec(&["connect", "--once", "--source", &topic], &env);
+    common::poll_until(
+        "the connector to ask for the second page",
+        std::time::Duration::from_secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let asked = api
+                    .lock()
+                    .unwrap()
+                    .seen
+                    .iter()
+                    .any(|q| q.get("pageToken").map(String::as_str) == Some("2"));
+                asked.then_some(())
+            }
+        },
+    )
+    .await;
+    first.kill9();
+    // The first page (two orders) reached the broker before the kill, inside a transaction
+    // that never commits: only a read-uncommitted reader sees it.
+    let uncommitted: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &lab.brokers)
+        .set("group.id", common::unique("peek"))
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .unwrap();
+    let high: i64 = (0..6)
+        .map(|p| {
+            rdkafka::consumer::Consumer::fetch_watermarks(&uncommitted, &topic, p, std::time::Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum();
+    assert_eq!(high, 2, "the first page was produced before the kill");
+
+    api.lock().unwrap().stall = None;
+    let (ok, out, err) = lab.command_with_env(&["connect", "--once", "--source", &topic], &env);
+    assert!(ok, "{err}");
+    let pass: Json = serde_json::from_str::<Json>(&out).unwrap()["passes"][0].clone();
+    assert_eq!(pass["records"], 5, "{pass}");
+    let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
+    let ids: Vec<String> = lab
+        .read_topic(&topic)
+        .iter()
+        .map(|(v, _)| match field(&schemas.decode(v, "order").unwrap(), "event_id") {
+            apache_avro::types::Value::String(s) => s.clone(),
+            _ => panic!(),
+        })
+        .collect();
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (5, 5), "{ids:?}");
 }

@@ -5,14 +5,8 @@
 mod common;
 
 use apache_avro::types::Value as V;
-use common::lab::Lab;
+use common::lab::{Lab, field};
 use hoffrec::codec::SchemaSet;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::HashMap;
-use std::time::Duration;
 
 const FEED: &str = r#"<?xml version="1.0" encoding="windows-1251"?>
 <yml_catalog date="2026-11-20 09:00"><shop><name>Hoff</name><company>Hoff</company><url>https://hoff.ru</url>
@@ -32,53 +26,6 @@ const VISITS: &str = "ym:s:visitID\tym:s:clientID\tym:s:dateTime\tym:s:lastTraff
 7311111111111111112\t1700000000123456790\t2026-11-20 23:59:59\tdirect\t\t\thttps://hoff.ru/\n\
 7311111111111111113\t17\n";
 
-fn read_all(lab: &Lab, topic: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &lab.brokers)
-        .set("group.id", common::unique("read"))
-        .create()
-        .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0;
-    for p in 0..metadata.topics()[0].partitions().len() as i32 {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
-        remaining += high - low;
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut out = Vec::new();
-    while remaining > 0 && std::time::Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            let headers = m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push((m.payload().unwrap_or_default().to_vec(), headers));
-            remaining -= 1;
-        }
-    }
-    out
-}
-
-fn field<'a>(value: &'a V, name: &str) -> &'a V {
-    let V::Record(fields) = value else {
-        panic!("not a record")
-    };
-    &fields.iter().find(|(n, _)| n == name).unwrap().1
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_yml_feed_and_a_metrica_export_import_through_their_mappings() {
     let lab = Lab::new(1).await;
@@ -95,7 +42,8 @@ async fn a_yml_feed_and_a_metrica_export_import_through_their_mappings() {
     assert!(ok, "{err}");
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     if summary["records"] != 2 {
-        let reasons: Vec<String> = read_all(&lab, &lab.dlq)
+        let reasons: Vec<String> = lab
+            .read_topic(&lab.dlq)
             .into_iter()
             .map(|d| d.1["hoffrec.error.message"].clone())
             .collect();
@@ -104,7 +52,8 @@ async fn a_yml_feed_and_a_metrica_export_import_through_their_mappings() {
     assert_eq!(summary["dead_letters"], 1, "{summary}");
 
     let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
-    let products: Vec<V> = read_all(&lab, &catalogue)
+    let products: Vec<V> = lab
+        .read_topic(&catalogue)
         .iter()
         .map(|(v, _)| schemas.decode(v, "catalogue_product").unwrap())
         .collect();
@@ -139,7 +88,8 @@ async fn a_yml_feed_and_a_metrica_export_import_through_their_mappings() {
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["records"], 2, "{summary}");
     assert_eq!(summary["dead_letters"], 1, "{summary}");
-    let sessions: Vec<V> = read_all(&lab, &visits)
+    let sessions: Vec<V> = lab
+        .read_topic(&visits)
         .iter()
         .map(|(v, _)| schemas.decode(v, "site_session_start").unwrap())
         .collect();
@@ -162,7 +112,7 @@ async fn a_yml_feed_and_a_metrica_export_import_through_their_mappings() {
         "empty is missing"
     );
 
-    let dead = read_all(&lab, &lab.dlq);
+    let dead = lab.read_topic(&lab.dlq);
     let classes: Vec<&str> = dead.iter().map(|d| d.1["hoffrec.error.class"].as_str()).collect();
     assert_eq!(classes.len(), 2, "{dead:?}");
     assert!(
@@ -203,7 +153,8 @@ async fn the_district_price_index_csv_imports_and_a_bad_row_is_kept() {
         "{summary}"
     );
     let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
-    let rows: Vec<V> = read_all(&lab, &topic)
+    let rows: Vec<V> = lab
+        .read_topic(&topic)
         .iter()
         .map(|(v, _)| schemas.decode(v, "district_price_index").unwrap())
         .collect();
@@ -215,7 +166,7 @@ async fn the_district_price_index_csv_imports_and_a_bad_row_is_kept() {
     assert_eq!(field(khamovniki, "market"), &V::Enum(2, "secondary".into()));
     // 2026-10-01 is day 20727 since the epoch.
     assert_eq!(field(khamovniki, "period_start"), &V::Date(20727));
-    let dead = read_all(&lab, &lab.dlq);
+    let dead = lab.read_topic(&lab.dlq);
     assert!(
         dead[0].1["hoffrec.error.message"].contains("price_per_sq_m_kopecks"),
         "{:?}",

@@ -10,11 +10,8 @@ use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::lab::Lab;
+use common::lab::{Lab, field};
 use hoffrec::codec::SchemaSet;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,39 +97,6 @@ fn consent(schemas: &SchemaSet, customer: &str, at: i64, action: &str, networks:
     (customer.to_string(), schemas.encode("consent", value).unwrap())
 }
 
-fn read_all(lab: &Lab, topic: &str) -> Vec<Vec<u8>> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &lab.brokers)
-        .set("group.id", common::unique("read"))
-        .create()
-        .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0;
-    for p in 0..metadata.topics()[0].partitions().len() as i32 {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
-        remaining += high - low;
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut out = Vec::new();
-    while remaining > 0 && std::time::Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            out.push(m.unwrap().payload().unwrap_or_default().to_vec());
-            remaining -= 1;
-        }
-    }
-    out
-}
-
-fn field<'a>(value: &'a V, name: &str) -> &'a V {
-    let V::Record(fields) = value else {
-        panic!("not a record")
-    };
-    &fields.iter().find(|(n, _)| n == name).unwrap().1
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn vk_profiles_of_consenting_customers_only() {
     let lab = Lab::new(1).await;
@@ -187,9 +151,10 @@ async fn vk_profiles_of_consenting_customers_only() {
     let pass: Json = serde_json::from_str::<Json>(&out).unwrap()["passes"][0].clone();
     assert_eq!(pass["customers"], 3, "{pass}");
     if pass["records"] != 3 {
-        let dead: Vec<String> = read_all(&lab, &lab.dlq)
+        let dead: Vec<String> = lab
+            .read_topic(&lab.dlq)
             .iter()
-            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .map(|d| String::from_utf8_lossy(&d.0).into_owned())
             .collect();
         panic!("{pass} {dead:?}");
     }
@@ -205,9 +170,10 @@ async fn vk_profiles_of_consenting_customers_only() {
         .collect();
     assert_eq!(offsets, ["0", "2"], "two pages of two");
 
-    let landed: Vec<V> = read_all(&lab, &profiles)
+    let landed: Vec<V> = lab
+        .read_topic(&profiles)
         .iter()
-        .map(|p| schemas.decode(p, "social_profile").unwrap())
+        .map(|(p, _)| schemas.decode(p, "social_profile").unwrap())
         .collect();
     let by_customer = |c: &str| {
         landed

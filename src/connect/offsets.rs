@@ -78,7 +78,16 @@ pub fn read_topic(
         if Instant::now() > deadline {
             return Err(OffsetsError::Invalid(format!("timed out reading {}", topic.name)));
         }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            // Transaction markers and aborted records are never delivered, so the end is
+            // where the consumer's position reaches the end offset, not a last record.
+            let position = consumer.position()?;
+            ends.retain(|p, high| {
+                !matches!(
+                    position.find_partition(&topic.name, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(o)) if o >= *high
+                )
+            });
             continue;
         };
         let message = message?;

@@ -12,7 +12,7 @@ use crate::catalog::{Catalog, Role, Topic};
 use crate::codec::SchemaVersion;
 use crate::config::KafkaConfig;
 use crate::telemetry::Telemetry;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use reqwest::Url;
 use serde::Serialize;
 use std::sync::Arc;
@@ -65,10 +65,25 @@ pub(super) struct Source {
     pub version: Arc<SchemaVersion>,
     pub url: Url,
     pub fetcher: Fetcher,
+    /// Transactional (`hoffrec-connect-<topic>`): a pass's records, dead letters and new
+    /// cursor become visible together, and a restarted connector fences a zombie one.
+    pub producer: FutureProducer,
 }
 
+impl Source {
+    /// Makes what the open transaction holds visible and opens the next one.
+    pub(super) fn checkpoint(&self) -> Result<(), ConnectError> {
+        tokio::task::block_in_place(|| {
+            self.producer.commit_transaction(TXN_TIMEOUT)?;
+            self.producer.begin_transaction()
+        })?;
+        Ok(())
+    }
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub(super) struct Shared<'a> {
-    pub producer: FutureProducer,
     pub dlq: String,
     pub offsets: Topic,
     /// The consent events social sources are gated on.
@@ -87,7 +102,7 @@ pub async fn run(
     telemetry: &Telemetry,
     shutdown: CancellationToken,
 ) -> Result<Summary, ConnectError> {
-    let sources = declared(catalog, only)?;
+    let sources = declared(catalog, kafka, only)?;
     let role = |r: Role| {
         catalog
             .topic_for(r)
@@ -96,9 +111,6 @@ pub async fn run(
     };
     let offsets_topic = role(Role::ConnectorOffsets)?;
     let shared = Shared {
-        producer: crate::kafka::client_config(kafka)
-            .set("enable.idempotence", "true")
-            .create()?,
         dlq: role(Role::DeadLetter)?.name,
         schemas: &catalog.schemas,
         offsets: offsets_topic,
@@ -125,7 +137,7 @@ pub async fn run(
     Ok(summary)
 }
 
-fn declared(catalog: &Catalog, only: &[String]) -> Result<Vec<Source>, ConnectError> {
+fn declared(catalog: &Catalog, kafka: &KafkaConfig, only: &[String]) -> Result<Vec<Source>, ConnectError> {
     let mut problems = Vec::new();
     let mut sources = Vec::new();
     for topic in catalog.raw_topics() {
@@ -163,16 +175,27 @@ fn declared(catalog: &Catalog, only: &[String]) -> Result<Vec<Source>, ConnectEr
             },
             None => None,
         };
-        match Fetcher::new(&spec, token) {
-            Ok(fetcher) => sources.push(Source {
-                topic: topic.clone(),
-                spec,
-                version,
-                url,
-                fetcher,
-            }),
-            Err(e) => problems.push(format!("{}: HTTP client: {e}", topic.name)),
-        }
+        let fetcher = match Fetcher::new(&spec, token) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(format!("{}: HTTP client: {e}", topic.name));
+                continue;
+            }
+        };
+        let producer: FutureProducer = crate::kafka::client_config(kafka)
+            .set("transactional.id", format!("hoffrec-connect-{}", topic.name))
+            .set("transaction.timeout.ms", "900000")
+            .create()?;
+        // Also aborts whatever a killed predecessor left open.
+        tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT))?;
+        sources.push(Source {
+            topic: topic.clone(),
+            spec,
+            version,
+            url,
+            fetcher,
+            producer,
+        });
     }
     for name in only {
         if catalog.topic(name).is_none() {
@@ -223,7 +246,20 @@ async fn poll_loop(
     let labels = vec![("source", source.topic.name.clone())];
     let mut passes = Vec::new();
     loop {
+        tokio::task::block_in_place(|| source.producer.begin_transaction())?;
         let outcome = pass(shared, source, cursor.clone()).await;
+        let outcome = match outcome {
+            Ok(p) => tokio::task::block_in_place(|| source.producer.commit_transaction(TXN_TIMEOUT))
+                .map(|()| p)
+                .map_err(ConnectError::from),
+            Err(e) => {
+                // Nothing of a failed pass becomes visible; the next one starts from the same cursor.
+                if let Err(abort) = tokio::task::block_in_place(|| source.producer.abort_transaction(TXN_TIMEOUT)) {
+                    warn!(error = %abort, "aborting the pass's transaction failed");
+                }
+                Err(e)
+            }
+        };
         let (requests, retries) = (
             source.fetcher.requests.swap(0, Ordering::Relaxed),
             source.fetcher.retries.swap(0, Ordering::Relaxed),
@@ -325,7 +361,7 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
     if complete && best != cursor {
         if let Some(b) = &best {
             offsets::save(
-                &shared.producer,
+                &source.producer,
                 &shared.offsets,
                 shared.schemas,
                 &source.topic.name,
@@ -367,7 +403,7 @@ pub(super) async fn produce_items(
             }
         }
     }
-    if !super::produce::send_all(&shared.producer, &source.topic.name, &sends).await {
+    if !super::produce::send_all(&source.producer, &source.topic.name, &sends).await {
         return Err(ConnectError::Delivery(source.topic.name.clone()));
     }
     shared
@@ -387,7 +423,7 @@ pub(super) async fn dead_letter(
     reason: &str,
 ) -> Result<(), ConnectError> {
     let origin = format!("connect:{}", source.topic.name);
-    super::produce::dead_letter(&shared.producer, &shared.dlq, &origin, payload, class, reason).await?;
+    super::produce::dead_letter(&source.producer, &shared.dlq, &origin, payload, class, reason).await?;
     shared
         .telemetry
         .connect

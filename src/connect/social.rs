@@ -32,7 +32,12 @@ pub(super) async fn pass(shared: &Shared<'_>, source: &Source, per: &PerCustomer
     let customers =
         tokio::task::block_in_place(|| consenting(&shared.kafka, topic, shared.schemas, &per.purpose, &per.network))?;
     let pass_ms = chrono::Utc::now().timestamp_millis();
-    for (customer, account) in customers {
+    for (n, (customer, account)) in customers.into_iter().enumerate() {
+        // A daily pass over thousands of customers at a few requests per second outlasts
+        // any transaction timeout; what is done becomes visible every 100 customers.
+        if n > 0 && n % 100 == 0 {
+            source.checkpoint()?;
+        }
         summary.customers += 1;
         match customer_items(shared, source, per, &account, &mut summary).await? {
             Ok(mut items) => {

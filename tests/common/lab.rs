@@ -124,6 +124,64 @@ impl Lab {
         )
     }
 
+    /// Every record of `topic` from the beginning to its current end: (value, headers).
+    #[allow(dead_code)]
+    pub fn read_topic(&self, topic: &str) -> Vec<(Vec<u8>, std::collections::HashMap<String, String>)> {
+        use rdkafka::Message;
+        use rdkafka::message::Headers;
+        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", super::unique("read"))
+            .create()
+            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for p in 0..metadata.topics()[0].partitions().len() as i32 {
+            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+            ends.push((p, low, high));
+            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        // Read committed (librdkafka's default): records of aborted transactions and the
+        // markers are never delivered, so the end is the position, not a record count.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut out = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.unwrap();
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((m.payload().unwrap_or_default().to_vec(), headers));
+                continue;
+            }
+            let position = consumer.position().unwrap();
+            let done = ends.iter().all(|&(p, low, high)| {
+                high == low
+                    || matches!(
+                        position.find_partition(topic, p).map(|e| e.offset()),
+                        Some(Offset::Offset(o)) if o >= high
+                    )
+            });
+            if done {
+                break;
+            }
+        }
+        out
+    }
+
     /// Starts `hoffrec collect` on a free port and waits until it listens.
     pub async fn collect(&self) -> (Worker, String) {
         let addr = super::free_addr();
@@ -339,6 +397,19 @@ impl Drop for Worker {
 }
 
 /// The last lines of a log, for assertion messages.
+/// A top-level field of a decoded record.
+#[allow(dead_code)]
+pub fn field<'a>(value: &'a Value, name: &str) -> &'a Value {
+    let Value::Record(fields) = value else {
+        panic!("not a record: {value:?}")
+    };
+    &fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        .1
+}
+
 pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
