@@ -69,6 +69,9 @@ pub enum Command {
     /// Import dropped files (YML feed, Metrica TSV, CSV export) into a raw topic through the
     /// topic's [source.file] and [source.mapping].
     Import(ImportArgs),
+    /// Serve a seeded simulated world behind the sources' APIs (orders, VK, YML feed,
+    /// register, price index); optionally dump it and post its consents to a collector.
+    Simulate(SimulateArgs),
     /// Run SQL against the lake: every raw table is `raw.<topic without raw., . and - as _>`,
     /// e.g. `SELECT count(*) FROM raw.site_page_view`.
     Sql(SqlArgs),
@@ -84,6 +87,24 @@ pub struct SqlArgs {
     /// Print rows as JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The world's seed: the same seed gives the same world.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 2000)]
+    pub customers: usize,
+    /// Write the world as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
+    /// Serve the source APIs on this address until Ctrl-C/SIGTERM.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Post the customers' consents to this collector, e.g. http://127.0.0.1:8088.
+    #[arg(long, value_name = "URL")]
+    pub collector: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +263,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::connect::poller::run(&catalog, &config.kafka, &args.sources, args.once, &telemetry, shutdown)
                     .await
                     .map_err(anyhow::Error::from)
+            })?;
+            println!("{}", serde_json::to_string(&summary)?);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let summary = runtime.block_on(async {
+                let (_telemetry, shutdown) = start_stage(&config).await?;
+                let args = crate::simulate::Args {
+                    seed: args.seed,
+                    customers: args.customers,
+                    dump: args.dump.clone(),
+                    listen: args.listen.clone(),
+                    collector: args.collector.clone(),
+                };
+                crate::simulate::run(&args, shutdown).await.map_err(anyhow::Error::from)
             })?;
             println!("{}", serde_json::to_string(&summary)?);
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));

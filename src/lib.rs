@@ -33,6 +33,9 @@ pub mod mart;
 /// Metrics and health endpoints every long-running stage serves.
 pub mod telemetry;
 
+/// A seeded world behind the sources' APIs, for the demo, the tests and the benchmarks.
+pub mod simulate;
+
 /// Benchmarks run against real services (`hoffrec bench ...`).
 pub mod bench;
 

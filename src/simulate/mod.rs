@@ -1,0 +1,123 @@
+//! `hoffrec simulate`: a seeded world of customers with hidden personas and a home-goods
+//! catalogue, served behind the real sources' APIs so the real connectors run against it,
+//! and a client that posts the customers' consents to the event collector.
+
+pub mod serve;
+pub mod world;
+
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("cannot write {path}: {source}")]
+    Dump {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the collector at {url} refused the consents: {reason}")]
+    Collector { url: String, reason: String },
+}
+
+pub struct Args {
+    pub seed: u64,
+    pub customers: usize,
+    pub dump: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub collector: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub seed: u64,
+    pub customers: usize,
+    pub products: usize,
+    pub orders: usize,
+    pub register_records: usize,
+    pub consents_posted: usize,
+}
+
+pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, SimulateError> {
+    let world = Arc::new(world::generate(args.seed, args.customers));
+    let mut summary = Summary {
+        seed: args.seed,
+        customers: world.customers.len(),
+        products: world.products.len(),
+        orders: world.orders.len(),
+        register_records: world.register.len(),
+        consents_posted: 0,
+    };
+    if let Some(path) = &args.dump {
+        let text = serde_json::to_string_pretty(world.as_ref()).unwrap_or_default();
+        std::fs::write(path, text).map_err(|source| SimulateError::Dump {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    if let Some(url) = &args.collector {
+        summary.consents_posted = post_consents(&world, url).await?;
+    }
+    if let Some(addr) = &args.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SimulateError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+        tracing::info!(addr, customers = summary.customers, "simulated sources are serving");
+        let app = serve::router(world.clone());
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    }
+    Ok(summary)
+}
+
+/// Posts a `social_profile` consent for every customer who linked a VK account.
+async fn post_consents(world: &world::World, url: &str) -> Result<usize, SimulateError> {
+    let refused = |reason: String| SimulateError::Collector {
+        url: url.to_string(),
+        reason,
+    };
+    let events: Vec<serde_json::Value> = world
+        .customers
+        .iter()
+        .filter_map(|c| {
+            c.vk_id.map(|vk| {
+                serde_json::json!({"type": "consent", "event_id": format!("sim-consent-{}-{}", world.seed, c.id),
+                    "event_time": world::START_MS - 86_400_000, "customer_id": c.id, "purpose": "social_profile",
+                    "action": "given", "networks": [format!("vk:{vk}")], "channel": "site"})
+            })
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    for chunk in events.chunks(500) {
+        let body = serde_json::json!({ "events": chunk }).to_string();
+        let answer = client
+            .post(format!("{}/v1/events", url.trim_end_matches('/')))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        let status = answer.status();
+        let text = answer.text().await.map_err(|e| refused(e.to_string()))?;
+        let rejected = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["rejected"].as_array().map(Vec::len))
+            .unwrap_or(usize::MAX);
+        if !status.is_success() || rejected != 0 {
+            return Err(refused(format!("HTTP {status}: {text}")));
+        }
+    }
+    Ok(events.len())
+}

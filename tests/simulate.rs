@@ -1,0 +1,92 @@
+//! The simulator: the same seed gives the same world, and the real connectors run against
+//! it on the real broker (all its orders arrive; VK profiles only for the customers whose
+//! consents it posted to the collector).
+
+mod common;
+
+use common::lab::Lab;
+use serde_json::Value as Json;
+use std::time::Duration;
+
+fn dump(lab: &Lab, seed: &str, name: &str) -> String {
+    let path = lab.dir.path().join(name);
+    let (ok, _, err) = lab.run(&[
+        "simulate",
+        "--seed",
+        seed,
+        "--customers",
+        "100",
+        "--dump",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
+    let lab = Lab::new(1).await;
+    let a = dump(&lab, "42", "a.json");
+    assert_eq!(a, dump(&lab, "42", "b.json"), "seed 42 twice");
+    assert_ne!(a, dump(&lab, "43", "c.json"));
+    let world: Json = serde_json::from_str(&a).unwrap();
+    let orders = world["orders"].as_array().unwrap().len();
+    let consenting = world["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| !c["vk_id"].is_null())
+        .count();
+    assert!(
+        orders > 100 && consenting > 20,
+        "{orders} orders, {consenting} consenting"
+    );
+
+    let order_topic = lab.add_topic("raw.store.order.toml", "order");
+    let vk_topic = lab.add_topic("raw.vk.profile.toml", "vk_profile");
+    lab.add_topic("raw.site.consent.toml", "consent");
+    lab.apply_catalog().await;
+    let (mut collector, collector_addr) = lab.collect().await;
+    let sim_addr = common::free_addr();
+    let mut simulator = lab.hoffrec(
+        &[
+            "simulate",
+            "--seed",
+            "42",
+            "--customers",
+            "100",
+            "--listen",
+            &sim_addr,
+            "--collector",
+            &format!("http://{collector_addr}"),
+        ],
+        &[],
+    );
+    common::poll_until("the simulator to listen", Duration::from_secs(60), || async {
+        std::net::TcpStream::connect(&sim_addr).ok().map(|_| ())
+    })
+    .await;
+    let base = format!("http://{sim_addr}");
+    let env = [
+        ("HOFFREC_ORDERS_API", base.as_str()),
+        ("HOFFREC_ORDERS_TOKEN", "sim"),
+        ("HOFFREC_VK_API", base.as_str()),
+        ("HOFFREC_VK_TOKEN", "sim"),
+    ];
+    let (ok, out, err) = lab.command_with_env(
+        &["connect", "--once", "--source", &order_topic, "--source", &vk_topic],
+        &env,
+    );
+    assert!(ok, "{err}");
+    let passes: Vec<Json> = serde_json::from_str::<Json>(&out).unwrap()["passes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let of = |topic: &str| passes.iter().find(|p| p["source"] == topic).unwrap().clone();
+    assert_eq!(of(&order_topic)["records"], orders as u64, "{passes:?}");
+    assert_eq!(of(&order_topic)["dead_letters"], 0, "{passes:?}");
+    assert_eq!(of(&vk_topic)["customers"], consenting as u64, "{passes:?}");
+    assert_eq!(of(&vk_topic)["records"], consenting as u64, "{passes:?}");
+    assert!(simulator.stop());
+    assert!(collector.stop());
+}
