@@ -43,6 +43,8 @@ async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
     );
 
     let order_topic = lab.add_topic("raw.store.order.toml", "order");
+    let register_topic = lab.add_topic("raw.register.real_estate.toml", "register");
+    let catalogue_topic = lab.add_topic("raw.store.catalogue.toml", "catalogue");
     let vk_topic = lab.add_topic("raw.vk.profile.toml", "vk_profile");
     lab.add_topic("raw.site.consent.toml", "consent");
     lab.apply_catalog().await;
@@ -72,9 +74,20 @@ async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
         ("HOFFREC_ORDERS_TOKEN", "sim"),
         ("HOFFREC_VK_API", base.as_str()),
         ("HOFFREC_VK_TOKEN", "sim"),
+        ("HOFFREC_REGISTER_API", base.as_str()),
+        ("HOFFREC_REGISTER_TOKEN", "sim"),
     ];
     let (ok, out, err) = lab.command_with_env(
-        &["connect", "--once", "--source", &order_topic, "--source", &vk_topic],
+        &[
+            "connect",
+            "--once",
+            "--source",
+            &order_topic,
+            "--source",
+            &vk_topic,
+            "--source",
+            &register_topic,
+        ],
         &env,
     );
     assert!(ok, "{err}");
@@ -87,6 +100,27 @@ async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
     assert_eq!(of(&order_topic)["dead_letters"], 0, "{passes:?}");
     assert_eq!(of(&vk_topic)["customers"], consenting as u64, "{passes:?}");
     assert_eq!(of(&vk_topic)["records"], consenting as u64, "{passes:?}");
+    let register = world["register"].as_array().unwrap().len() as u64;
+    assert_eq!(of(&register_topic)["records"], register, "{passes:?}");
+    assert_eq!(of(&register_topic)["dead_letters"], 0, "{passes:?}");
+
+    // The simulated YML feed imports through the catalogue's mapping without a reject.
+    let feed = reqwest::get(format!("{base}/feed.yml"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let path = lab.dir.path().join("feed.yml");
+    std::fs::write(&path, &feed).unwrap();
+    let (ok, out, err) = lab.run(&["import", "--source", &catalogue_topic, path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let summary: Json = serde_json::from_str(&out).unwrap();
+    let products = world["products"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        (summary["records"].as_u64(), summary["dead_letters"].as_u64()),
+        (Some(products), Some(0))
+    );
     assert!(simulator.stop());
     assert!(collector.stop());
 }
