@@ -102,9 +102,12 @@ pub struct SimulateArgs {
     /// Serve the source APIs on this address until Ctrl-C/SIGTERM.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Post the customers' consents to this collector, e.g. http://127.0.0.1:8088.
+    /// Post the customers' consents (and --sessions) to this collector, e.g. http://127.0.0.1:8088.
     #[arg(long, value_name = "URL")]
     pub collector: Option<String>,
+    /// Site sessions per customer to post to the collector.
+    #[arg(long, default_value_t = 0)]
+    pub sessions: usize,
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +281,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dump: args.dump.clone(),
                     listen: args.listen.clone(),
                     collector: args.collector.clone(),
+                    sessions: args.sessions,
                 };
                 crate::simulate::run(&args, shutdown).await.map_err(anyhow::Error::from)
             })?;

@@ -47,6 +47,14 @@ async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
     let catalogue_topic = lab.add_topic("raw.store.catalogue.toml", "catalogue");
     let vk_topic = lab.add_topic("raw.vk.profile.toml", "vk_profile");
     lab.add_topic("raw.site.consent.toml", "consent");
+    for (file, event) in [
+        ("raw.site.session_start.toml", "session_start"),
+        ("raw.site.page_view.toml", "page_view"),
+        ("raw.site.search.toml", "search"),
+        ("raw.site.cart_add.toml", "cart_add"),
+    ] {
+        lab.add_topic(file, event);
+    }
     lab.apply_catalog().await;
     let (mut collector, collector_addr) = lab.collect().await;
     let sim_addr = common::free_addr();
@@ -61,6 +69,8 @@ async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
             &sim_addr,
             "--collector",
             &format!("http://{collector_addr}"),
+            "--sessions",
+            "1",
         ],
         &[],
     );
@@ -69,6 +79,10 @@ async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
     })
     .await;
     let base = format!("http://{sim_addr}");
+    // Every customer's session reached the site topics through the collector (the
+    // simulator stops with an error on any refusal); the lab's product views are one of them.
+    let viewed: i64 = lab.end_offsets(&lab.raw, 1).iter().sum();
+    assert!(viewed >= 200, "{viewed} product views for 100 customers");
     let env = [
         ("HOFFREC_ORDERS_API", base.as_str()),
         ("HOFFREC_ORDERS_TOKEN", "sim"),

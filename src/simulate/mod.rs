@@ -3,6 +3,7 @@
 //! and a client that posts the customers' consents to the event collector.
 
 pub mod serve;
+pub mod sessions;
 pub mod world;
 
 use serde::Serialize;
@@ -24,7 +25,7 @@ pub enum SimulateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the collector at {url} refused the consents: {reason}")]
+    #[error("the collector at {url} refused events: {reason}")]
     Collector { url: String, reason: String },
 }
 
@@ -34,6 +35,8 @@ pub struct Args {
     pub dump: Option<PathBuf>,
     pub listen: Option<String>,
     pub collector: Option<String>,
+    /// Site sessions per customer posted to the collector (after the consents).
+    pub sessions: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -44,6 +47,7 @@ pub struct Summary {
     pub orders: usize,
     pub register_records: usize,
     pub consents_posted: usize,
+    pub site_events_posted: usize,
 }
 
 pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, SimulateError> {
@@ -55,6 +59,7 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
         orders: world.orders.len(),
         register_records: world.register.len(),
         consents_posted: 0,
+        site_events_posted: 0,
     };
     if let Some(path) = &args.dump {
         let text = serde_json::to_string_pretty(world.as_ref()).unwrap_or_default();
@@ -64,7 +69,8 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
         })?;
     }
     if let Some(url) = &args.collector {
-        summary.consents_posted = post_consents(&world, url).await?;
+        summary.consents_posted = post(url, &consents(&world)).await?;
+        summary.site_events_posted = post(url, &sessions::generate(&world, args.sessions)).await?;
     }
     if let Some(addr) = &args.listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -82,13 +88,9 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
     Ok(summary)
 }
 
-/// Posts a `social_profile` consent for every customer who linked a VK account.
-async fn post_consents(world: &world::World, url: &str) -> Result<usize, SimulateError> {
-    let refused = |reason: String| SimulateError::Collector {
-        url: url.to_string(),
-        reason,
-    };
-    let events: Vec<serde_json::Value> = world
+/// A `social_profile` consent for every customer who linked a VK account.
+fn consents(world: &world::World) -> Vec<serde_json::Value> {
+    world
         .customers
         .iter()
         .filter_map(|c| {
@@ -98,7 +100,15 @@ async fn post_consents(world: &world::World, url: &str) -> Result<usize, Simulat
                     "action": "given", "networks": [format!("vk:{vk}")], "channel": "site"})
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Posts events to the collector in batches; any refusal is an error naming it.
+async fn post(url: &str, events: &[serde_json::Value]) -> Result<usize, SimulateError> {
+    let refused = |reason: String| SimulateError::Collector {
+        url: url.to_string(),
+        reason,
+    };
     let client = reqwest::Client::new();
     for chunk in events.chunks(500) {
         let body = serde_json::json!({ "events": chunk }).to_string();
