@@ -81,14 +81,8 @@ fn order(id: u64, updated: &str, status: &str) -> Json {
 }
 
 async fn serve(api: Shared) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/v2/orders", get(orders)).with_state(api);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+    serve_router(Router::new().route("/v2/orders", get(orders)).with_state(api)).await
 }
-
-/// Every record of `topic`: (value bytes, headers).
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor() {
@@ -274,4 +268,60 @@ async fn a_connector_killed_mid_pass_resumes_with_no_gap_and_no_duplicate() {
         .collect();
     let distinct: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!((ids.len(), distinct.len()), (5, 5), "{ids:?}");
+}
+
+/// An API that hangs is retried after each timeout and then fails the pass (the cursor
+/// stays, nothing becomes visible); one that answers HTML instead of JSON is dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts_fail_the_pass_and_malformed_bodies_are_dead_lettered() {
+    let lab = Lab::new(1).await;
+    let topic = lab.add_topic("raw.store.order.toml", "order");
+    let file = lab.topics_dir.join(format!("{topic}.toml"));
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "max_requests_per_s = 10.0",
+        "max_requests_per_s = 10.0\ntimeout_ms = 300\nmax_attempts = 3\nbackoff_ms = 50",
+    );
+    std::fs::write(&file, text).unwrap();
+    lab.apply_catalog().await;
+
+    let hangs = Router::new().route(
+        "/v2/orders",
+        get(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            "{}"
+        }),
+    );
+    let base = serve_router(hangs).await;
+    let env = [("HOFFREC_ORDERS_API", base.as_str()), ("HOFFREC_ORDERS_TOKEN", "t")];
+    let (ok, _, err) = lab.command_with_env(&["connect", "--once", "--source", &topic], &env);
+    assert!(!ok, "a pass whose requests all time out fails");
+    assert!(err.contains("temporary failure"), "{err}");
+    assert_eq!(
+        err.matches("retrying source request").count(),
+        2,
+        "three attempts: {err}"
+    );
+
+    let html = Router::new().route("/v2/orders", get(|| async { "<html>maintenance</html>" }));
+    let base = serve_router(html).await;
+    let env = [("HOFFREC_ORDERS_API", base.as_str()), ("HOFFREC_ORDERS_TOKEN", "t")];
+    let (ok, out, err) = lab.command_with_env(&["connect", "--once", "--source", &topic], &env);
+    assert!(ok, "{err}");
+    let pass: Json = serde_json::from_str::<Json>(&out).unwrap()["passes"][0].clone();
+    assert_eq!(
+        (pass["records"].as_u64(), pass["dead_letters"].as_u64()),
+        (Some(0), Some(1)),
+        "{pass}"
+    );
+    assert_eq!(pass["cursor"], Json::Null, "an incomplete pass stores no cursor");
+    let dead = lab.read_topic(&lab.dlq);
+    assert_eq!(dead[0].1["hoffrec.error.class"], "malformed_response");
+    assert_eq!(dead[0].0, b"<html>maintenance</html>", "the body is kept as it came");
+}
+
+async fn serve_router(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
 }

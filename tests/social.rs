@@ -208,3 +208,87 @@ async fn vk_profiles_of_consenting_customers_only() {
         &V::Union(1, Box::new(V::String("deleted".into())))
     );
 }
+
+/// Instagram: the account id goes into the path, a professional account lands, and a
+/// personal account's permission error (HTTP 400, Graph code 10) skips that customer.
+#[tokio::test(flavor = "multi_thread")]
+async fn instagram_reads_professional_accounts_only() {
+    let lab = Lab::new(1).await;
+    let consents = lab.add_topic("raw.site.consent.toml", "consent");
+    let profiles = lab.add_topic("raw.instagram.profile.toml", "ig_profile");
+    lab.apply_catalog().await;
+    let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
+    let producer = lab.producer();
+    for (key, payload) in [
+        consent(&schemas, "c-1", 1000, "given", &["instagram:17841400000000001"]),
+        consent(&schemas, "c-2", 1000, "given", &["instagram:17841400000000002"]),
+    ] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&consents)
+                    .key(&key)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let app = Router::new().route(
+        "/v21.0/{account}",
+        get(
+            |axum::extract::Path(account): axum::extract::Path<String>, RawQuery(raw): RawQuery| async move {
+                let q = query(raw);
+                assert!(q["fields"].contains("account_type"), "{q:?}");
+                let (status, body) = match account.as_str() {
+                    "17841400000000001" => (
+                        200,
+                        json!({"id": account, "username": "dacha_decor", "account_type": "BUSINESS", "media_count": 12}),
+                    ),
+                    _ => (
+                        400,
+                        json!({"error": {"message": "Unsupported get request: personal account", "type": "GraphMethodException",
+                                         "code": 10, "is_transient": false, "fbtrace_id": "x"}}),
+                    ),
+                };
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    [("content-type", "application/json")],
+                    body.to_string(),
+                )
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (ok, out, err) = lab.command_with_env(
+        &["connect", "--once", "--source", &profiles],
+        &[
+            ("HOFFREC_INSTAGRAM_API", base.as_str()),
+            ("HOFFREC_INSTAGRAM_TOKEN", "ig"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let pass: Json = serde_json::from_str::<Json>(&out).unwrap()["passes"][0].clone();
+    assert_eq!(
+        (
+            pass["customers"].as_u64(),
+            pass["records"].as_u64(),
+            pass["skipped"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{pass}"
+    );
+    let landed: Vec<V> = lab
+        .read_topic(&profiles)
+        .iter()
+        .map(|(p, _)| schemas.decode(p, "social_profile").unwrap())
+        .collect();
+    assert_eq!(field(&landed[0], "customer_id"), &V::String("c-1".into()));
+    assert_eq!(field(&landed[0], "network"), &V::Enum(1, "instagram".into()));
+    assert_eq!(
+        field(&landed[0], "account_type"),
+        &V::Union(1, Box::new(V::String("BUSINESS".into())))
+    );
+}
