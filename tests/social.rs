@@ -97,6 +97,19 @@ fn consent(schemas: &SchemaSet, customer: &str, at: i64, action: &str, networks:
     (customer.to_string(), schemas.encode("consent", value).unwrap())
 }
 
+async fn record_consents<const N: usize>(lab: &Lab, topic: &str, consents: [(String, Vec<u8>); N]) {
+    let producer = lab.producer();
+    for (key, payload) in consents {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn vk_profiles_of_consenting_customers_only() {
     let lab = Lab::new(1).await;
@@ -111,25 +124,19 @@ async fn vk_profiles_of_consenting_customers_only() {
     lab.apply_catalog().await;
 
     let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
-    let producer = lab.producer();
-    for (key, payload) in [
-        consent(&schemas, "c-1", 1000, "given", &["vk:1001", "instagram:17841"]),
-        consent(&schemas, "c-2", 1000, "given", &["vk:1002"]),
-        consent(&schemas, "c-3", 1000, "given", &["vk:1003"]),
-        consent(&schemas, "c-4", 1000, "given", &["vk:1004"]),
-        consent(&schemas, "c-4", 2000, "withdrawn", &["vk:1004"]),
-        consent(&schemas, "c-5", 1000, "given", &["instagram:999"]),
-    ] {
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::to(&consents)
-                    .key(&key)
-                    .payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    record_consents(
+        &lab,
+        &consents,
+        [
+            consent(&schemas, "c-1", 1000, "given", &["vk:1001", "instagram:17841"]),
+            consent(&schemas, "c-2", 1000, "given", &["vk:1002"]),
+            consent(&schemas, "c-3", 1000, "given", &["vk:1003"]),
+            consent(&schemas, "c-4", 1000, "given", &["vk:1004"]),
+            consent(&schemas, "c-4", 2000, "withdrawn", &["vk:1004"]),
+            consent(&schemas, "c-5", 1000, "given", &["instagram:999"]),
+        ],
+    )
+    .await;
 
     let vk: Shared = Arc::new(Mutex::new(Vk {
         rate_limit_once: true,
@@ -218,21 +225,15 @@ async fn instagram_reads_professional_accounts_only() {
     let profiles = lab.add_topic("raw.instagram.profile.toml", "ig_profile");
     lab.apply_catalog().await;
     let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
-    let producer = lab.producer();
-    for (key, payload) in [
-        consent(&schemas, "c-1", 1000, "given", &["instagram:17841400000000001"]),
-        consent(&schemas, "c-2", 1000, "given", &["instagram:17841400000000002"]),
-    ] {
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::to(&consents)
-                    .key(&key)
-                    .payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    record_consents(
+        &lab,
+        &consents,
+        [
+            consent(&schemas, "c-1", 1000, "given", &["instagram:17841400000000001"]),
+            consent(&schemas, "c-2", 1000, "given", &["instagram:17841400000000002"]),
+        ],
+    )
+    .await;
     let app = Router::new().route(
         "/v21.0/{account}",
         get(
