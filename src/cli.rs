@@ -234,60 +234,37 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Ingest(_) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let summary = runtime.block_on(async {
-                let (telemetry, shutdown) = start_stage(&config).await?;
-                crate::ingest::run(&config, &telemetry, shutdown)
-                    .await
-                    .map_err(anyhow::Error::from)
-            })?;
-            println!("{}", serde_json::to_string(&summary)?);
-            // librdkafka and the HDFS client keep background threads; do not wait on them.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
+            let config = &config;
+            run_stage(config, |telemetry, shutdown| async move {
+                crate::ingest::run(config, &telemetry, shutdown).await
+            })
         }
         Command::Collect(_) => {
-            let catalog = load_catalog(&config)?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(async {
-                let (telemetry, shutdown) = start_stage(&config).await?;
+            let (catalog, config) = (load_catalog(&config)?, &config);
+            run_stage(config, |telemetry, shutdown| async move {
                 crate::connect::collector::run(&catalog, &config.kafka, &config.collector.listen, &telemetry, shutdown)
                     .await
-                    .map_err(anyhow::Error::from)
-            })?;
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
+            })
         }
         Command::Connect(args) => {
-            let catalog = load_catalog(&config)?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let summary = runtime.block_on(async {
-                let (telemetry, shutdown) = start_stage(&config).await?;
+            let (catalog, config) = (load_catalog(&config)?, &config);
+            run_stage(config, |telemetry, shutdown| async move {
                 crate::connect::poller::run(&catalog, &config.kafka, &args.sources, args.once, &telemetry, shutdown)
                     .await
-                    .map_err(anyhow::Error::from)
-            })?;
-            println!("{}", serde_json::to_string(&summary)?);
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
+            })
         }
         Command::Simulate(args) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let summary = runtime.block_on(async {
-                let (_telemetry, shutdown) = start_stage(&config).await?;
-                let args = crate::simulate::Args {
-                    seed: args.seed,
-                    customers: args.customers,
-                    dump: args.dump.clone(),
-                    listen: args.listen.clone(),
-                    collector: args.collector.clone(),
-                    sessions: args.sessions,
-                };
-                crate::simulate::run(&args, shutdown).await.map_err(anyhow::Error::from)
-            })?;
-            println!("{}", serde_json::to_string(&summary)?);
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
+            let args = crate::simulate::Args {
+                seed: args.seed,
+                customers: args.customers,
+                dump: args.dump,
+                listen: args.listen,
+                collector: args.collector,
+                sessions: args.sessions,
+            };
+            run_stage(&config, |_telemetry, shutdown| async move {
+                crate::simulate::run(&args, shutdown).await
+            })
         }
         Command::Import(args) => {
             let catalog = load_catalog(&config)?;
@@ -369,6 +346,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// What every long-running stage needs: metrics (served when `http.listen` is set) and a
 /// shutdown token cancelled by Ctrl-C or SIGTERM.
+/// A long-running stage: its own runtime, `/metrics` and signal handling, a JSON summary
+/// on stdout at the end.
+fn run_stage<T, E, F, Fut>(config: &Config, stage: F) -> anyhow::Result<ExitCode>
+where
+    T: serde::Serialize,
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnOnce(Telemetry, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let summary = runtime.block_on(async {
+        let (telemetry, shutdown) = start_stage(config).await?;
+        stage(telemetry, shutdown).await.map_err(anyhow::Error::from)
+    })?;
+    println!("{}", serde_json::to_string(&summary)?);
+    // librdkafka and the HDFS client keep background threads; do not wait on them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn start_stage(config: &Config) -> anyhow::Result<(Telemetry, CancellationToken)> {
     let telemetry = Telemetry::new();
     let shutdown = CancellationToken::new();

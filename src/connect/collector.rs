@@ -14,7 +14,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::routing::post;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::Value as JsonValue;
@@ -254,22 +253,9 @@ async fn malformed(s: &Shared, body: &[u8], reason: &str) -> Reply {
 
 /// Keeps a refused event on the dead-letter topic; false when the broker did not take it.
 async fn dead_letter(s: &Shared, payload: &[u8], class: &str, reason: &str) -> bool {
-    use crate::ingest::publish::headers;
-    let h = OwnedHeaders::new()
-        .insert(Header {
-            key: headers::SOURCE_TOPIC,
-            value: Some("collector:/v1/events"),
-        })
-        .insert(Header {
-            key: headers::ERROR_CLASS,
-            value: Some(class),
-        })
-        .insert(Header {
-            key: headers::ERROR_MESSAGE,
-            value: Some(reason),
-        });
-    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&s.dlq).payload(payload).headers(h);
-    s.producer.send(record, Duration::from_secs(10)).await.is_ok()
+    super::produce::dead_letter(&s.producer, &s.dlq, "collector:/v1/events", payload, class, reason)
+        .await
+        .is_ok()
 }
 
 fn count(s: &Shared, event_type: &str, outcome: &str) {
