@@ -72,12 +72,31 @@ pub enum Command {
     /// Serve a seeded simulated world behind the sources' APIs (orders, VK, YML feed,
     /// register, price index); optionally dump it and post its consents to a collector.
     Simulate(SimulateArgs),
+    /// Fold the raw tables into the marts with the SQL in mart_sql/, incrementally, and
+    /// announce customers whose portrait changed on mart.changes.
+    #[command(subcommand)]
+    Mart(MartCommand),
     /// Run SQL against the lake: every raw table is `raw.<topic without raw., . and - as _>`,
     /// e.g. `SELECT count(*) FROM raw.site_page_view`.
     Sql(SqlArgs),
     /// Benchmarks against the configured broker and lake (figures for the README).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MartCommand {
+    /// Fold on every burst of lake.commits (and every mart.interval_ms) until stopped.
+    Run {
+        /// Fold once and exit, printing what each mart did as JSON.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Per mart: its version, the raw versions folded in, and how many commits behind.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -279,12 +298,40 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Mart(MartCommand::Run { once: false }) => {
+            let config = &config;
+            run_stage(config, |telemetry, shutdown| async move {
+                crate::mart::run(config, &telemetry, shutdown).await
+            })
+        }
+        Command::Mart(MartCommand::Run { once: true }) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let telemetry = Telemetry::new();
+            let summary = runtime.block_on(crate::mart::once(&config, &telemetry))?;
+            println!("{}", serde_json::to_string(&summary.last)?);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mart(MartCommand::Status { json }) => {
+            let marts = crate::mart::Marts::load(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let statuses = runtime.block_on(crate::mart::status::status(&marts))?;
+            if json {
+                println!("{}", serde_json::to_string(&statuses)?);
+            } else {
+                print!("{}", crate::mart::status::render(&statuses));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sql(args) => {
             let catalog = load_catalog(&config)?;
             let lake = crate::lake::LakeUrl::parse(&config.lake.url)?;
+            let marts: Vec<String> = crate::mart::files::load(&config.mart.sql_dir)
+                .map(|files| files.into_iter().filter(|f| f.is_mart()).map(|f| f.name).collect())
+                .unwrap_or_default();
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let batches = runtime.block_on(async {
-                let (ctx, tables) = crate::mart::session::lake_session(&lake, &catalog).await?;
+                let (ctx, tables) = crate::mart::session::lake_session(&lake, &catalog, &marts).await?;
                 tracing::debug!(?tables, "lake tables registered");
                 let frame = ctx.sql(&args.query).await?;
                 anyhow::Ok(frame.collect().await?)

@@ -28,6 +28,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub collector: CollectorConfig,
     pub ingest: IngestConfig,
+    pub mart: MartConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +184,32 @@ impl Default for IngestConfig {
             target_file_bytes: 128 * 1024 * 1024,
             retry_backoff_ms: 500,
             maintenance: MaintenanceConfig::default(),
+        }
+    }
+}
+
+/// The marts: SQL in `mart_sql/` folded incrementally into `<lake>/mart/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MartConfig {
+    /// Ordered SQL files (views and marts).
+    pub sql_dir: PathBuf,
+    /// Consumer group reading `lake.commits` (the trigger; one mart process at a time).
+    pub group: String,
+    /// After a lake commit arrives, wait this long for more before folding, so a burst
+    /// of commits costs one fold.
+    pub debounce_ms: u64,
+    /// Fold at least this often even with no lake commits seen (0: only on commits).
+    pub interval_ms: u64,
+}
+
+impl Default for MartConfig {
+    fn default() -> Self {
+        Self {
+            sql_dir: PathBuf::from("mart_sql"),
+            group: "hoffrec-mart".into(),
+            debounce_ms: 1_000,
+            interval_ms: 60_000,
         }
     }
 }

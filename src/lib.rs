@@ -27,7 +27,8 @@ pub mod connect;
 /// Stage: raw topics -> micro-batches -> Delta tables under `<lake>/raw/`, exactly once.
 pub mod ingest;
 
-/// Stage: lake tables -> SQL (so far the lake session behind `hoffrec sql`).
+/// Stage: raw lake tables -> SQL in `mart_sql/` -> mart tables under `<lake>/mart/`,
+/// incrementally; customers whose portrait changed -> `mart.changes`.
 pub mod mart;
 
 /// Metrics and health endpoints every long-running stage serves.

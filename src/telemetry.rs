@@ -160,6 +160,42 @@ impl ConnectMetrics {
     }
 }
 
+/// The marts: folds, their duration, rows merged per mart, customers announced.
+#[derive(Clone)]
+pub struct MartMetrics {
+    /// Folds by outcome (complete, failed).
+    pub folds: Family<Labels, Counter>,
+    pub fold_seconds: Histogram,
+    /// By mart.
+    pub rows_merged: Family<Labels, Counter>,
+    pub changed_customers: Counter,
+}
+
+impl MartMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            folds: Family::default(),
+            fold_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            rows_merged: Family::default(),
+            changed_customers: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("hoffrec_mart");
+        r.register("folds", "Mart folds by outcome", m.folds.clone());
+        r.register(
+            "fold_seconds",
+            "Duration of one fold of every mart",
+            m.fold_seconds.clone(),
+        );
+        r.register("rows_merged", "Rows merged into each mart", m.rows_merged.clone());
+        r.register(
+            "changed_customers",
+            "Customers announced on mart.changes",
+            m.changed_customers.clone(),
+        );
+        m
+    }
+}
+
 /// Everything a process exposes; cheap to clone into stages.
 #[derive(Clone)]
 pub struct Telemetry {
@@ -168,6 +204,7 @@ pub struct Telemetry {
     pub ingest: IngestMetrics,
     pub collector: CollectorMetrics,
     pub connect: ConnectMetrics,
+    pub mart: MartMetrics,
 }
 
 impl Default for Telemetry {
@@ -182,7 +219,9 @@ impl Telemetry {
         let ingest = IngestMetrics::new(&mut registry);
         let collector = CollectorMetrics::new(&mut registry);
         let connect = ConnectMetrics::new(&mut registry);
+        let mart = MartMetrics::new(&mut registry);
         Self {
+            mart,
             collector,
             connect,
             registry: Arc::new(std::sync::Mutex::new(registry)),

@@ -224,6 +224,17 @@ fn is_meta(name: &str) -> bool {
     name == PARTITION_COLUMN || META.contains(&name)
 }
 
+/// The schema a raw table has before anything landed in it: the event's fields, then
+/// ingest's own columns. Readers use it to treat a topic that has not landed yet as empty.
+pub fn empty_table_schema(event_fields: &Fields) -> SchemaRef {
+    let fields: Vec<Field> = event_fields
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .chain(meta_fields())
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 fn meta_fields() -> Vec<Field> {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some(TIMESTAMP_TZ.into()));
     vec![

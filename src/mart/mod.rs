@@ -1,5 +1,223 @@
-//! Marts: SQL over the lake. So far the shared DataFusion session with every raw table
-//! registered, which `hoffrec sql` uses for ad-hoc queries; the incremental marts in
-//! `mart_sql/` build on it.
+//! Marts: raw lake tables -> SQL in `mart_sql/` -> Delta tables under `<lake>/mart/`,
+//! incrementally.
+//!
+//! `hoffrec mart` waits for `lake.commits` records (or its interval), folds the raw rows
+//! that landed since each mart last folded, and announces the customers whose portrait
+//! changed on `mart.changes`. `hoffrec mart status` shows how far behind each mart is.
 
+pub mod files;
+pub mod fold;
+mod functions;
 pub mod session;
+pub mod status;
+pub mod tables;
+
+use crate::catalog::{Catalog, CatalogError, Role};
+use crate::config::Config;
+use crate::lake::LakeUrl;
+use crate::telemetry::Telemetry;
+use apache_avro::types::Value;
+use fold::{FoldError, FoldReport};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MartError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("mart configuration: {0}")]
+    Config(String),
+    #[error("mart_sql: {0}")]
+    Files(#[from] files::FilesError),
+    #[error(transparent)]
+    Fold(#[from] FoldError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot encode a mart change: {0}")]
+    Encode(#[from] crate::codec::CodecError),
+}
+
+/// Counts for one run of the stage.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub folds: u64,
+    pub failed_folds: u64,
+    pub changed_customers: u64,
+    pub rows_merged: u64,
+    /// The last fold's per-mart report.
+    pub last: Option<FoldReport>,
+}
+
+/// What every fold needs, loaded once.
+pub struct Marts {
+    pub lake: LakeUrl,
+    pub catalog: Catalog,
+    pub files: Vec<files::MartFile>,
+}
+
+impl Marts {
+    pub fn load(config: &Config) -> Result<Self, MartError> {
+        let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
+        let lake = LakeUrl::parse(&config.lake.url).map_err(|e| MartError::Config(e.to_string()))?;
+        let files = files::load(&config.mart.sql_dir)?;
+        Ok(Self { lake, catalog, files })
+    }
+
+    pub async fn fold(&self) -> Result<FoldReport, FoldError> {
+        fold::fold(&self.lake, &self.catalog, &self.files).await
+    }
+
+    fn topic(&self, role: Role) -> Result<String, MartError> {
+        self.catalog
+            .topic_for(role)
+            .map(|t| t.name.clone())
+            .ok_or_else(|| MartError::Config(format!("the catalog has no {} topic", role.as_str())))
+    }
+}
+
+/// Folds once and announces the changed customers; `hoffrec mart run --once`.
+pub async fn once(config: &Config, telemetry: &Telemetry) -> Result<Summary, MartError> {
+    let marts = Marts::load(config)?;
+    let announcer = Announcer::new(config, &marts)?;
+    let mut summary = Summary::default();
+    fold_and_announce(&marts, &announcer, telemetry, &mut summary).await?;
+    Ok(summary)
+}
+
+/// Folds on every burst of lake commits, and at least every `mart.interval_ms`, until
+/// `shutdown`. A fold that fails on a busy or unreachable lake is retried on the next
+/// trigger; a fold that fails on the SQL stops the stage with the file and the reason.
+pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationToken) -> Result<Summary, MartError> {
+    let marts = Marts::load(config)?;
+    let announcer = Announcer::new(config, &marts)?;
+    let commits_topic = marts.topic(Role::LakeCommits)?;
+    let consumer: StreamConsumer = crate::kafka::client_config(&config.kafka)
+        .set("group.id", &config.mart.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .create()?;
+    consumer.subscribe(&[commits_topic.as_str()])?;
+    telemetry.set_ready(true);
+    let mut summary = Summary::default();
+    let interval = (config.mart.interval_ms > 0).then(|| Duration::from_millis(config.mart.interval_ms));
+    let debounce = Duration::from_millis(config.mart.debounce_ms);
+    // Fold at start: commits that arrived while the stage was down are in the tables.
+    let mut due = Some(Instant::now());
+    loop {
+        let wait = match due {
+            Some(at) => at.saturating_duration_since(Instant::now()),
+            None => interval.unwrap_or(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = consumer.recv() => {
+                message?;
+                // A burst of commits from many ingest workers becomes one fold.
+                due.get_or_insert_with(|| Instant::now() + debounce);
+                continue;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        due = None;
+        match fold_and_announce(&marts, &announcer, telemetry, &mut summary).await {
+            Ok(()) => {
+                // Offsets only tell lag tools how far the trigger was read.
+                let _ = consumer.commit_consumer_state(CommitMode::Async);
+            }
+            Err(MartError::Fold(e)) if e.is_transient() => {
+                tracing::warn!(error = %e, "fold failed; retrying on the next trigger");
+                summary.failed_folds += 1;
+                telemetry.mart.folds.get_or_create(&outcome("failed")).inc();
+                due = Some(Instant::now() + debounce.max(Duration::from_secs(1)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    telemetry.set_ready(false);
+    Ok(summary)
+}
+
+fn outcome(o: &str) -> crate::telemetry::Labels {
+    vec![("outcome", o.to_string())]
+}
+
+async fn fold_and_announce(
+    marts: &Marts,
+    announcer: &Announcer,
+    telemetry: &Telemetry,
+    summary: &mut Summary,
+) -> Result<(), MartError> {
+    let span = tracing::info_span!("fold");
+    let _enter = span.enter();
+    let started = Instant::now();
+    let report = marts.fold().await?;
+    announcer.announce(&report).await?;
+    let m = &telemetry.mart;
+    m.folds.get_or_create(&outcome("complete")).inc();
+    m.fold_seconds.observe(started.elapsed().as_secs_f64());
+    m.changed_customers.inc_by(report.changed_customers.len() as u64);
+    for r in &report.marts {
+        let labels = vec![("mart", r.mart.clone())];
+        m.rows_merged.get_or_create(&labels).inc_by(r.rows);
+    }
+    summary.folds += 1;
+    summary.changed_customers += report.changed_customers.len() as u64;
+    summary.rows_merged += report.marts.iter().map(|r| r.rows).sum::<u64>();
+    summary.last = Some(report);
+    Ok(())
+}
+
+/// Publishes the customers whose portrait changed, keyed by customer id so one
+/// customer's changes stay in order for the recommender.
+struct Announcer {
+    producer: FutureProducer,
+    topic: String,
+    schemas: std::sync::Arc<crate::codec::SchemaSet>,
+}
+
+impl Announcer {
+    fn new(config: &Config, marts: &Marts) -> Result<Self, MartError> {
+        let producer = crate::kafka::client_config(&config.kafka)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .create()?;
+        let schemas = crate::codec::SchemaSet::load_strict(&config.catalog.schemas_dir)
+            .map_err(|p| MartError::Config(format!("{p:?}")))?;
+        Ok(Self {
+            producer,
+            topic: marts.topic(Role::MartChanges)?,
+            schemas: std::sync::Arc::new(schemas),
+        })
+    }
+
+    async fn announce(&self, report: &FoldReport) -> Result<(), MartError> {
+        let version = report.portrait_version.unwrap_or_default() as i64;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut pending = Vec::with_capacity(report.changed_customers.len());
+        for customer in &report.changed_customers {
+            let value = Value::Record(vec![
+                ("customer_id".into(), Value::String(customer.clone())),
+                ("mart".into(), Value::String(fold::PORTRAIT.into())),
+                ("mart_version".into(), Value::Long(version)),
+                ("changed_at".into(), Value::TimestampMillis(now)),
+            ]);
+            let payload = self.schemas.encode("mart_change", value)?;
+            let record = FutureRecord::to(&self.topic).key(customer.as_str()).payload(&payload);
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(e, _)| MartError::Kafka(e))?;
+            pending.push(delivery);
+        }
+        for d in pending {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(MartError::Kafka(e)),
+                Err(_) => return Err(MartError::Config("the producer went away".into())),
+            }
+        }
+        Ok(())
+    }
+}

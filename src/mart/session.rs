@@ -17,6 +17,8 @@ pub enum SessionError {
         #[source]
         source: deltalake::errors::DeltaTableError,
     },
+    #[error("{0}")]
+    Mart(String),
     #[error("SQL: {0}")]
     Sql(#[from] datafusion::error::DataFusionError),
 }
@@ -26,11 +28,33 @@ pub fn sql_name(topic: &str) -> String {
     topic.strip_prefix("raw.").unwrap_or(topic).replace(['.', '-'], "_")
 }
 
-/// A session with every existing raw table registered; returns it with the names found.
-pub async fn lake_session(lake: &LakeUrl, catalog: &Catalog) -> Result<(SessionContext, Vec<String>), SessionError> {
-    let ctx = SessionContext::new();
-    let schema = Arc::new(MemorySchemaProvider::new());
+/// A session with every existing raw table registered as `raw.<name>` and every existing
+/// mart in `marts` as `mart.<name>`; returns it with the names found.
+pub async fn lake_session(
+    lake: &LakeUrl,
+    catalog: &Catalog,
+    marts: &[String],
+) -> Result<(SessionContext, Vec<String>), SessionError> {
+    let ctx = super::fold::session();
+    let mart_schema = Arc::new(MemorySchemaProvider::new());
     let mut names = Vec::new();
+    for mart in marts {
+        let table = super::tables::MartTable::open(lake, mart)
+            .await
+            .map_err(|e| SessionError::Mart(e.to_string()))?;
+        if let Some(provider) = table
+            .provider(&ctx)
+            .await
+            .map_err(|e| SessionError::Mart(e.to_string()))?
+        {
+            mart_schema.register_table(mart.clone(), provider)?;
+            names.push(format!("mart.{mart}"));
+        }
+    }
+    if let Some(default) = ctx.catalog("datafusion") {
+        default.register_schema("mart", mart_schema)?;
+    }
+    let schema = Arc::new(MemorySchemaProvider::new());
     for topic in catalog.raw_topics() {
         let path = crate::ingest::table_name(&topic.name);
         let err = |source| SessionError::Table {

@@ -109,6 +109,20 @@ impl Lab {
         name
     }
 
+    /// Adds every raw topic of the repository's catalog, under its own name, so the marts'
+    /// SQL finds all the tables it reads.
+    #[allow(dead_code)]
+    pub async fn add_raw_topics(&self) {
+        for entry in std::fs::read_dir(repo().join("topics")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("raw.") {
+                std::fs::copy(&path, self.topics_dir.join(&name)).unwrap();
+            }
+        }
+        self.apply_catalog().await;
+    }
+
     /// Runs a `hoffrec` command to completion with extra environment; (success, stdout, stderr).
     #[allow(dead_code)]
     pub fn command_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -206,6 +220,7 @@ impl Lab {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoffrec"));
         cmd.current_dir(self.dir.path())
+            .env("HOFFREC__MART__SQL_DIR", repo().join("mart_sql"))
             .args(["--brokers", &self.brokers, "--lake", &self.lake])
             .arg("--topics-dir")
             .arg(&self.topics_dir)

@@ -115,4 +115,5 @@ pub fn sample_value(schema: &apache_avro::Schema, seed: i64) -> apache_avro::typ
     }
 }
 
+pub mod history;
 pub mod lab;

@@ -1,0 +1,61 @@
+-- view: order_line
+-- One row per line of every store and partner order, at the order's newest state. An order
+-- arrives again on every status change: its first arrival dates the purchase, its newest
+-- status decides whether it counts (cancelled and returned orders do not).
+-- Partner stores have their own catalogues, so their lines carry a department only:
+-- Stroydom sells renovation materials; Uyutdom's lines keep the partner's category name.
+WITH store AS (
+    SELECT customer_id, order_id, status, lines, delivery_address,
+           min(unix_millis(event_time)) OVER (PARTITION BY order_id) AS ordered_ms,
+           row_number() OVER (PARTITION BY order_id ORDER BY event_time DESC, event_id DESC) AS newest
+    FROM raw.store_order
+),
+store_line AS (
+    SELECT customer_id, order_id, ordered_ms, delivery_address, explode(lines) AS line
+    FROM store
+    WHERE newest = 1 AND status NOT IN ('cancelled', 'returned')
+),
+partner AS (
+    SELECT customer_id, partner, partner_order_id, lines, delivery_address, event_time, event_id
+    FROM raw.partner_stroydom_order
+    UNION ALL
+    SELECT customer_id, partner, partner_order_id, lines, delivery_address, event_time, event_id
+    FROM raw.partner_uyutdom_order
+),
+partner_latest AS (
+    SELECT customer_id, partner, partner_order_id, lines, delivery_address,
+           min(unix_millis(event_time)) OVER (PARTITION BY partner, partner_order_id) AS ordered_ms,
+           row_number() OVER (PARTITION BY partner, partner_order_id ORDER BY event_time DESC, event_id DESC) AS newest
+    FROM partner
+),
+partner_line AS (
+    SELECT customer_id, partner, partner_order_id, ordered_ms, delivery_address, explode(lines) AS line
+    FROM partner_latest
+    WHERE newest = 1
+)
+SELECT s.customer_id,
+       s.order_id,
+       'store' AS source,
+       s.ordered_ms,
+       s.line['product_id'] AS product_id,
+       p.top_category,
+       CAST(s.line['quantity'] AS DOUBLE) AS quantity,
+       s.line['price_kopecks'] * s.line['quantity'] - s.line['discount_kopecks'] AS amount_kopecks,
+       s.delivery_address['region'] AS region,
+       s.delivery_address['city'] AS city,
+       s.delivery_address['district'] AS district
+FROM store_line s
+LEFT JOIN product p ON p.product_id = s.line['product_id']
+UNION ALL
+SELECT customer_id,
+       concat(partner, ':', partner_order_id) AS order_id,
+       partner AS source,
+       ordered_ms,
+       concat(partner, ':', line['sku']) AS product_id,
+       CASE WHEN partner = 'stroydom' THEN 'Ремонт' ELSE coalesce(line['category'], 'Прочее') END AS top_category,
+       CAST(line['quantity'] AS DOUBLE) AS quantity,
+       CAST(round(line['price_kopecks'] * line['quantity']) AS BIGINT) AS amount_kopecks,
+       delivery_address['region'] AS region,
+       delivery_address['city'] AS city,
+       delivery_address['district'] AS district
+FROM partner_line;

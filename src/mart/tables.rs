@@ -1,0 +1,239 @@
+//! The Delta tables a fold reads and writes: raw tables pinned at one version for the whole
+//! fold, with a view of just the rows that landed after a given version, and the mart
+//! tables with the raw versions each has folded in (Delta `txn` actions).
+
+use crate::lake::LakeUrl;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, cast, col};
+use deltalake::DeltaTable;
+use deltalake::errors::DeltaTableError;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("lake table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: Box<DeltaTableError>,
+    },
+    #[error("lake table {table}: {source}")]
+    Read {
+        table: String,
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
+}
+
+/// The Delta table at `relative` under the lake, loaded if it exists (`version()` is
+/// `None` until the first write creates it).
+pub async fn open(lake: &LakeUrl, relative: &str) -> Result<DeltaTable, TableError> {
+    let err = |source| TableError::Delta {
+        table: relative.to_string(),
+        source: Box::new(source),
+    };
+    let url = lake.table_url(relative).map_err(err)?;
+    let mut table = deltalake::DeltaTableBuilder::from_url(url)
+        .map_err(err)?
+        .build()
+        .map_err(err)?;
+    // Checking first keeps the kernel from logging an error for a table not made yet.
+    if table.verify_deltatable_existence().await.map_err(err)? {
+        table.load().await.map_err(err)?;
+    }
+    Ok(table)
+}
+
+fn existing(table: DeltaTable) -> Option<DeltaTable> {
+    table.version().is_some().then_some(table)
+}
+
+/// One raw topic's table as of the start of a fold.
+pub struct RawTable {
+    /// `site_page_view`: the name inside the `raw` and `new_raw` schemas.
+    pub sql_name: String,
+    pub path: String,
+    table: Option<DeltaTable>,
+    /// What readers see while the topic has not landed anything.
+    empty: SchemaRef,
+}
+
+impl RawTable {
+    pub async fn open(lake: &LakeUrl, topic: &str, empty: SchemaRef) -> Result<Self, TableError> {
+        let path = crate::ingest::table_name(topic);
+        Ok(Self {
+            sql_name: super::session::sql_name(topic),
+            table: existing(open(lake, &path).await?),
+            path,
+            empty,
+        })
+    }
+
+    pub fn version(&self) -> Option<u64> {
+        self.table.as_ref().and_then(|t| t.version())
+    }
+
+    fn err(&self) -> impl Fn(DeltaTableError) -> TableError + '_ {
+        |source| TableError::Delta {
+            table: self.path.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    fn empty_provider(&self) -> Result<Arc<dyn TableProvider>, TableError> {
+        let table = MemTable::try_new(self.empty.clone(), vec![vec![]]).map_err(|source| TableError::Read {
+            table: self.path.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(Arc::new(table))
+    }
+
+    /// Every row, as of the pinned version.
+    pub async fn full(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, TableError> {
+        let Some(table) = &self.table else {
+            return self.empty_provider();
+        };
+        table.update_datafusion_session(&ctx.state()).map_err(self.err())?;
+        table.table_provider().await.map_err(|source| TableError::Read {
+            table: self.path.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The rows that landed after `version` (all of them for `None`), up to the pinned
+    /// version. Raw tables are append-only, so these are the live data files that commits
+    /// after `version` added. A compaction in between makes its output look new too; that
+    /// only widens what a mart recomputes, never changes the result.
+    pub async fn added_since(
+        &self,
+        ctx: &SessionContext,
+        version: Option<u64>,
+    ) -> Result<Arc<dyn TableProvider>, TableError> {
+        let (Some(table), Some(since)) = (&self.table, version) else {
+            return self.full(ctx).await;
+        };
+        let current = self.version().unwrap_or_default();
+        if since >= current {
+            return self.empty_provider();
+        }
+        let mut added = HashSet::new();
+        for v in since + 1..=current {
+            let entry = table.log_store().read_commit_entry(v).await.map_err(self.err())?;
+            for line in entry.as_deref().unwrap_or_default().split(|b| *b == b'\n') {
+                if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line)
+                    && let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str())
+                {
+                    added.insert(decode(path));
+                }
+            }
+        }
+        let files: Vec<String> = table
+            .get_file_uris()
+            .map_err(self.err())?
+            .filter(|uri| added.iter().any(|p| decode(uri).ends_with(p.as_str())))
+            .collect();
+        if files.is_empty() {
+            return self.empty_provider();
+        }
+        table.update_datafusion_session(&ctx.state()).map_err(self.err())?;
+        let rows = self.read_files(ctx, files).await.map_err(|source| TableError::Read {
+            table: self.path.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(rows.into_view())
+    }
+
+    /// Reads data files with the table's schema; the partition column, which Delta keeps in
+    /// the path rather than the file, is derived again from the event time as ingest does.
+    async fn read_files(&self, ctx: &SessionContext, files: Vec<String>) -> datafusion::error::Result<DataFrame> {
+        let schema = match &self.table {
+            Some(t) => t.snapshot().map(|s| s.snapshot().arrow_schema()).ok(),
+            None => None,
+        }
+        .unwrap_or_else(|| self.empty.clone());
+        let partition = crate::ingest::batch::PARTITION_COLUMN;
+        let in_files: Vec<Field> = schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != partition)
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let file_schema = Schema::new(in_files);
+        let options = ParquetReadOptions::default().schema(&file_schema);
+        let df = ctx.read_parquet(files, options).await?;
+        df.with_column(partition, cast(col("event_time"), DataType::Date32))
+    }
+}
+
+fn decode(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A mart table and the raw versions it has folded in.
+pub struct MartTable {
+    pub name: String,
+    pub path: String,
+    /// Not loaded while the mart has never been written; the first write creates it.
+    pub table: DeltaTable,
+}
+
+/// The `txn` app id under which a mart records how far it folded one raw table.
+pub fn folded_app_id(mart: &str, raw: &str) -> String {
+    format!("hoffrec-mart.{mart}.{raw}")
+}
+
+impl MartTable {
+    pub async fn open(lake: &LakeUrl, name: &str) -> Result<Self, TableError> {
+        let path = format!("mart/{name}");
+        Ok(Self {
+            name: name.to_string(),
+            table: open(lake, &path).await?,
+            path,
+        })
+    }
+
+    pub fn version(&self) -> Option<u64> {
+        self.table.version()
+    }
+
+    /// The raw version this mart has folded in for `raw` (None: not yet, or no table).
+    pub async fn folded(&self, raw: &str) -> Result<Option<u64>, TableError> {
+        let table = &self.table;
+        if self.version().is_none() {
+            return Ok(None);
+        }
+        let err = |source| TableError::Delta {
+            table: self.path.clone(),
+            source: Box::new(source),
+        };
+        let snapshot = table.snapshot().map_err(err)?;
+        let v = snapshot
+            .transaction_version(table.log_store().as_ref(), folded_app_id(&self.name, raw))
+            .await
+            .map_err(err)?;
+        Ok(v.map(|v| v as u64))
+    }
+
+    pub async fn provider(&self, ctx: &SessionContext) -> Result<Option<Arc<dyn TableProvider>>, TableError> {
+        let table = &self.table;
+        if self.version().is_none() {
+            return Ok(None);
+        }
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|source| TableError::Delta {
+                table: self.path.clone(),
+                source: Box::new(source),
+            })?;
+        let provider = table.table_provider().await.map_err(|source| TableError::Read {
+            table: self.path.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(Some(provider))
+    }
+}

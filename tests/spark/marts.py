@@ -1,0 +1,117 @@
+"""Runs the mart SQL in mart_sql/ with Spark SQL (pyspark + delta-spark) over the raw
+tables of a lake, as one full fold, and compares every mart with the table hoffrec wrote.
+
+python3 tests/spark/marts.py LAKE_URL MART_SQL_DIR raw_name=table_url ...
+Prints one JSON line: {mart: {"spark": rows, "hoffrec": rows, "only_spark": n,
+"only_hoffrec": n, "examples": [...]}}.
+
+The file format is the one src/mart/files.rs reads: `-- view: name` files hold one
+SELECT; `-- mart: name` files hold the changed-keys SELECT and the rows SELECT. On a full
+fold `new_raw.<t>` is all of `raw.<t>`, so `changed` is every key.
+"""
+import glob
+import json
+import os
+import sys
+import tempfile
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DecimalType, DoubleType, FloatType
+
+lake, sql_dir, tables = sys.argv[1], sys.argv[2], sys.argv[3:]
+state = os.environ.get("HOFFREC_SERVICES_DIR", os.path.expanduser("~/.cache/hoffrec/services"))
+with open(os.path.join(state, "spark.classpath")) as f:
+    jars = ",".join(p for p in f.read().strip().split(":") if p)
+
+warehouse = tempfile.mkdtemp(prefix="hoffrec-spark-")
+spark = (
+    SparkSession.builder.master("local[1]")
+    .config("spark.jars", jars)
+    .appName("hoffrec-mart-parity")
+    .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+    .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+    .config("spark.sql.warehouse.dir", warehouse)
+    .config("spark.ui.enabled", "false")
+    .config("spark.driver.host", "127.0.0.1")
+    .config("spark.driver.bindAddress", "127.0.0.1")
+    .config("spark.sql.session.timeZone", "UTC")
+    .config("spark.sql.shuffle.partitions", "1")
+    .config("spark.databricks.delta.snapshotPartitions", "1")
+    .config("spark.ui.showConsoleProgress", "false")
+    .getOrCreate()
+)
+spark.sparkContext.setLogLevel("ERROR")
+for db in ("raw", "new_raw", "mart"):
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
+for pair in tables:
+    name, url = pair.split("=", 1)
+    spark.sql(f"CREATE TABLE raw.{name} USING delta LOCATION '{url}'")
+    spark.sql(f"CREATE VIEW new_raw.{name} AS SELECT * FROM raw.{name}")
+
+
+def header(text, key):
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("--") and line[2:].strip().startswith(key + ":"):
+            return line[2:].strip()[len(key) + 1 :].strip()
+    return None
+
+
+def statements(text):
+    out, current = [], []
+    for line in text.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        code = line.rstrip()
+        if code.endswith(";"):
+            current.append(code[:-1])
+            out.append("\n".join(current).strip())
+            current = []
+        else:
+            current.append(code)
+    rest = "\n".join(current).strip()
+    if rest:
+        out.append(rest)
+    return [s for s in out if s]
+
+
+def comparable(df):
+    # Fractions compare to 9 decimal places; everything else exactly, as text. Spark reads
+    # a literal like 1.0 as DECIMAL where DataFusion reads DOUBLE, so a column may be
+    # decimal on one side and double on the other with the same values.
+    cols = []
+    for field in df.schema.fields:
+        c = F.col(field.name)
+        if isinstance(field.dataType, (DoubleType, FloatType, DecimalType)):
+            c = F.format_number(c.cast("double"), 9)
+        cols.append(c.cast("string").alias(field.name))
+    return df.select(*cols)
+
+
+report = {}
+for path in sorted(glob.glob(os.path.join(sql_dir, "*.sql"))):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    stmts = statements(text)
+    view, mart = header(text, "view"), header(text, "mart")
+    if view:
+        spark.sql(stmts[0]).createOrReplaceTempView(view)
+        continue
+    spark.sql(stmts[0]).distinct().createOrReplaceTempView("changed")
+    ours = spark.sql(stmts[1])
+    ours.write.format("delta").mode("overwrite").saveAsTable(f"mart.{mart}")
+    ours = spark.table(f"mart.{mart}")
+    theirs = spark.read.format("delta").load(f"{lake.rstrip('/')}/mart/{mart}").select(*ours.columns)
+    a, b = comparable(ours), comparable(theirs)
+    only_spark, only_hoffrec = a.exceptAll(b), b.exceptAll(a)
+    report[mart] = {
+        "spark": ours.count(),
+        "hoffrec": theirs.count(),
+        "only_spark": only_spark.count(),
+        "only_hoffrec": only_hoffrec.count(),
+        "examples": [r.asDict() for r in only_spark.limit(2).collect()]
+        + [r.asDict() for r in only_hoffrec.limit(2).collect()],
+    }
+print(json.dumps(report, ensure_ascii=False, default=str))
+spark.stop()
