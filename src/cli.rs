@@ -177,6 +177,26 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         workers: u32,
     },
+    /// One incremental mart fold for a fixed batch, with 1x and --scale x history.
+    Mart {
+        #[arg(long, default_value_t = 5_000)]
+        customers: usize,
+        /// Days of history at 1x.
+        #[arg(long, default_value_t = 14)]
+        days: u32,
+        #[arg(long, default_value_t = 10)]
+        scale: u32,
+        /// Sessions per day of history.
+        #[arg(long, default_value_t = 400)]
+        active_per_day: usize,
+        /// Sessions in each timed batch.
+        #[arg(long, default_value_t = 200)]
+        batch_customers: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -366,6 +386,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let report = runtime.block_on(crate::bench::ingest(&config, &args))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Mart {
+            customers,
+            days,
+            scale,
+            active_per_day,
+            batch_customers,
+            rounds,
+            seed,
+        }) => {
+            let args = crate::bench::mart::MartBenchArgs {
+                customers,
+                days,
+                scale,
+                active_per_day,
+                batch_customers,
+                rounds,
+                seed,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = runtime.block_on(crate::bench::mart::run(&config, &args))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)

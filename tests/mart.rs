@@ -304,3 +304,56 @@ async fn a_killed_fold_reruns_to_identical_marts_and_announces_changes() {
         assert!(announced.iter().any(|a| a == c), "{c} not in {announced:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_stage_folds_when_a_lake_commit_is_announced() {
+    use rdkafka::producer::FutureRecord;
+    let lab = common::lab::Lab::new(1).await;
+    lab.add_raw_topics().await;
+    // Only lake commits trigger folds here (the interval is an hour); one fold at start.
+    let mut stage = lab.hoffrec(
+        &["mart", "run"],
+        &[
+            ("HOFFREC__MART__INTERVAL_MS", "3600000"),
+            ("HOFFREC__MART__DEBOUNCE_MS", "200"),
+        ],
+    );
+    common::poll_until("the start-up fold", std::time::Duration::from_secs(120), || {
+        let log = common::lab::tail(&stage.log);
+        async move { log.contains("mart folded").then_some(()) }
+    })
+    .await;
+    history::land(&lab.lake_url(), &history::events(), 1, |_| async {}).await;
+    let producer = lab.producer();
+    producer
+        .send(
+            FutureRecord::to(&lab.commits)
+                .key("raw/raw.site.page_view")
+                .payload(&b"any"[..]),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let catalog = Catalog::load(&lab.topics_dir, &lab.schemas_dir).unwrap();
+    let changes = catalog
+        .topic_for(hoffrec::catalog::Role::MartChanges)
+        .unwrap()
+        .name
+        .clone();
+    common::poll_until(
+        "the worked customer on mart.changes",
+        std::time::Duration::from_secs(120),
+        || {
+            let n = lab.read_topic(&changes).len();
+            async move { (n >= 2).then_some(()) }
+        },
+    )
+    .await;
+    assert!(stage.stop(), "{}", common::lab::tail(&stage.log));
+    let p = rows(
+        &lab.lake_url(),
+        &format!("SELECT lifecycle_stage FROM mart.customer_portrait WHERE customer_id = '{WORKED}'"),
+    )
+    .await;
+    assert_eq!(p[0]["lifecycle_stage"], "renovating");
+}

@@ -12,6 +12,7 @@ mod arrow;
 mod assign;
 pub mod batch;
 pub mod checks;
+pub mod direct;
 mod flush;
 pub mod maintenance;
 mod originals;

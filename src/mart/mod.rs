@@ -96,7 +96,9 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     let consumer: StreamConsumer = crate::kafka::client_config(&config.kafka)
         .set("group.id", &config.mart.group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "latest")
+        // A new group reads the trigger from the start: at worst one extra fold, never a
+        // commit missed between start-up and the first assignment.
+        .set("auto.offset.reset", "earliest")
         .create()?;
     consumer.subscribe(&[commits_topic.as_str()])?;
     telemetry.set_ready(true);

@@ -6,8 +6,6 @@
 //! registered six weeks ago, social consent given.
 
 use hoffrec::codec::SchemaSet;
-use hoffrec::ingest::RawTable;
-use hoffrec::ingest::batch::{Coordinates, TopicBatch};
 use hoffrec::lake::LakeUrl;
 use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
@@ -289,43 +287,15 @@ where
 {
     let schemas = SchemaSet::load_strict(&super::repo().join("avro")).unwrap();
     let per = events.len().div_ceil(slices);
-    let mut offsets: BTreeMap<String, i64> = BTreeMap::new();
     for (s, chunk) in events.chunks(per).enumerate() {
         let mut by_topic: BTreeMap<&str, Vec<(&str, &Json)>> = BTreeMap::new();
         for (topic, event, json) in chunk {
             by_topic.entry(topic).or_default().push((event, json));
         }
         for (topic, items) in by_topic {
-            let mut batch = TopicBatch::new(topic);
-            let first = offsets.get(topic).copied();
-            let mut next = first.map_or(0, |o| o + 1);
-            for (event, json) in items {
-                let version = schemas.current(event).unwrap();
-                let fields = hoffrec::ingest::record_fields(&version.schema).unwrap();
-                batch.adopt(version.fingerprint, &fields).unwrap();
-                let value = hoffrec::connect::json::to_avro(json, &version.schema)
-                    .unwrap_or_else(|e| panic!("{event}: {e}: {json}"));
-                let apache_avro::types::Value::Record(record) = value else {
-                    panic!()
-                };
-                let at = Coordinates {
-                    partition: 0,
-                    offset: next,
-                    kafka_timestamp_ms: Some(NOW),
-                    writer_schema: &version.id,
-                    event_time_ms: json["event_time"].as_i64().unwrap(),
-                };
-                batch.account(0, next, Some(NOW), 100);
-                batch.append(&record, &at, NOW).unwrap();
-                next += 1;
-            }
-            let rows = batch.finish(None).unwrap();
-            let mut table = RawTable::open(lake, topic, "g", 1 << 20).await.unwrap();
-            table
-                .commit(rows, &BTreeMap::from([(0, (first, next - 1))]))
+            hoffrec::ingest::direct::land_json(lake, &schemas, topic, &items)
                 .await
-                .unwrap();
-            offsets.insert(topic.to_string(), next - 1);
+                .unwrap_or_else(|e| panic!("{topic}: {e}"));
         }
         after_slice(s).await;
     }
