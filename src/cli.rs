@@ -76,6 +76,12 @@ pub enum Command {
     /// announce customers whose portrait changed on mart.changes.
     #[command(subcommand)]
     Mart(MartCommand),
+    /// Publish a ranked list with reasons to recs.customer for every customer announced on
+    /// mart.changes (a consumer-group member; run more to scale).
+    Recommend,
+    /// Show, for a marketer, how a customer's list comes about: portrait, candidates and
+    /// their reasons, the rules applied, scores, and the final list.
+    Explain(ExplainArgs),
     /// Run SQL against the lake: every raw table is `raw.<topic without raw., . and - as _>`,
     /// e.g. `SELECT count(*) FROM raw.site_page_view`.
     Sql(SqlArgs),
@@ -97,6 +103,15 @@ pub enum MartCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(long)]
+    pub customer: String,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +355,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&statuses)?);
             } else {
                 print!("{}", crate::mart::status::render(&statuses));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recommend => {
+            let config = &config;
+            run_stage(config, |telemetry, shutdown| async move {
+                crate::recommend::run(config, &telemetry, shutdown).await
+            })
+        }
+        Command::Explain(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let found = runtime.block_on(crate::recommend::explain(&config, &args.customer))?;
+            let Some(e) = found else {
+                anyhow::bail!("customer {} has no portrait in mart.customer_portrait", args.customer);
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                print!("{}", crate::recommend::rank::render(&e));
             }
             Ok(ExitCode::SUCCESS)
         }

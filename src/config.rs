@@ -29,6 +29,7 @@ pub struct Config {
     pub collector: CollectorConfig,
     pub ingest: IngestConfig,
     pub mart: MartConfig,
+    pub recommend: RecommendConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +107,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info".into(),
+            filter: "hoffrec=info,warn".into(),
             format: "text".into(),
         }
     }
@@ -210,6 +211,37 @@ impl Default for MartConfig {
             group: "hoffrec-mart".into(),
             debounce_ms: 1_000,
             interval_ms: 60_000,
+        }
+    }
+}
+
+/// The recommender: `mart.changes` -> ranked lists on `recs.customer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecommendConfig {
+    /// Consumer group over `mart.changes`; run more members to scale.
+    pub group: String,
+    /// Products per list.
+    pub top_k: usize,
+    /// Changes are gathered this long into one batch (one read of the marts).
+    pub batch_ms: u64,
+    /// How long the site may show a list.
+    pub valid_for_ms: u64,
+    /// How often the promoted model is re-read from the lake (hot swap).
+    pub model_check_ms: u64,
+    /// Business rules (TOML); unset means the built-in `src/recommend/rules.toml`.
+    pub rules_file: Option<PathBuf>,
+}
+
+impl Default for RecommendConfig {
+    fn default() -> Self {
+        Self {
+            group: "hoffrec-recommend".into(),
+            top_k: 10,
+            batch_ms: 1_000,
+            valid_for_ms: 7 * 24 * 3600 * 1000,
+            model_check_ms: 10_000,
+            rules_file: None,
         }
     }
 }

@@ -31,6 +31,9 @@ pub mod ingest;
 /// incrementally; customers whose portrait changed -> `mart.changes`.
 pub mod mart;
 
+/// Stage: changed portraits -> candidates, rules, ranker -> `recs.customer`.
+pub mod recommend;
+
 /// Metrics and health endpoints every long-running stage serves.
 pub mod telemetry;
 

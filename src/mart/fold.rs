@@ -168,16 +168,22 @@ pub async fn fold(lake: &LakeUrl, catalog: &Catalog, files: &[MartFile]) -> Resu
 
 /// (Re)plans the views in order. DataFusion binds a view to the tables it reads when it is
 /// planned, so views are planned again once `new_raw` and the marts point where this mart
-/// needs them.
-async fn plan_views(ctx: &SessionContext, views: &[&MartFile]) -> Result<(), FoldError> {
+/// needs them. A view over a mart that does not exist yet cannot be planned; that is only
+/// an error for a query that uses it, so the reasons are returned for such a failure.
+async fn plan_views(ctx: &SessionContext, views: &[&MartFile]) -> Result<Vec<String>, FoldError> {
+    let mut unplanned = Vec::new();
     for view in views {
         let Kind::View { query } = &view.kind else { continue };
         let err = |s| sql_error(&view.path.display().to_string(), s);
-        let df = ctx.sql(&for_datafusion(query)).await.map_err(err)?;
         ctx.deregister_table(view.name.as_str()).map_err(err)?;
-        ctx.register_table(view.name.as_str(), df.into_view()).map_err(err)?;
+        match ctx.sql(&for_datafusion(query)).await {
+            Ok(df) => {
+                ctx.register_table(view.name.as_str(), df.into_view()).map_err(err)?;
+            }
+            Err(e) => unplanned.push(format!("view {} ({}): {e}", view.name, view.path.display())),
+        }
     }
-    Ok(())
+    Ok(unplanned)
 }
 
 fn sql_error(file: &str, source: datafusion::error::DataFusionError) -> FoldError {
@@ -230,7 +236,14 @@ async fn fold_one(
     if !behind {
         return Ok((report, vec![]));
     }
-    plan_views(ctx, views).await?;
+    let unplanned = plan_views(ctx, views).await?;
+    let err = |source: datafusion::error::DataFusionError| match unplanned.is_empty() {
+        true => sql_error(&file_name, source),
+        false => sql_error(
+            &file_name,
+            source.context(format!("views that could not be planned: {}", unplanned.join("; "))),
+        ),
+    };
     let keys = ctx
         .sql(&for_datafusion(changed))
         .await

@@ -300,3 +300,45 @@ where
         after_slice(s).await;
     }
 }
+
+/// The simulator's whole catalogue and a crowd of shoppers browsing it (popularity,
+/// neighbours), to rank against; the worked customer's own history is in `events()`.
+pub fn catalogue_and_crowd(seed: u64) -> Vec<(String, String, Json)> {
+    use rand::{Rng, SeedableRng};
+    let w = hoffrec::simulate::world::generate(seed, 80);
+    let mut out = Vec::new();
+    for p in &w.products {
+        let leaf = w.categories.iter().find(|c| c.id == p.category_id).unwrap();
+        let mut path: Vec<String> = leaf
+            .parent
+            .as_ref()
+            .and_then(|id| w.categories.iter().find(|c| &c.id == id))
+            .map(|c| c.name.clone())
+            .into_iter()
+            .collect();
+        path.push(leaf.name.clone());
+        out.push((
+            "raw.store.catalogue".to_string(),
+            "catalogue_product".to_string(),
+            json!({"event_id": format!("crowd-cat-{}", p.id), "event_time": NOW - 20 * DAY, "product_id": p.id,
+                "name": p.name, "category_id": p.category_id, "category_path": path, "brand": p.vendor,
+                "price_kopecks": (p.price_rub * 100.0) as i64, "old_price_kopecks": null, "available": true,
+                "attributes": {}, "url": null}),
+        ));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for (n, c) in w.customers.iter().enumerate() {
+        let session = format!("crowd-s-{n}");
+        for v in 0..8 {
+            let p = &w.products[rng.random_range(0..w.products.len())];
+            out.push((
+                "raw.site.product_view".to_string(),
+                "product_view".to_string(),
+                json!({"event_id": format!("crowd-pv-{n}-{v}"), "event_time": NOW - 10 * DAY + v * 60_000,
+                    "customer_id": format!("crowd-{}", c.id), "session_id": session, "product_id": p.id,
+                    "dwell_ms": 20_000, "price_kopecks": null, "list_id": null, "position": null}),
+            ));
+        }
+    }
+    out
+}

@@ -90,14 +90,22 @@ def comparable(df):
 
 
 report = {}
+views = []
 for path in sorted(glob.glob(os.path.join(sql_dir, "*.sql"))):
     with open(path, encoding="utf-8") as f:
         text = f.read()
     stmts = statements(text)
     view, mart = header(text, "view"), header(text, "mart")
     if view:
-        spark.sql(stmts[0]).createOrReplaceTempView(view)
+        views.append((view, stmts[0]))
         continue
+    # As hoffrec does: views are (re)defined before each mart, so a view over an earlier
+    # mart sees it; one over a mart that does not exist yet waits until it does.
+    for name, query in views:
+        try:
+            spark.sql(query).createOrReplaceTempView(name)
+        except Exception:
+            pass
     spark.sql(stmts[0]).distinct().createOrReplaceTempView("changed")
     ours = spark.sql(stmts[1])
     ours.write.format("delta").mode("overwrite").saveAsTable(f"mart.{mart}")

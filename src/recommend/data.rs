@@ -1,0 +1,264 @@
+//! What the recommender reads from the marts: the catalogue with its features and
+//! neighbours (shared by every customer), and per customer the portrait, what they did
+//! with which products, and their departments.
+
+use crate::catalog::Catalog;
+use crate::lake::LakeUrl;
+use datafusion::prelude::SessionContext;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("reading the marts: {0}")]
+    Lake(String),
+    #[error("query `{query}`: {message}")]
+    Query { query: String, message: String },
+}
+
+/// One customer_portrait row (the columns the recommender uses).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Portrait {
+    pub customer_id: String,
+    pub as_of_ms: i64,
+    pub lifecycle_stage: String,
+    pub housing_market: String,
+    pub renovation_scope: String,
+    pub wealth_tier: String,
+    pub spend_tier: String,
+    pub new_homeowner: bool,
+    pub renovation_burst_flag: bool,
+    pub undecided_shopper: bool,
+    pub brand_loyal: bool,
+    pub has_sauna: bool,
+    pub has_pool: bool,
+    pub social_consent: bool,
+    pub orders: i64,
+    pub sessions: i64,
+    pub district: Option<String>,
+    pub days_since_registration: Option<i64>,
+}
+
+impl Portrait {
+    /// A column by name as text, for data-driven rules.
+    pub fn field(&self, column: &str) -> Option<String> {
+        Some(match column {
+            "lifecycle_stage" => self.lifecycle_stage.clone(),
+            "housing_market" => self.housing_market.clone(),
+            "renovation_scope" => self.renovation_scope.clone(),
+            "wealth_tier" => self.wealth_tier.clone(),
+            "spend_tier" => self.spend_tier.clone(),
+            "new_homeowner" => self.new_homeowner.to_string(),
+            "renovation_burst_flag" => self.renovation_burst_flag.to_string(),
+            "undecided_shopper" => self.undecided_shopper.to_string(),
+            "brand_loyal" => self.brand_loyal.to_string(),
+            "has_sauna" => self.has_sauna.to_string(),
+            "has_pool" => self.has_pool.to_string(),
+            "social_consent" => self.social_consent.to_string(),
+            _ => return None,
+        })
+    }
+}
+
+/// One product_features row.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Product {
+    pub product_id: String,
+    pub name: String,
+    pub category_id: String,
+    pub category_name: String,
+    pub top_category: String,
+    pub price_kopecks: i64,
+    pub available: bool,
+    pub price_tier: i64,
+    pub viewers: i64,
+    pub buyers: i64,
+    pub conversion: f64,
+    pub trend: f64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Neighbour {
+    pub product_id: String,
+    pub neighbour_id: String,
+    pub co_viewers: i64,
+    pub co_buyers: i64,
+}
+
+/// One customer_product row.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Touched {
+    pub customer_id: String,
+    pub product_id: String,
+    pub views: i64,
+    pub carts: i64,
+    pub purchased_qty: f64,
+    pub last_viewed_ms: Option<i64>,
+    pub last_purchased_ms: Option<i64>,
+}
+
+/// One customer_category row.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Department {
+    pub customer_id: String,
+    pub top_category: String,
+    pub orders: i64,
+    pub spend_kopecks: i64,
+    pub burst: Option<f64>,
+    pub views: i64,
+    pub views_recent: i64,
+}
+
+/// The catalogue side, the same for every customer.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogueView {
+    pub products: Vec<Product>,
+    pub by_id: HashMap<String, usize>,
+    pub neighbours: HashMap<String, Vec<Neighbour>>,
+}
+
+impl CatalogueView {
+    pub fn product(&self, id: &str) -> Option<&Product> {
+        self.by_id.get(id).map(|&i| &self.products[i])
+    }
+}
+
+/// Everything known about one customer.
+#[derive(Debug, Clone, Default)]
+pub struct Customer {
+    pub portrait: Portrait,
+    pub touched: Vec<Touched>,
+    pub departments: Vec<Department>,
+}
+
+pub struct Marts {
+    ctx: SessionContext,
+}
+
+pub const MARTS: [&str; 5] = [
+    "customer_portrait",
+    "customer_product",
+    "customer_category",
+    "product_features",
+    "product_neighbour",
+];
+
+impl Marts {
+    /// A session over the marts as they are now (open again to see newer versions).
+    pub async fn open(lake: &LakeUrl, catalog: &Catalog) -> Result<Self, DataError> {
+        let names: Vec<String> = MARTS.iter().map(|s| s.to_string()).collect();
+        let (ctx, found) = crate::mart::session::lake_session(lake, catalog, &names)
+            .await
+            .map_err(|e| DataError::Lake(e.to_string()))?;
+        for m in MARTS {
+            if !found.iter().any(|f| f == &format!("mart.{m}")) {
+                return Err(DataError::Lake(format!(
+                    "mart.{m} does not exist yet (run `hoffrec mart run` first)"
+                )));
+            }
+        }
+        Ok(Self { ctx })
+    }
+
+    pub async fn rows<T: DeserializeOwned>(&self, query: &str) -> Result<Vec<T>, DataError> {
+        let err = |message: String| DataError::Query {
+            query: query.to_string(),
+            message,
+        };
+        let batches = self
+            .ctx
+            .sql(query)
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+        for b in &batches {
+            writer.write(b).map_err(|e| err(e.to_string()))?;
+        }
+        writer.finish().map_err(|e| err(e.to_string()))?;
+        let bytes = writer.into_inner();
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))
+    }
+
+    pub async fn catalogue(&self) -> Result<CatalogueView, DataError> {
+        let products: Vec<Product> = self.rows("SELECT * FROM mart.product_features").await?;
+        let by_id = products
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.product_id.clone(), i))
+            .collect();
+        let mut neighbours: HashMap<String, Vec<Neighbour>> = HashMap::new();
+        let rows: Vec<Neighbour> = self
+            .rows("SELECT * FROM mart.product_neighbour ORDER BY product_id, neighbour_rank")
+            .await?;
+        for n in rows {
+            neighbours.entry(n.product_id.clone()).or_default().push(n);
+        }
+        Ok(CatalogueView {
+            products,
+            by_id,
+            neighbours,
+        })
+    }
+
+    /// The customers asked for that have a portrait, in no particular order.
+    pub async fn customers(&self, ids: &[String]) -> Result<Vec<Customer>, DataError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = ids
+            .iter()
+            .map(|id| format!("'{}'", id.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let portraits: Vec<Portrait> = self
+            .rows(&format!(
+                "SELECT * FROM mart.customer_portrait WHERE customer_id IN ({list})"
+            ))
+            .await?;
+        let touched: Vec<Touched> = self
+            .rows(&format!(
+                "SELECT * FROM mart.customer_product WHERE customer_id IN ({list})"
+            ))
+            .await?;
+        let departments: Vec<Department> = self
+            .rows(&format!(
+                "SELECT * FROM mart.customer_category WHERE customer_id IN ({list})"
+            ))
+            .await?;
+        let mut out: HashMap<String, Customer> = portraits
+            .into_iter()
+            .map(|p| {
+                (
+                    p.customer_id.clone(),
+                    Customer {
+                        portrait: p,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        for t in touched {
+            if let Some(c) = out.get_mut(&t.customer_id) {
+                c.touched.push(t);
+            }
+        }
+        for d in departments {
+            if let Some(c) = out.get_mut(&d.customer_id) {
+                c.departments.push(d);
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+}

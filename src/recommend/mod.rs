@@ -1,0 +1,214 @@
+//! Recommendations: customers whose portrait changed (`mart.changes`) -> candidates from
+//! the marts -> business rules -> ranker -> top K with reasons on `recs.customer`.
+//!
+//! `hoffrec recommend` is a consumer group over `mart.changes`: it gathers changes for
+//! `recommend.batch_ms`, reads the batch's customers from the marts in one query per
+//! mart, ranks, and publishes one list per customer (compacted topic, keyed by customer
+//! id). The model is re-read from the lake every `recommend.model_check_ms` and swapped
+//! in between batches, so no request waits for or misses a swap.
+
+pub mod data;
+pub mod model;
+pub mod rank;
+pub mod rules;
+pub mod store;
+
+use crate::catalog::{Catalog, CatalogError, Role};
+use crate::config::Config;
+use crate::lake::LakeUrl;
+use crate::telemetry::Telemetry;
+use apache_avro::types::Value;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecommendError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("recommend configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Rules(#[from] rules::RulesError),
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot encode a recommendation: {0}")]
+    Encode(#[from] crate::codec::CodecError),
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub batches: u64,
+    pub customers: u64,
+    pub lists: u64,
+    pub model_swaps: u64,
+    pub model_version: String,
+}
+
+/// What ranking needs, loaded once per process.
+pub struct Recommender {
+    pub lake: LakeUrl,
+    pub catalog: Catalog,
+    pub rules: rules::Rules,
+    pub top_k: usize,
+}
+
+impl Recommender {
+    pub fn load(config: &Config) -> Result<Self, RecommendError> {
+        let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
+        let lake = LakeUrl::parse(&config.lake.url).map_err(|e| RecommendError::Config(e.to_string()))?;
+        let rules = rules::Rules::load(config.recommend.rules_file.as_deref())?;
+        Ok(Self {
+            lake,
+            catalog,
+            rules,
+            top_k: config.recommend.top_k,
+        })
+    }
+
+    /// Explanations (and lists) for these customers, against the marts as they are now.
+    pub async fn rank(&self, ids: &[String], model: &model::Model) -> Result<Vec<rank::Explanation>, RecommendError> {
+        let marts = data::Marts::open(&self.lake, &self.catalog).await?;
+        let catalogue = marts.catalogue().await?;
+        let customers = marts.customers(ids).await?;
+        Ok(customers
+            .iter()
+            .map(|c| rank::rank(c, &catalogue, &self.rules, model, self.top_k))
+            .collect())
+    }
+}
+
+/// `hoffrec explain --customer ID`.
+pub async fn explain(config: &Config, customer: &str) -> Result<Option<rank::Explanation>, RecommendError> {
+    let r = Recommender::load(config)?;
+    let model = store::current(&r.lake).await?.unwrap_or_else(model::Model::prior);
+    Ok(r.rank(&[customer.to_string()], &model).await?.into_iter().next())
+}
+
+pub async fn run(
+    config: &Config,
+    telemetry: &Telemetry,
+    shutdown: CancellationToken,
+) -> Result<Summary, RecommendError> {
+    let r = Recommender::load(config)?;
+    let topic = |role: Role| {
+        r.catalog
+            .topic_for(role)
+            .map(|t| t.name.clone())
+            .ok_or_else(|| RecommendError::Config(format!("the catalog has no {} topic", role.as_str())))
+    };
+    let (changes, recs) = (topic(Role::MartChanges)?, topic(Role::Recommendations)?);
+    let consumer: StreamConsumer = crate::kafka::client_config(&config.kafka)
+        .set("group.id", &config.recommend.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[changes.as_str()])?;
+    let producer: FutureProducer = crate::kafka::client_config(&config.kafka)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    let mut model = store::current(&r.lake).await?.unwrap_or_else(model::Model::prior);
+    let mut summary = Summary {
+        model_version: model.version.clone(),
+        ..Default::default()
+    };
+    let mut checked = Instant::now();
+    let batch = Duration::from_millis(config.recommend.batch_ms);
+    telemetry.set_ready(true);
+    let schemas = &r.catalog.schemas;
+    while !shutdown.is_cancelled() {
+        // One micro-batch: the first change opens it, `batch_ms` closes it.
+        let mut customers = BTreeSet::new();
+        let deadline = tokio::time::sleep(batch);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = &mut deadline, if !customers.is_empty() => break,
+                m = consumer.recv() => {
+                    let m = m?;
+                    if let Some(key) = m.key() {
+                        customers.insert(String::from_utf8_lossy(key).into_owned());
+                    }
+                }
+            }
+        }
+        if checked.elapsed() >= Duration::from_millis(config.recommend.model_check_ms) {
+            checked = Instant::now();
+            if let Some(newer) = store::current(&r.lake).await?.filter(|m| m.version != model.version) {
+                tracing::info!(from = %model.version, to = %newer.version, "model swapped");
+                model = newer;
+                summary.model_swaps += 1;
+                summary.model_version = model.version.clone();
+            }
+        }
+        if customers.is_empty() {
+            continue;
+        }
+        let span = tracing::info_span!("recommend_batch", customers = customers.len());
+        let _enter = span.enter();
+        let ids: Vec<String> = customers.into_iter().collect();
+        let lists = r.rank(&ids, &model).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut pending = Vec::with_capacity(lists.len());
+        for e in &lists {
+            let payload = schemas.encode("recommendation", record(e, now, config.recommend.valid_for_ms))?;
+            let rec = FutureRecord::to(&recs).key(e.customer_id.as_str()).payload(&payload);
+            pending.push(producer.send_result(rec).map_err(|(e, _)| RecommendError::Kafka(e))?);
+        }
+        for p in pending {
+            match p.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(RecommendError::Kafka(e)),
+                Err(_) => return Err(RecommendError::Config("the producer went away".into())),
+            }
+        }
+        // Lists are out: the changes that asked for them are done.
+        consumer.commit_consumer_state(CommitMode::Async)?;
+        summary.batches += 1;
+        summary.customers += ids.len() as u64;
+        summary.lists += lists.len() as u64;
+        tracing::info!(lists = lists.len(), model = %model.version, "recommendations published");
+    }
+    telemetry.set_ready(false);
+    Ok(summary)
+}
+
+/// The `recs.customer` record for one list.
+pub fn record(e: &rank::Explanation, now_ms: i64, valid_for_ms: u64) -> Value {
+    let items = e
+        .list
+        .iter()
+        .enumerate()
+        .map(|(rank, s)| {
+            Value::Record(vec![
+                ("product_id".into(), Value::String(s.product_id.clone())),
+                ("rank".into(), Value::Int(rank as i32)),
+                ("score".into(), Value::Double(s.score)),
+                (
+                    "reasons".into(),
+                    Value::Array(s.reasons.iter().map(|r| Value::String(r.clone())).collect()),
+                ),
+            ])
+        })
+        .collect();
+    Value::Record(vec![
+        ("customer_id".into(), Value::String(e.customer_id.clone())),
+        ("list_id".into(), Value::String(format!("{}-{now_ms}", e.customer_id))),
+        ("generated_at".into(), Value::TimestampMillis(now_ms)),
+        (
+            "valid_until".into(),
+            Value::TimestampMillis(now_ms + valid_for_ms as i64),
+        ),
+        ("model_version".into(), Value::String(e.model_version.clone())),
+        ("items".into(), Value::Array(items)),
+    ])
+}

@@ -1,0 +1,293 @@
+//! One customer's list: candidates with the reasons they were proposed, the business
+//! rules that remove or reorder them, the ranker's score, and the top K. The same code
+//! serves `recommend` and `explain`, so what a marketer reads is what the site got.
+
+use super::data::{CatalogueView, Customer};
+use super::model::Model;
+use super::rules::Rules;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Evidence for one candidate; each field is 0..=1.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Signals {
+    pub neighbour: f64,
+    pub affinity: f64,
+    pub complement: f64,
+    pub lifecycle: f64,
+    pub repeat: f64,
+    pub popular: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Scored {
+    pub product_id: String,
+    pub name: String,
+    pub category_id: String,
+    pub top_category: String,
+    pub price_tier: i64,
+    pub reasons: Vec<String>,
+    pub signals: Signals,
+    pub model_score: f64,
+    pub lifecycle_weight: f64,
+    pub tier_weight: f64,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub customer_id: String,
+    pub portrait: super::data::Portrait,
+    pub lifecycle_stage: String,
+    pub target_tier: i64,
+    pub model_version: String,
+    /// Rule -> candidates it removed.
+    pub rules_applied: BTreeMap<String, usize>,
+    pub candidates: usize,
+    pub list: Vec<Scored>,
+}
+
+#[derive(Default)]
+struct Pool {
+    reasons: HashMap<usize, Vec<String>>,
+    signals: HashMap<usize, Signals>,
+}
+
+impl Pool {
+    fn add(&mut self, product: usize, reason: String, set: impl Fn(&mut Signals)) {
+        let r = self.reasons.entry(product).or_default();
+        if !r.contains(&reason) {
+            r.push(reason);
+        }
+        set(self.signals.entry(product).or_default());
+    }
+}
+
+const SEEDS: usize = 10;
+const PER_DEPARTMENT: usize = 15;
+
+/// Ranks the catalogue for one customer; `k` items in the list.
+pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: usize) -> Explanation {
+    let p = &c.portrait;
+    let mut pool = Pool::default();
+    let index = |id: &str| cat.by_id.get(id).copied();
+    // Most recent things the customer looked at or bought seed neighbours and complements.
+    let mut seeds: Vec<_> = c.touched.iter().collect();
+    seeds.sort_by_key(|t| std::cmp::Reverse(t.last_viewed_ms.max(t.last_purchased_ms)));
+    for t in seeds.iter().take(SEEDS) {
+        for n in cat.neighbours.get(&t.product_id).into_iter().flatten() {
+            let Some(i) = index(&n.neighbour_id) else { continue };
+            let strength = (2 * n.co_buyers + n.co_viewers) as f64;
+            let reason = if n.co_buyers > 0 {
+                "bought_together"
+            } else {
+                "also_viewed"
+            };
+            pool.add(i, format!("{reason}:{}", t.product_id), |s| {
+                s.neighbour = s.neighbour.max(strength / (strength + 2.0))
+            });
+        }
+        let Some(seed) = cat.product(&t.product_id) else {
+            continue;
+        };
+        for wanted in rules.complements.get(&seed.category_id).into_iter().flatten() {
+            for (i, q) in cat
+                .products
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| &q.category_id == wanted)
+            {
+                let _ = q;
+                pool.add(i, format!("complements:{}", t.product_id), |s| s.complement = 1.0);
+            }
+        }
+    }
+    // The customer's departments, by recent views and purchases.
+    let weight = |d: &super::data::Department| (d.views_recent + 3 * d.orders) as f64;
+    let total: f64 = c.departments.iter().map(weight).sum::<f64>().max(1.0);
+    let mut departments: Vec<_> = c.departments.iter().filter(|d| weight(d) > 0.0).collect();
+    departments.sort_by(|a, b| {
+        weight(b)
+            .total_cmp(&weight(a))
+            .then(a.top_category.cmp(&b.top_category))
+    });
+    for d in departments.iter().take(3) {
+        let affinity = weight(d) / total;
+        let burst = d.top_category == "Ремонт" && p.renovation_burst_flag;
+        for i in popular_in(cat, |q| q.top_category == d.top_category, PER_DEPARTMENT) {
+            pool.add(i, format!("category_affinity:{}", d.top_category), |s| {
+                s.affinity = s.affinity.max(affinity)
+            });
+            if burst {
+                pool.add(i, "renovation_burst".into(), |s| s.affinity = s.affinity.max(0.9));
+            }
+        }
+    }
+    // The stage of settling in brings its departments.
+    if let Some(weights) = rules.lifecycle.get(&p.lifecycle_stage) {
+        for (key, w) in weights.iter().filter(|(_, w)| **w > 1.0) {
+            for i in popular_in(cat, |q| &q.category_id == key || &q.top_category == key, PER_DEPARTMENT) {
+                pool.add(i, format!("lifecycle:{}", p.lifecycle_stage), |s| {
+                    s.lifecycle = (w - 1.0).min(1.0)
+                });
+                if p.new_homeowner {
+                    pool.add(i, "new_homeowner".into(), |_| {});
+                }
+            }
+        }
+    }
+    // Consumables bought before come back.
+    let bought: HashSet<&str> = c
+        .touched
+        .iter()
+        .filter(|t| t.purchased_qty > 0.0)
+        .map(|t| t.product_id.as_str())
+        .collect();
+    let bought_categories: HashSet<&str> = bought
+        .iter()
+        .filter_map(|id| cat.product(id))
+        .map(|q| q.category_id.as_str())
+        .collect();
+    for category in bought_categories.iter().filter(|c| rules.is_replenished(c)) {
+        for i in popular_in(cat, |q| q.category_id == *category, PER_DEPARTMENT) {
+            pool.add(i, "replenish".into(), |s| s.repeat = 1.0);
+        }
+    }
+    for i in popular_in(cat, |_| true, 30) {
+        pool.add(i, "popular".into(), |s| s.popular = 1.0);
+    }
+    let candidates = pool.reasons.len();
+
+    // Rules: remove what must not be offered, counting what each rule removed.
+    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
+    let exclusions = rules.exclusions(p);
+    let target = rules.target_tier(p);
+    let viewed: HashSet<&str> = c
+        .touched
+        .iter()
+        .filter(|t| t.views > 0)
+        .map(|t| t.product_id.as_str())
+        .collect();
+    let max_viewers = cat.products.iter().map(|q| q.viewers).max().unwrap_or(0).max(1) as f64;
+    let mut list: Vec<Scored> = Vec::new();
+    for (i, reasons) in pool.reasons {
+        let q = &cat.products[i];
+        let removed_by = if !q.available {
+            Some("unavailable".to_string())
+        } else if let Some(e) = exclusions.iter().find(|e| e.categories.contains(&q.category_id)) {
+            Some(e.rule.clone())
+        } else if rules.is_durable(&q.category_id) && bought_categories.contains(q.category_id.as_str()) {
+            Some("durable_already_bought".to_string())
+        } else if bought.contains(q.product_id.as_str()) && !rules.is_replenished(&q.category_id) {
+            Some("already_bought".to_string())
+        } else {
+            None
+        };
+        if let Some(rule) = removed_by {
+            *applied.entry(rule).or_default() += 1;
+            continue;
+        }
+        let s = pool.signals.get(&i).copied().unwrap_or_default();
+        let x = [
+            s.neighbour,
+            s.affinity,
+            s.complement,
+            s.lifecycle,
+            s.repeat,
+            s.popular,
+            (1.0 + q.viewers as f64).ln() / (1.0 + max_viewers).ln(),
+            q.conversion,
+            (q.trend / 3.0).min(1.0),
+            f64::from(q.price_tier == target),
+            f64::from(viewed.contains(q.product_id.as_str())),
+        ];
+        let model_score = model.score(&x);
+        let lifecycle_weight = rules.lifecycle_weight(&p.lifecycle_stage, q);
+        let tier_weight = rules.tier_weight(target, q.price_tier);
+        let mut reasons = reasons;
+        if q.price_tier == target {
+            reasons.push(format!("price_tier:{target}"));
+        }
+        list.push(Scored {
+            product_id: q.product_id.clone(),
+            name: q.name.clone(),
+            category_id: q.category_id.clone(),
+            top_category: q.top_category.clone(),
+            price_tier: q.price_tier,
+            reasons,
+            signals: s,
+            model_score,
+            lifecycle_weight,
+            tier_weight,
+            score: model_score * lifecycle_weight * tier_weight,
+        });
+    }
+    if p.lifecycle_stage.is_empty() || !rules.lifecycle.contains_key(&p.lifecycle_stage) {
+        applied.entry("no_lifecycle_weights".into()).or_default();
+    }
+    list.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.product_id.cmp(&b.product_id)));
+    list.truncate(k);
+    Explanation {
+        customer_id: p.customer_id.clone(),
+        portrait: p.clone(),
+        lifecycle_stage: p.lifecycle_stage.clone(),
+        target_tier: target,
+        model_version: model.version.clone(),
+        rules_applied: applied,
+        candidates,
+        list,
+    }
+}
+
+/// The `n` most viewed products matching `keep`, best first.
+fn popular_in(cat: &CatalogueView, keep: impl Fn(&super::data::Product) -> bool, n: usize) -> Vec<usize> {
+    let mut found: Vec<usize> = (0..cat.products.len()).filter(|&i| keep(&cat.products[i])).collect();
+    found.sort_by(|&a, &b| {
+        let (p, q) = (&cat.products[a], &cat.products[b]);
+        q.viewers.cmp(&p.viewers).then(p.product_id.cmp(&q.product_id))
+    });
+    found.truncate(n);
+    found
+}
+
+/// The explanation as a marketer reads it.
+pub fn render(e: &Explanation) -> String {
+    let p = &e.portrait;
+    let mut out = format!("Customer {}\n", e.customer_id);
+    out.push_str(&format!(
+        "  lifecycle: {}   home: {} (new owner: {}, sauna: {}, pool: {})\n",
+        p.lifecycle_stage, p.housing_market, p.new_homeowner, p.has_sauna, p.has_pool
+    ));
+    out.push_str(&format!(
+        "  wealth: {}   spend: {}   renovation: {} (burst: {})   undecided: {}   brand loyal: {}\n",
+        p.wealth_tier, p.spend_tier, p.renovation_scope, p.renovation_burst_flag, p.undecided_shopper, p.brand_loyal
+    ));
+    out.push_str(&format!(
+        "  aiming at price tier {} of 3; model {}; {} candidates\n",
+        e.target_tier, e.model_version, e.candidates
+    ));
+    out.push_str("Rules applied (candidates removed):\n");
+    if e.rules_applied.is_empty() {
+        out.push_str("  none\n");
+    }
+    for (rule, n) in &e.rules_applied {
+        out.push_str(&format!("  {rule}: {n}\n"));
+    }
+    out.push_str("List:\n");
+    for (i, s) in e.list.iter().enumerate() {
+        out.push_str(&format!(
+            "  {:>2}. {:<8} {:<28} {:<10} tier {}  score {:.3} = model {:.3} x lifecycle {:.2} x tier {:.2}\n      because: {}\n",
+            i + 1,
+            s.product_id,
+            s.name,
+            s.top_category,
+            s.price_tier,
+            s.score,
+            s.model_score,
+            s.lifecycle_weight,
+            s.tier_weight,
+            s.reasons.join(", ")
+        ));
+    }
+    out
+}

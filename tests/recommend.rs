@@ -1,0 +1,167 @@
+//! The recommender: the worked customer's list follows the business rules; lists reach
+//! `recs.customer` for customers announced on `mart.changes`, each naming its model
+//! version, and a newly promoted model is swapped in while the stage serves.
+
+mod common;
+
+use common::history::{self, WORKED};
+use hoffrec::catalog::Catalog;
+use hoffrec::lake::LakeUrl;
+use hoffrec::recommend::{Recommender, model::Model, rank, rules::Rules};
+use std::time::Duration;
+
+fn catalog() -> Catalog {
+    Catalog::load(&common::repo().join("topics"), &common::repo().join("avro")).unwrap()
+}
+
+/// The worked customer's history plus the whole simulated catalogue and a crowd, folded.
+async fn folded_lake(lake: &LakeUrl) {
+    let mut events = history::catalogue_and_crowd(3);
+    events.extend(history::events());
+    history::land(lake, &events, 1, |_| async {}).await;
+    let files = hoffrec::mart::files::load(&common::repo().join("mart_sql")).unwrap();
+    hoffrec::mart::fold::fold(lake, &catalog(), &files).await.unwrap();
+}
+
+fn recommender(lake: &LakeUrl) -> Recommender {
+    Recommender {
+        lake: lake.clone(),
+        catalog: catalog(),
+        rules: Rules::load(None).unwrap(),
+        top_k: 10,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worked_customer_gets_dear_renovation_and_cosiness_goods_and_plants_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeUrl::parse(dir.path().to_str().unwrap()).unwrap();
+    folded_lake(&lake).await;
+    let r = recommender(&lake);
+    let e = r.rank(&[WORKED.to_string()], &Model::prior()).await.unwrap().remove(0);
+    let text = rank::render(&e);
+    assert_eq!(e.lifecycle_stage, "renovating", "{text}");
+    assert_eq!(e.target_tier, 3, "{text}");
+    assert_eq!(e.list.len(), 10, "{text}");
+    // A secondary-market home: no soundproofing, no wall levelling.
+    assert!(
+        e.list.iter().all(|s| s.category_id != "81" && s.category_id != "82"),
+        "{text}"
+    );
+    assert!(
+        e.rules_applied.contains_key("secondary_home_no_new_build_materials"),
+        "{text}"
+    );
+    // The swing is bought: no second swing; its accessories come as complements.
+    assert!(e.list.iter().all(|s| s.category_id != "71"), "{text}");
+    // Renovation and cosiness: wallpaper (full renovation), textiles, bathroom, lighting.
+    let cosy = ["Обои", "Текстиль", "Ванная", "Освещение"];
+    let n = e
+        .list
+        .iter()
+        .filter(|s| cosy.contains(&s.top_category.as_str()))
+        .count();
+    assert!(n >= 6, "{n} of 10 renovation/cosiness goods\n{text}");
+    assert!(e.list.iter().any(|s| s.category_id == "4"), "no wallpaper\n{text}");
+    // The upper price tier of each category.
+    let dear = e.list.iter().filter(|s| s.price_tier == 3).count();
+    assert!(dear >= 6, "{dear} of 10 in tier 3\n{text}");
+    assert!(
+        e.list.iter().any(|s| s.reasons.iter().any(|r| r == "new_homeowner")),
+        "{text}"
+    );
+    // Plants and flowers wait for later in the lifecycle.
+    assert!(e.list.iter().all(|s| s.category_id != "73"), "{text}");
+    let marts = hoffrec::recommend::data::Marts::open(&lake, &catalog()).await.unwrap();
+    let catalogue = marts.catalogue().await.unwrap();
+    let mut later = marts.customers(&[WORKED.to_string()]).await.unwrap().remove(0);
+    later.portrait.lifecycle_stage = "decorating".into();
+    let e = rank::rank(&later, &catalogue, &r.rules, &Model::prior(), 10);
+    assert!(e.list.iter().any(|s| s.category_id == "73"), "{}", rank::render(&e));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_reach_recs_customer_and_a_promoted_model_is_swapped_in() {
+    use rdkafka::producer::FutureRecord;
+    let lab = common::lab::Lab::new(1).await;
+    lab.add_raw_topics().await;
+    folded_lake(&lab.lake_url()).await;
+    let topics = Catalog::load(&lab.topics_dir, &lab.schemas_dir).unwrap();
+    let name = |role| topics.topic_for(role).unwrap().name.clone();
+    let (changes, recs) = (
+        name(hoffrec::catalog::Role::MartChanges),
+        name(hoffrec::catalog::Role::Recommendations),
+    );
+    let schemas = lab.schemas();
+    let producer = lab.producer();
+    let announce = |customer: &'static str| {
+        let payload = schemas
+            .encode(
+                "mart_change",
+                apache_avro::types::Value::Record(vec![
+                    ("customer_id".into(), apache_avro::types::Value::String(customer.into())),
+                    (
+                        "mart".into(),
+                        apache_avro::types::Value::String("customer_portrait".into()),
+                    ),
+                    ("mart_version".into(), apache_avro::types::Value::Long(1)),
+                    ("changed_at".into(), apache_avro::types::Value::TimestampMillis(0)),
+                ]),
+            )
+            .unwrap();
+        let (producer, changes) = (producer.clone(), changes.clone());
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&changes).key(customer).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let mut stage = lab.hoffrec(
+        &["recommend"],
+        &[
+            ("HOFFREC__RECOMMEND__BATCH_MS", "200"),
+            ("HOFFREC__RECOMMEND__MODEL_CHECK_MS", "100"),
+        ],
+    );
+    announce(WORKED).await;
+    announce("c-renter").await;
+    let lists = |min: usize| {
+        let records = lab.read_topic(&recs);
+        let decoded: Vec<_> = records
+            .iter()
+            .map(|(payload, _)| schemas.decode(payload, "recommendation").unwrap())
+            .collect();
+        async move { (decoded.len() >= min).then_some(decoded) }
+    };
+    let first = common::poll_until("two lists", Duration::from_secs(120), || lists(2)).await;
+    let version = |v: &apache_avro::types::Value| match common::lab::field(v, "model_version") {
+        apache_avro::types::Value::String(s) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(first.iter().all(|v| version(v) == "prior-v1"));
+    let items = match common::lab::field(&first[0], "items") {
+        apache_avro::types::Value::Array(a) => a.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(items, 10);
+
+    // Promote a model while the stage serves; the next list names it.
+    let mut newer = Model::prior();
+    newer.version = "m-test-2".into();
+    newer.weights[5] = 0.0;
+    hoffrec::recommend::store::promote(&lab.lake_url(), &newer)
+        .await
+        .unwrap();
+    announce(WORKED).await;
+    let all = common::poll_until("a list from the new model", Duration::from_secs(120), || async {
+        let got = lists(3).await?;
+        got.iter().any(|v| version(v) == "m-test-2").then_some(got)
+    })
+    .await;
+    assert_eq!(all.len(), 3, "every announced change got exactly one list");
+    assert!(stage.stop(), "{}", common::lab::tail(&stage.log));
+}
