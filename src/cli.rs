@@ -79,6 +79,13 @@ pub enum Command {
     /// Publish a ranked list with reasons to recs.customer for every customer announced on
     /// mart.changes (a consumer-group member; run more to scale).
     Recommend,
+    /// Retrain the ranker on exposure-labelled interactions (sliding window), validate on
+    /// the newest slice, and promote the new model only if it is not worse.
+    Train {
+        /// Train once and print the report as JSON.
+        #[arg(long)]
+        once: bool,
+    },
     /// Show, for a marketer, how a customer's list comes about: portrait, candidates and
     /// their reasons, the rules applied, scores, and the final list.
     Explain(ExplainArgs),
@@ -362,6 +369,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = &config;
             run_stage(config, |telemetry, shutdown| async move {
                 crate::recommend::run(config, &telemetry, shutdown).await
+            })
+        }
+        Command::Train { once: true } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let r = crate::recommend::Recommender::load(&config)?;
+            let rc = &config.recommend;
+            let report = runtime.block_on(crate::recommend::train::train_once(
+                &r,
+                rc.train_window_days,
+                rc.train_validation_share,
+            ))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train { once: false } => {
+            let config = &config;
+            run_stage(config, |telemetry, shutdown| async move {
+                crate::recommend::train::run(config, &telemetry, shutdown).await
             })
         }
         Command::Explain(args) => {

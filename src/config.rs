@@ -231,6 +231,12 @@ pub struct RecommendConfig {
     pub model_check_ms: u64,
     /// Business rules (TOML); unset means the built-in `src/recommend/rules.toml`.
     pub rules_file: Option<PathBuf>,
+    /// `hoffrec train`: interactions of the newest this many days form the training set ...
+    pub train_window_days: u32,
+    /// ... of which the newest share validates (AUC, NDCG@10) instead of training ...
+    pub train_validation_share: f64,
+    /// ... and the stage retrains this often when the interactions mart has new commits.
+    pub train_interval_ms: u64,
 }
 
 impl Default for RecommendConfig {
@@ -242,6 +248,9 @@ impl Default for RecommendConfig {
             valid_for_ms: 7 * 24 * 3600 * 1000,
             model_check_ms: 10_000,
             rules_file: None,
+            train_window_days: 28,
+            train_validation_share: 0.2,
+            train_interval_ms: 15 * 60 * 1000,
         }
     }
 }
@@ -588,6 +597,20 @@ fn normalize(value: &Json, reference: &Json, path: &str, figment: &Figment, prob
                 reference.clone()
             }
         },
+        Json::Number(n) if n.is_f64() => {
+            let parsed = match value {
+                Json::Number(v) => v.as_f64(),
+                Json::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            match parsed.and_then(serde_json::Number::from_f64) {
+                Some(v) => Json::Number(v),
+                None => {
+                    problems.push(format!("{path} must be a number, found {value}{}", origin()));
+                    reference.clone()
+                }
+            }
+        }
         Json::Number(n) => {
             let signed = n.is_i64() && !n.is_u64() || n.as_i64().is_some_and(|v| v < 0);
             let parsed = match value {

@@ -192,3 +192,25 @@ fn ingest_settings_come_from_every_layer_and_are_checked() {
         assert!(text.contains(expected), "{expected} not reported in:\n{text}");
     }
 }
+
+#[test]
+fn fractions_come_from_files_and_the_environment() {
+    let c = Config::load_with_env(
+        None,
+        &Overrides::default(),
+        env(&[("HOFFREC__RECOMMEND__TRAIN_VALIDATION_SHARE", "0.3")]),
+    )
+    .unwrap();
+    assert_eq!(c.recommend.train_validation_share, 0.3);
+    let found = problems(Config::load_with_env(
+        None,
+        &Overrides::default(),
+        env(&[("HOFFREC__RECOMMEND__TRAIN_VALIDATION_SHARE", "a third")]),
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("train_validation_share must be a number")),
+        "{found:?}"
+    );
+}

@@ -165,3 +165,94 @@ async fn lists_reach_recs_customer_and_a_promoted_model_is_swapped_in() {
     assert_eq!(all.len(), 3, "every announced change got exactly one list");
     assert!(stage.stop(), "{}", common::lab::tail(&stage.log));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_shown_products_reach_the_training_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeUrl::parse(dir.path().to_str().unwrap()).unwrap();
+    folded_lake(&lake).await;
+    let rows = hoffrec::recommend::train::training_set(&recommender(&lake), 365)
+        .await
+        .unwrap();
+    // The worked customer looked at swings, rugs, wallpaper and was shown two products:
+    // the clicked one is the positive, the ignored one the negative, and nothing else.
+    let got: Vec<(&str, &str, i32)> = rows
+        .iter()
+        .map(|r| (r.customer_id.as_str(), r.product_id.as_str(), r.label))
+        .collect();
+    assert_eq!(got, [(WORKED, "72001", 1), (WORKED, "81001", 0)]);
+}
+
+/// Impressions for the crowd: five products each, clicked when the crowd member had
+/// viewed a product of the same category (the kind of evidence the ranker should learn).
+fn crowd_exposures() -> Vec<(String, String, serde_json::Value)> {
+    use rand::{Rng, SeedableRng};
+    let crowd = history::catalogue_and_crowd(3);
+    let w = hoffrec::simulate::world::generate(3, 80);
+    let category = |id: &str| w.products.iter().find(|p| p.id == id).unwrap().category_id.clone();
+    let mut viewed: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (_, event, e) in &crowd {
+        if event == "product_view" {
+            let c = e["customer_id"].as_str().unwrap().to_string();
+            viewed
+                .entry(c)
+                .or_default()
+                .push(category(e["product_id"].as_str().unwrap()));
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut out = Vec::new();
+    for (n, (customer, cats)) in viewed.iter().enumerate() {
+        for k in 0..6 {
+            let p = &w.products[rng.random_range(0..w.products.len())];
+            let at = history::NOW + (n as i64) * 60_000 + k;
+            let list = format!("crowd-l-{n}");
+            out.push((
+                "raw.site.rec_impression".into(),
+                "rec_impression".into(),
+                serde_json::json!({"event_id": format!("ci-{n}-{k}"), "event_time": at, "customer_id": customer,
+                    "session_id": null, "list_id": list, "placement": "home", "product_id": p.id,
+                    "position": k as i32, "model_version": "prior-v1"}),
+            ));
+            if cats.contains(&p.category_id) {
+                out.push((
+                    "raw.site.rec_click".into(),
+                    "rec_click".into(),
+                    serde_json::json!({"event_id": format!("cc-{n}-{k}"), "event_time": at + 1_000,
+                        "customer_id": customer, "session_id": null, "list_id": list, "product_id": p.id,
+                        "position": k as i32, "model_version": "prior-v1"}),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn training_stores_every_model_and_promotes_only_one_not_worse() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeUrl::parse(dir.path().to_str().unwrap()).unwrap();
+    let mut events = history::catalogue_and_crowd(3);
+    events.extend(history::events());
+    events.extend(crowd_exposures());
+    history::land(&lake, &events, 1, |_| async {}).await;
+    let files = hoffrec::mart::files::load(&common::repo().join("mart_sql")).unwrap();
+    hoffrec::mart::fold::fold(&lake, &catalog(), &files).await.unwrap();
+    let r = recommender(&lake);
+    let report = hoffrec::recommend::train::train_once(&r, 365, 0.3).await.unwrap();
+    assert!(report.rows > 300 && report.positives > 10, "{report:?}");
+    let auc = report.candidate.auc.unwrap();
+    assert!(auc > 0.6, "the model learned nothing: {report:?}");
+    let stored = hoffrec::recommend::store::history(&lake).await.unwrap();
+    assert_eq!(
+        stored.last().map(|m| m.version.as_str()),
+        Some(report.candidate.version.as_str())
+    );
+    let current = hoffrec::recommend::store::current(&lake).await.unwrap();
+    assert_eq!(
+        current.map(|m| m.version) == Some(report.candidate.version.clone()),
+        report.promoted,
+        "{report:?}"
+    );
+    assert_eq!(report.promoted, auc >= report.current_auc.unwrap_or(0.0), "{report:?}");
+}

@@ -152,7 +152,12 @@ pub const MARTS: [&str; 5] = [
 impl Marts {
     /// A session over the marts as they are now (open again to see newer versions).
     pub async fn open(lake: &LakeUrl, catalog: &Catalog) -> Result<Self, DataError> {
-        let names: Vec<String> = MARTS.iter().map(|s| s.to_string()).collect();
+        // Training also reads the interactions; ranking does not need them to exist.
+        let names: Vec<String> = MARTS
+            .iter()
+            .chain(["interactions"].iter())
+            .map(|s| s.to_string())
+            .collect();
         let (ctx, found) = crate::mart::session::lake_session(lake, catalog, &names)
             .await
             .map_err(|e| DataError::Lake(e.to_string()))?;

@@ -12,6 +12,7 @@ pub mod model;
 pub mod rank;
 pub mod rules;
 pub mod store;
+pub mod train;
 
 use crate::catalog::{Catalog, CatalogError, Role};
 use crate::config::Config;

@@ -2,7 +2,7 @@
 //! rules that remove or reorder them, the ranker's score, and the top K. The same code
 //! serves `recommend` and `explain`, so what a marketer reads is what the site got.
 
-use super::data::{CatalogueView, Customer};
+use super::data::{CatalogueView, Customer, Product};
 use super::model::Model;
 use super::rules::Rules;
 use serde::Serialize;
@@ -66,8 +66,8 @@ impl Pool {
 const SEEDS: usize = 10;
 const PER_DEPARTMENT: usize = 15;
 
-/// Ranks the catalogue for one customer; `k` items in the list.
-pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: usize) -> Explanation {
+/// Every product proposed for the customer, with why.
+fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought_categories: &HashSet<&str>) -> Pool {
     let p = &c.portrait;
     let mut pool = Pool::default();
     let index = |id: &str| cat.by_id.get(id).copied();
@@ -137,17 +137,6 @@ pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: 
         }
     }
     // Consumables bought before come back.
-    let bought: HashSet<&str> = c
-        .touched
-        .iter()
-        .filter(|t| t.purchased_qty > 0.0)
-        .map(|t| t.product_id.as_str())
-        .collect();
-    let bought_categories: HashSet<&str> = bought
-        .iter()
-        .filter_map(|id| cat.product(id))
-        .map(|q| q.category_id.as_str())
-        .collect();
     for category in bought_categories.iter().filter(|c| rules.is_replenished(c)) {
         for i in popular_in(cat, |q| q.category_id == *category, PER_DEPARTMENT) {
             pool.add(i, "replenish".into(), |s| s.repeat = 1.0);
@@ -156,19 +145,91 @@ pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: 
     for i in popular_in(cat, |_| true, 30) {
         pool.add(i, "popular".into(), |s| s.popular = 1.0);
     }
+    pool
+}
+
+/// What the features and rules need to know about the customer besides the candidate.
+pub struct Context<'a> {
+    bought: HashSet<&'a str>,
+    bought_categories: HashSet<&'a str>,
+    viewed: HashSet<&'a str>,
+    target: i64,
+    max_viewers: f64,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(c: &'a Customer, cat: &'a CatalogueView, rules: &Rules) -> Self {
+        let bought: HashSet<&str> = c
+            .touched
+            .iter()
+            .filter(|t| t.purchased_qty > 0.0)
+            .map(|t| t.product_id.as_str())
+            .collect();
+        let bought_categories = bought
+            .iter()
+            .filter_map(|id| cat.product(id))
+            .map(|q| q.category_id.as_str())
+            .collect();
+        Self {
+            bought,
+            bought_categories,
+            viewed: c
+                .touched
+                .iter()
+                .filter(|t| t.views > 0)
+                .map(|t| t.product_id.as_str())
+                .collect(),
+            target: rules.target_tier(&c.portrait),
+            max_viewers: cat.products.iter().map(|q| q.viewers).max().unwrap_or(0).max(1) as f64,
+        }
+    }
+}
+
+/// The ranker's input for one candidate, in `model::FEATURES` order.
+pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; 11] {
+    [
+        s.neighbour,
+        s.affinity,
+        s.complement,
+        s.lifecycle,
+        s.repeat,
+        s.popular,
+        (1.0 + q.viewers as f64).ln() / (1.0 + ctx.max_viewers).ln(),
+        q.conversion,
+        (q.trend / 3.0).min(1.0),
+        f64::from(q.price_tier == ctx.target),
+        f64::from(ctx.viewed.contains(q.product_id.as_str())),
+    ]
+}
+
+/// Features of the given products for a customer, as ranking computes them (products no
+/// candidate source proposed get no evidence, only their own features); `None` for ids
+/// not in the catalogue. The training set uses this so training and serving agree.
+pub fn features_of(c: &Customer, cat: &CatalogueView, rules: &Rules, products: &[&str]) -> Vec<Option<[f64; 11]>> {
+    let ctx = Context::new(c, cat, rules);
+    let pool = candidates(c, cat, rules, &ctx.bought_categories);
+    products
+        .iter()
+        .map(|id| {
+            let i = *cat.by_id.get(*id)?;
+            let s = pool.signals.get(&i).copied().unwrap_or_default();
+            Some(features(&cat.products[i], &s, &ctx))
+        })
+        .collect()
+}
+
+/// Ranks the catalogue for one customer; `k` items in the list.
+pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: usize) -> Explanation {
+    let p = &c.portrait;
+    let ctx = Context::new(c, cat, rules);
+    let pool = candidates(c, cat, rules, &ctx.bought_categories);
     let candidates = pool.reasons.len();
 
     // Rules: remove what must not be offered, counting what each rule removed.
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
     let exclusions = rules.exclusions(p);
-    let target = rules.target_tier(p);
-    let viewed: HashSet<&str> = c
-        .touched
-        .iter()
-        .filter(|t| t.views > 0)
-        .map(|t| t.product_id.as_str())
-        .collect();
-    let max_viewers = cat.products.iter().map(|q| q.viewers).max().unwrap_or(0).max(1) as f64;
+    let target = ctx.target;
+    let (bought, bought_categories) = (&ctx.bought, &ctx.bought_categories);
     let mut list: Vec<Scored> = Vec::new();
     for (i, reasons) in pool.reasons {
         let q = &cat.products[i];
@@ -188,19 +249,7 @@ pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: 
             continue;
         }
         let s = pool.signals.get(&i).copied().unwrap_or_default();
-        let x = [
-            s.neighbour,
-            s.affinity,
-            s.complement,
-            s.lifecycle,
-            s.repeat,
-            s.popular,
-            (1.0 + q.viewers as f64).ln() / (1.0 + max_viewers).ln(),
-            q.conversion,
-            (q.trend / 3.0).min(1.0),
-            f64::from(q.price_tier == target),
-            f64::from(viewed.contains(q.product_id.as_str())),
-        ];
+        let x = features(q, &s, &ctx);
         let model_score = model.score(&x);
         let lifecycle_weight = rules.lifecycle_weight(&p.lifecycle_stage, q);
         let tier_weight = rules.tier_weight(target, q.price_tier);

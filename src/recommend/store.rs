@@ -29,13 +29,57 @@ pub async fn current(lake: &LakeUrl) -> Result<Option<Model>, StoreError> {
     }
 }
 
+/// Stores `model` under its version (every trained model is kept with its metrics).
+pub async fn save(lake: &LakeUrl, model: &Model) -> Result<(), StoreError> {
+    put(lake, model, &[format!("models/{}.json", model.version)]).await
+}
+
 /// Stores `model` under its version and makes it the current one.
 pub async fn promote(lake: &LakeUrl, model: &Model) -> Result<(), StoreError> {
+    put(
+        lake,
+        model,
+        &[format!("models/{}.json", model.version), CURRENT.to_string()],
+    )
+    .await
+}
+
+/// Every stored model, oldest first (versions sort by time).
+pub async fn history(lake: &LakeUrl) -> Result<Vec<Model>, StoreError> {
+    use futures::TryStreamExt;
+    let store = lake.store().map_err(|e| StoreError::Io(e.to_string()))?;
+    let prefix = lake.path("models");
+    let listed: Vec<_> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    let mut out = Vec::new();
+    for meta in listed {
+        if meta.location.filename() == Some("current.json") {
+            continue;
+        }
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+            .bytes()
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        if let Ok(m) = serde_json::from_slice::<Model>(&bytes) {
+            out.push(m);
+        }
+    }
+    out.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(out)
+}
+
+async fn put(lake: &LakeUrl, model: &Model, paths: &[String]) -> Result<(), StoreError> {
     let store = lake.store().map_err(|e| StoreError::Io(e.to_string()))?;
     let json = serde_json::to_vec_pretty(model).map_err(|e| StoreError::Io(e.to_string()))?;
-    for path in [format!("models/{}.json", model.version), CURRENT.to_string()] {
+    for path in paths {
         store
-            .put(&lake.path(&path), PutPayload::from(json.clone()))
+            .put(&lake.path(path), PutPayload::from(json.clone()))
             .await
             .map_err(|e| StoreError::Io(format!("{path}: {e}")))?;
     }

@@ -1,0 +1,298 @@
+//! `hoffrec train`: the ranker learns only from exposure: a product shown to a customer is
+//! a positive if they reacted and a negative if they ignored it; products never shown are
+//! not in the training set at all. smartcore fits no model incrementally, so each run refits
+//! on a sliding window of the newest interactions, validates on the newest slice, and
+//! promotes the new model only if it is not worse there than the current one.
+
+use super::data::{Customer, Marts};
+use super::model::{FEATURES, Model};
+use super::{RecommendError, Recommender, store};
+use serde::{Deserialize, Serialize};
+use smartcore::linalg::basic::arrays::Array;
+use smartcore::linalg::basic::matrix::DenseMatrix;
+use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
+use std::collections::{BTreeMap, HashMap};
+
+/// One exposure: what was shown, to whom, whether they reacted, and the features.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainingRow {
+    pub customer_id: String,
+    pub list_id: String,
+    pub product_id: String,
+    pub shown_ms: i64,
+    pub label: i32,
+    pub x: [f64; 11],
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Interaction {
+    customer_id: String,
+    list_id: String,
+    product_id: String,
+    shown_ms: i64,
+    label: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub rows: usize,
+    pub positives: usize,
+    pub validation_rows: usize,
+    pub candidate: Model,
+    pub current_version: String,
+    pub current_auc: Option<f64>,
+    pub current_ndcg_at_10: Option<f64>,
+    pub promoted: bool,
+}
+
+/// The exposure-labelled training set over the newest `window_days` of interactions.
+pub async fn training_set(r: &Recommender, window_days: u32) -> Result<Vec<TrainingRow>, RecommendError> {
+    let marts = Marts::open(&r.lake, &r.catalog).await?;
+    let window_ms = i64::from(window_days) * 86_400_000;
+    let shown: Vec<Interaction> = marts
+        .rows(&format!(
+            "SELECT customer_id, list_id, product_id, shown_ms, label FROM mart.interactions \
+             WHERE shown_ms >= (SELECT max(shown_ms) FROM mart.interactions) - {window_ms}"
+        ))
+        .await?;
+    let catalogue = marts.catalogue().await?;
+    let mut by_customer: BTreeMap<&str, Vec<&Interaction>> = BTreeMap::new();
+    for i in &shown {
+        by_customer.entry(i.customer_id.as_str()).or_default().push(i);
+    }
+    let ids: Vec<String> = by_customer.keys().map(|s| s.to_string()).collect();
+    let mut customers: HashMap<String, Customer> = HashMap::new();
+    for chunk in ids.chunks(1_000) {
+        for c in marts.customers(chunk).await? {
+            customers.insert(c.portrait.customer_id.clone(), c);
+        }
+    }
+    let mut rows = Vec::with_capacity(shown.len());
+    for (customer, items) in by_customer {
+        let Some(c) = customers.get(customer) else { continue };
+        let products: Vec<&str> = items.iter().map(|i| i.product_id.as_str()).collect();
+        let xs = super::rank::features_of(c, &catalogue, &r.rules, &products);
+        for (i, x) in items.into_iter().zip(xs) {
+            // A product that left the catalogue has no features to learn from.
+            let Some(x) = x else { continue };
+            rows.push(TrainingRow {
+                customer_id: i.customer_id.clone(),
+                list_id: i.list_id.clone(),
+                product_id: i.product_id.clone(),
+                shown_ms: i.shown_ms,
+                label: i32::from(i.label > 0),
+                x,
+            });
+        }
+    }
+    rows.sort_by(|a, b| a.shown_ms.cmp(&b.shown_ms).then(a.list_id.cmp(&b.list_id)));
+    Ok(rows)
+}
+
+/// Fits on all but the newest `validation_share` of rows, scores on the newest.
+pub fn fit(rows: &[TrainingRow], validation_share: f64, version: String) -> Result<(Model, usize), String> {
+    let cut = ((rows.len() as f64) * (1.0 - validation_share)).round() as usize;
+    let (train, valid) = rows.split_at(cut.min(rows.len()));
+    let positives = train.iter().filter(|r| r.label == 1).count();
+    if positives == 0 || positives == train.len() {
+        return Err(format!(
+            "the training window needs both reacted and ignored exposures ({positives} of {} reacted)",
+            train.len()
+        ));
+    }
+    let x: Vec<Vec<f64>> = train.iter().map(|r| r.x.to_vec()).collect();
+    let y: Vec<i32> = train.iter().map(|r| r.label).collect();
+    let x = DenseMatrix::from_2d_vec(&x).map_err(|e| e.to_string())?;
+    let params = LogisticRegressionParameters::default().with_alpha(1.0);
+    let fitted = LogisticRegression::fit(&x, &y, params).map_err(|e| e.to_string())?;
+    let (coefficients, intercept) = (fitted.coefficients(), fitted.intercept());
+    let mut model = Model {
+        version,
+        weights: (0..FEATURES.len()).map(|j| *coefficients.get((0, j))).collect(),
+        bias: *intercept.get((0, 0)),
+        auc: None,
+        ndcg_at_10: None,
+        trained_rows: train.len() as u64,
+    };
+    let (auc, ndcg) = evaluate(&model, valid);
+    model.auc = auc;
+    model.ndcg_at_10 = ndcg;
+    Ok((model, valid.len()))
+}
+
+/// AUC over all rows, and NDCG@10 averaged over lists (shown products re-ranked by score).
+pub fn evaluate(model: &Model, rows: &[TrainingRow]) -> (Option<f64>, Option<f64>) {
+    let scored: Vec<(f64, i32)> = rows.iter().map(|r| (model.score(&r.x), r.label)).collect();
+    let mut lists: BTreeMap<&str, Vec<(f64, i32)>> = BTreeMap::new();
+    for (r, s) in rows.iter().zip(&scored) {
+        lists.entry(r.list_id.as_str()).or_default().push(*s);
+    }
+    let ndcgs: Vec<f64> = lists.into_values().filter_map(|l| ndcg_at(l, 10)).collect();
+    let ndcg = (!ndcgs.is_empty()).then(|| ndcgs.iter().sum::<f64>() / ndcgs.len() as f64);
+    (auc(&scored), ndcg)
+}
+
+/// Probability that a random positive scores above a random negative (ties count half).
+pub fn auc(scored: &[(f64, i32)]) -> Option<f64> {
+    let mut v = scored.to_vec();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (pos, neg) = (
+        v.iter().filter(|s| s.1 == 1).count(),
+        v.iter().filter(|s| s.1 != 1).count(),
+    );
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    // Rank-sum with average ranks for ties.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1].0 == v[i].0 {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += v[i..=j].iter().filter(|s| s.1 == 1).count() as f64 * avg;
+        i = j + 1;
+    }
+    Some((rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
+}
+
+fn ndcg_at(mut list: Vec<(f64, i32)>, k: usize) -> Option<f64> {
+    let gain = |rel: i32, i: usize| f64::from(rel) / ((i + 2) as f64).log2();
+    let mut ideal: Vec<i32> = list.iter().map(|s| s.1).collect();
+    ideal.sort_unstable_by(|a, b| b.cmp(a));
+    let idcg: f64 = ideal.iter().take(k).enumerate().map(|(i, &r)| gain(r, i)).sum();
+    if idcg == 0.0 {
+        return None;
+    }
+    list.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let dcg: f64 = list.iter().take(k).enumerate().map(|(i, s)| gain(s.1, i)).sum();
+    Some(dcg / idcg)
+}
+
+/// Builds the set, fits, compares with the current model on the same newest slice, and
+/// promotes the new model if its AUC there is not worse.
+pub async fn train_once(
+    r: &Recommender,
+    window_days: u32,
+    validation_share: f64,
+) -> Result<TrainReport, RecommendError> {
+    let rows = training_set(r, window_days).await?;
+    let version = format!("m{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let (candidate, validation_rows) =
+        fit(&rows, validation_share, version).map_err(|e| RecommendError::Config(format!("training: {e}")))?;
+    let current = store::current(&r.lake).await?.unwrap_or_else(Model::prior);
+    let valid = &rows[rows.len() - validation_rows..];
+    let (current_auc, current_ndcg) = evaluate(&current, valid);
+    let promoted = match (candidate.auc, current_auc) {
+        (Some(new), Some(old)) => new >= old,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    store::save(&r.lake, &candidate).await?;
+    if promoted {
+        store::promote(&r.lake, &candidate).await?;
+    }
+    tracing::info!(version = %candidate.version, auc = ?candidate.auc, current = ?current_auc, promoted, "model trained");
+    Ok(TrainReport {
+        rows: rows.len(),
+        positives: rows.iter().filter(|r| r.label == 1).count(),
+        validation_rows,
+        candidate,
+        current_version: current.version,
+        current_auc,
+        current_ndcg_at_10: current_ndcg,
+        promoted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_and_ndcg_on_known_cases() {
+        assert_eq!(auc(&[(0.9, 1), (0.1, 0)]), Some(1.0));
+        assert_eq!(auc(&[(0.1, 1), (0.9, 0)]), Some(0.0));
+        assert_eq!(auc(&[(0.5, 1), (0.5, 0)]), Some(0.5));
+        assert_eq!(auc(&[(0.5, 1)]), None);
+        assert_eq!(ndcg_at(vec![(0.9, 1), (0.1, 0)], 10), Some(1.0));
+        let worst = ndcg_at(vec![(0.1, 1), (0.9, 0)], 10).unwrap();
+        assert!((worst - 1.0 / 3f64.log2()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_model_learns_which_evidence_predicts_reactions() {
+        // Reactions follow the neighbour signal; popularity is noise.
+        let rows: Vec<TrainingRow> = (0..400)
+            .map(|i| {
+                let mut x = [0.0; 11];
+                x[0] = f64::from(i % 2);
+                x[5] = f64::from((i / 2) % 2);
+                TrainingRow {
+                    customer_id: format!("c{i}"),
+                    list_id: format!("l{}", i / 4),
+                    product_id: format!("p{i}"),
+                    shown_ms: i64::from(i),
+                    label: i % 2,
+                    x,
+                }
+            })
+            .collect();
+        let (m, valid) = fit(&rows, 0.2, "t".into()).unwrap();
+        assert_eq!(valid, 80);
+        assert!(m.weights[0] > m.weights[5].abs(), "{:?}", m.weights);
+        assert_eq!(m.auc, Some(1.0));
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrainSummary {
+    pub runs: u64,
+    pub promoted: u64,
+    pub skipped_no_new_interactions: u64,
+    pub failed: u64,
+}
+
+/// Retrains every `recommend.train_interval_ms` when the interactions mart has new
+/// commits; a window without both kinds of exposure is logged and waited out.
+pub async fn run(
+    config: &crate::config::Config,
+    telemetry: &crate::telemetry::Telemetry,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<TrainSummary, RecommendError> {
+    let r = Recommender::load(config)?;
+    let rc = &config.recommend;
+    let mut summary = TrainSummary::default();
+    let mut seen: Option<u64> = None;
+    telemetry.set_ready(true);
+    loop {
+        let interactions = crate::mart::tables::MartTable::open(&r.lake, "interactions")
+            .await
+            .map_err(|e| RecommendError::Config(e.to_string()))?;
+        let version = interactions.version();
+        if version.is_some() && version != seen {
+            summary.runs += 1;
+            match train_once(&r, rc.train_window_days, rc.train_validation_share).await {
+                Ok(report) => {
+                    seen = version;
+                    summary.promoted += u64::from(report.promoted);
+                }
+                Err(RecommendError::Config(e)) => {
+                    tracing::warn!(error = %e, "not trained this time");
+                    summary.failed += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            summary.skipped_no_new_interactions += 1;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(rc.train_interval_ms)) => {}
+        }
+    }
+    telemetry.set_ready(false);
+    Ok(summary)
+}
