@@ -72,6 +72,9 @@ pub enum Command {
     /// Serve a seeded simulated world behind the sources' APIs (orders, VK, YML feed,
     /// register, price index); optionally dump it and post its consents to a collector.
     Simulate(SimulateArgs),
+    /// Every stage in one process on embedded defaults: an in-process broker, a lake under
+    /// ./lake, the simulator behind the sources' APIs; progress per stage, then a summary.
+    Demo(DemoArgs),
     /// Fold the raw tables into the marts with the SQL in mart_sql/, incrementally, and
     /// announce customers whose portrait changed on mart.changes.
     #[command(subcommand)]
@@ -113,6 +116,21 @@ pub enum MartCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long to run, seconds (Ctrl-C stops earlier, cleanly).
+    #[arg(long, default_value_t = 120)]
+    pub duration: u64,
+    /// Simulated customers.
+    #[arg(long, default_value_t = 300)]
+    pub customers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The lake directory.
+    #[arg(long = "lake-dir", default_value = "lake")]
+    pub lake_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct ExplainArgs {
     #[arg(long)]
     pub customer: String,
@@ -149,6 +167,10 @@ pub struct SimulateArgs {
     /// Site sessions per customer to post to the collector.
     #[arg(long, default_value_t = 0)]
     pub sessions: usize,
+    /// Show the lists on recs.customer to the simulated customers and post their
+    /// impressions, clicks and carts to --collector (the closed loop).
+    #[arg(long, requires = "collector")]
+    pub react: bool,
 }
 
 #[derive(Debug, Args)]
@@ -264,7 +286,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => None,
         },
     };
-    let config = Config::load(cli.global.config.as_deref(), &overrides)?;
+    let mut config = Config::load(cli.global.config.as_deref(), &overrides)?;
+    // The demo's progress lines are its interface: stage logs stay at warnings unless the
+    // operator chose a filter.
+    if matches!(cli.command, Command::Demo(_)) && config.log.filter == crate::config::LogConfig::default().filter {
+        config.log.filter = "hoffrec=warn,deltalake_core=error,warn".into();
+    }
     init_tracing(&config);
     match cli.command {
         Command::Config(ConfigCommand::Show) => {
@@ -315,7 +342,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Simulate(args) => {
+            let site = match (args.react, &args.collector) {
+                (true, Some(collector)) => {
+                    let catalog = load_catalog(&config)?;
+                    let recs_topic = catalog
+                        .topic_for(crate::catalog::Role::Recommendations)
+                        .map(|t| t.name.clone())
+                        .context("the catalog has no recommendations topic")?;
+                    Some(crate::simulate::react::Site {
+                        kafka: config.kafka.clone(),
+                        recs_topic,
+                        schemas: std::sync::Arc::new(catalog.schemas),
+                        collector: collector.clone(),
+                    })
+                }
+                _ => None,
+            };
             let args = crate::simulate::Args {
+                site,
                 seed: args.seed,
                 customers: args.customers,
                 dump: args.dump,
@@ -364,6 +408,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", crate::mart::status::render(&statuses));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let free = || -> anyhow::Result<String> {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+                Ok(l.local_addr()?.to_string())
+            };
+            let demo = crate::demo::DemoArgs {
+                duration_secs: args.duration,
+                customers: args.customers,
+                seed: args.seed,
+                lake: args.lake_dir,
+                simulator_addr: free()?,
+                collector_addr: free()?,
+            };
+            for (var, _) in crate::demo::SOURCE_ENV {
+                // SAFETY: no other thread exists yet; the runtime and every client start after.
+                unsafe {
+                    std::env::set_var(format!("{var}_API"), format!("http://{}", demo.simulator_addr));
+                    std::env::set_var(format!("{var}_TOKEN"), "demo");
+                }
+            }
+            let config = &config;
+            run_stage(config, |telemetry, shutdown| async move {
+                crate::demo::run(config, &demo, &telemetry, shutdown).await
+            })
         }
         Command::Recommend => {
             let config = &config;

@@ -107,7 +107,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "hoffrec=info,warn".into(),
+            filter: "hoffrec=info,deltalake_core=error,warn".into(),
             format: "text".into(),
         }
     }

@@ -37,6 +37,9 @@ pub mod recommend;
 /// Metrics and health endpoints every long-running stage serves.
 pub mod telemetry;
 
+/// Every stage in one process on embedded defaults (`hoffrec demo`).
+pub mod demo;
+
 /// A seeded world behind the sources' APIs, for the demo, the tests and the benchmarks.
 pub mod simulate;
 

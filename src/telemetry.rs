@@ -196,6 +196,37 @@ impl MartMetrics {
     }
 }
 
+/// The recommender: lists published, model swaps.
+#[derive(Clone, Default)]
+pub struct RecommendMetrics {
+    pub lists: Counter,
+    pub batches: Counter,
+    pub model_swaps: Counter,
+}
+
+impl RecommendMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("hoffrec_recommend");
+        r.register(
+            "lists",
+            "Recommendation lists published to recs.customer",
+            m.lists.clone(),
+        );
+        r.register(
+            "batches",
+            "Micro-batches of changed customers ranked",
+            m.batches.clone(),
+        );
+        r.register(
+            "model_swaps",
+            "Promoted models swapped in while serving",
+            m.model_swaps.clone(),
+        );
+        m
+    }
+}
+
 /// Everything a process exposes; cheap to clone into stages.
 #[derive(Clone)]
 pub struct Telemetry {
@@ -205,6 +236,7 @@ pub struct Telemetry {
     pub collector: CollectorMetrics,
     pub connect: ConnectMetrics,
     pub mart: MartMetrics,
+    pub recommend: RecommendMetrics,
 }
 
 impl Default for Telemetry {
@@ -220,8 +252,10 @@ impl Telemetry {
         let collector = CollectorMetrics::new(&mut registry);
         let connect = ConnectMetrics::new(&mut registry);
         let mart = MartMetrics::new(&mut registry);
+        let recommend = RecommendMetrics::new(&mut registry);
         Self {
             mart,
+            recommend,
             collector,
             connect,
             registry: Arc::new(std::sync::Mutex::new(registry)),

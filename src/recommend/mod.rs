@@ -148,6 +148,7 @@ pub async fn run(
                 tracing::info!(from = %model.version, to = %newer.version, "model swapped");
                 model = newer;
                 summary.model_swaps += 1;
+                telemetry.recommend.model_swaps.inc();
                 summary.model_version = model.version.clone();
             }
         }
@@ -177,6 +178,8 @@ pub async fn run(
         summary.batches += 1;
         summary.customers += ids.len() as u64;
         summary.lists += lists.len() as u64;
+        telemetry.recommend.batches.inc();
+        telemetry.recommend.lists.inc_by(lists.len() as u64);
         tracing::info!(lists = lists.len(), model = %model.version, "recommendations published");
     }
     telemetry.set_ready(false);

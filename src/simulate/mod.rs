@@ -2,6 +2,7 @@
 //! catalogue, served behind the real sources' APIs so the real connectors run against it,
 //! and a client that posts the customers' consents to the event collector.
 
+pub mod react;
 pub mod serve;
 pub mod sessions;
 pub mod world;
@@ -37,6 +38,9 @@ pub struct Args {
     pub collector: Option<String>,
     /// Site sessions per customer posted to the collector (after the consents).
     pub sessions: usize,
+    /// Show the lists on the recommendations topic to the simulated customers and post
+    /// their reactions to the collector (the closed loop).
+    pub site: Option<react::Site>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -48,6 +52,7 @@ pub struct Summary {
     pub register_records: usize,
     pub consents_posted: usize,
     pub site_events_posted: usize,
+    pub site: Option<react::SiteSummary>,
 }
 
 pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, SimulateError> {
@@ -60,6 +65,7 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
         register_records: world.register.len(),
         consents_posted: 0,
         site_events_posted: 0,
+        site: None,
     };
     if let Some(path) = &args.dump {
         let text = serde_json::to_string_pretty(world.as_ref()).unwrap_or_default();
@@ -72,6 +78,17 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
         summary.consents_posted = post(url, &consents(&world)).await?;
         summary.site_events_posted = post(url, &sessions::generate(&world, args.sessions)).await?;
     }
+    let site = args.site.as_ref().map(|site| {
+        let (world, shutdown) = (world.clone(), shutdown.clone());
+        let seed = args.seed;
+        let site = react::Site {
+            kafka: site.kafka.clone(),
+            recs_topic: site.recs_topic.clone(),
+            schemas: site.schemas.clone(),
+            collector: site.collector.clone(),
+        };
+        tokio::spawn(async move { react::show_lists(&world, &site, seed, shutdown).await })
+    });
     if let Some(addr) = &args.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -82,8 +99,18 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
         tracing::info!(addr, customers = summary.customers, "simulated sources are serving");
         let app = serve::router(world.clone());
         let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .with_graceful_shutdown({
+                let shutdown = shutdown.clone();
+                async move { shutdown.cancelled().await }
+            })
             .await;
+    }
+    if let Some(task) = site {
+        shutdown.cancelled().await;
+        summary.site = Some(task.await.map_err(|e| SimulateError::Collector {
+            url: String::new(),
+            reason: e.to_string(),
+        })??);
     }
     Ok(summary)
 }

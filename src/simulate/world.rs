@@ -126,7 +126,7 @@ const TREE: &[(&str, &str, Option<&str>, f64)] = &[
 const VENDORS: &[&str] = &["Hoff", "Askona", "IKEA Family", "Dreamline", "Lumion", "Garden Way"];
 
 /// Leaf categories each persona favours, most wanted first.
-fn wants(p: Persona) -> &'static [&'static str] {
+pub fn wants(p: Persona) -> &'static [&'static str] {
     match p {
         Persona::RenovatingOwner => &["81", "82", "4", "11", "12", "5", "32"],
         Persona::RenterDecor => &["6", "31", "32", "5", "73"],
