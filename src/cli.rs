@@ -221,6 +221,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         workers: u32,
     },
+    /// The closed loop over simulated days: click-through with daily retraining, with a
+    /// frozen first model, and with popularity.
+    Loop {
+        #[arg(long, default_value_t = 300)]
+        customers: usize,
+        #[arg(long, default_value_t = 10)]
+        days: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// One incremental mart fold for a fixed batch, with 1x and --scale x history.
     Mart {
         #[arg(long, default_value_t = 5_000)]
@@ -514,6 +524,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let report = runtime.block_on(crate::bench::ingest(&config, &args))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Loop { customers, days, seed }) => {
+            let args = crate::bench::closed_loop::LoopArgs { customers, days, seed };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = runtime.block_on(crate::bench::closed_loop::run(&config, &args))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)

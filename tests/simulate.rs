@@ -138,3 +138,105 @@ async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
     assert!(simulator.stop());
     assert!(collector.stop());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_simulated_site_shows_lists_and_customers_react_by_persona() {
+    use apache_avro::types::Value;
+    use hoffrec::simulate::world::{self, Persona};
+    let lab = Lab::new(1).await;
+    let impressions = lab.add_topic("raw.site.rec_impression.toml", "rec_impression");
+    let clicks = lab.add_topic("raw.site.rec_click.toml", "rec_click");
+    lab.add_topic("raw.site.cart_add.toml", "cart_add");
+    lab.add_topic("raw.site.consent.toml", "consent");
+    lab.apply_catalog().await;
+    let (mut collector, addr) = lab.collect().await;
+    let collector_url = format!("http://{addr}");
+    let mut site = lab.hoffrec(
+        &[
+            "simulate",
+            "--seed",
+            "5",
+            "--customers",
+            "50",
+            "--collector",
+            &collector_url,
+            "--react",
+        ],
+        &[],
+    );
+    // Twenty lists of garden goods for a gardener and twenty of renovation materials.
+    let w = world::generate(5, 50);
+    let gardener = w.customers.iter().find(|c| c.persona == Persona::Gardener).unwrap();
+    let of = |category: &str| -> Vec<String> {
+        w.products
+            .iter()
+            .filter(|p| p.category_id == category)
+            .take(10)
+            .map(|p| p.id.clone())
+            .collect()
+    };
+    let catalog = hoffrec::catalog::Catalog::load(&lab.topics_dir, &lab.schemas_dir).unwrap();
+    let recs = catalog
+        .topic_for(hoffrec::catalog::Role::Recommendations)
+        .unwrap()
+        .name
+        .clone();
+    let schemas = lab.schemas();
+    let producer = lab.producer();
+    for n in 0..40 {
+        let (list_id, products) = if n % 2 == 0 {
+            (format!("garden-{n}"), of("71"))
+        } else {
+            (format!("renovation-{n}"), of("81"))
+        };
+        let items = products
+            .iter()
+            .enumerate()
+            .map(|(rank, p)| {
+                Value::Record(vec![
+                    ("product_id".into(), Value::String(p.clone())),
+                    ("rank".into(), Value::Int(rank as i32)),
+                    ("score".into(), Value::Double(1.0)),
+                    ("reasons".into(), Value::Array(vec![])),
+                ])
+            })
+            .collect();
+        let record = Value::Record(vec![
+            ("customer_id".into(), Value::String(gardener.id.clone())),
+            ("list_id".into(), Value::String(list_id)),
+            ("generated_at".into(), Value::TimestampMillis(0)),
+            ("valid_until".into(), Value::TimestampMillis(0)),
+            ("model_version".into(), Value::String("test".into())),
+            ("items".into(), Value::Array(items)),
+        ]);
+        let payload = schemas.encode("recommendation", record).unwrap();
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&recs)
+                    .key(gardener.id.as_str())
+                    .payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let shown = common::poll_until("400 impressions", Duration::from_secs(120), || {
+        let n = lab.read_topic(&impressions).len();
+        async move { (n >= 400).then_some(n) }
+    })
+    .await;
+    assert_eq!(shown, 400, "one impression per shown product, no more");
+    let list_of = |payload: &[u8]| match common::lab::field(&schemas.decode(payload, "rec_click").unwrap(), "list_id") {
+        Value::String(s) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    let clicked: Vec<String> = lab.read_topic(&clicks).iter().map(|(p, _)| list_of(p)).collect();
+    let garden = clicked.iter().filter(|l| l.starts_with("garden")).count();
+    let renovation = clicked.len() - garden;
+    assert!(
+        garden > 3 * renovation.max(1),
+        "gardener clicked {garden} garden vs {renovation} renovation"
+    );
+    assert!(site.stop(), "{}", common::lab::tail(&site.log));
+    assert!(collector.stop());
+}

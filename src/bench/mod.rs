@@ -9,6 +9,7 @@
 //! 4. With ingest caught up, produce at `--rate` for `--latency-secs` and match every
 //!    event's send time with the `lake.commits` record that covered its offset.
 
+pub mod closed_loop;
 pub mod mart;
 
 use crate::catalog::Catalog;
