@@ -89,6 +89,21 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Offline evaluation on an interaction log (CSV or Parquet: customer_id, product_id,
+    /// ts, event = view|cart|purchase|impression|click; optional quantity, price, category,
+    /// name) against popularity, recent popularity and item-kNN.
+    Evaluate {
+        #[arg(long, value_name = "FILE")]
+        interactions: PathBuf,
+        /// Train on events before this time (RFC 3339, a date, or epoch s/ms).
+        #[arg(long, value_name = "TIME")]
+        split_at: String,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Leave out products the customer bought before the split.
+        #[arg(long)]
+        exclude_seen: bool,
+    },
     /// Show, for a marketer, how a customer's list comes about: portrait, candidates and
     /// their reasons, the rules applied, scores, and the final list.
     Explain(ExplainArgs),
@@ -158,6 +173,9 @@ pub struct SimulateArgs {
     /// Write the world as JSON here.
     #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
+    /// Write the world's history as an interaction log (CSV) for `hoffrec evaluate`.
+    #[arg(long, value_name = "FILE")]
+    pub export_interactions: Option<PathBuf>,
     /// Serve the source APIs on this address until Ctrl-C/SIGTERM.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -373,6 +391,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seed: args.seed,
                 customers: args.customers,
                 dump: args.dump,
+                export_interactions: args.export_interactions,
                 listen: args.listen,
                 collector: args.collector,
                 sessions: args.sessions,
@@ -467,6 +486,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_stage(config, |telemetry, shutdown| async move {
                 crate::recommend::train::run(config, &telemetry, shutdown).await
             })
+        }
+        Command::Evaluate {
+            interactions,
+            split_at,
+            k,
+            exclude_seen,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = runtime.block_on(crate::recommend::evaluate::run(
+                &config,
+                &interactions,
+                &split_at,
+                k,
+                exclude_seen,
+            ))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Explain(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -124,6 +124,7 @@ pub async fn run(
             seed: args.seed,
             customers: args.customers,
             dump: None,
+            export_interactions: None,
             listen: Some(args.simulator_addr.clone()),
             collector: Some(collector_url.clone()),
             sessions: 3,

@@ -330,3 +330,45 @@ async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every metric the issues name is exposed, so dashboards and alerts can rely on them.
+    #[test]
+    fn every_stage_exposes_its_metrics() {
+        let t = super::Telemetry::new();
+        let labels = vec![("topic", "raw.x".to_string())];
+        t.ingest.records_in.get_or_create(&labels).inc();
+        t.ingest.records_landed.get_or_create(&labels).inc();
+        t.ingest.dead_letters.get_or_create(&labels).inc();
+        t.ingest.consumer_lag.get_or_create(&labels).set(1);
+        t.mart.folds.get_or_create(&vec![("outcome", "complete".into())]).inc();
+        t.mart.rows_merged.get_or_create(&vec![("mart", "m".into())]).inc();
+        t.connect.records.get_or_create(&labels).inc();
+        t.connect.dead_letters.get_or_create(&labels).inc();
+        t.collector.events.get_or_create(&labels).inc();
+        t.recommend.lists.inc();
+        let text = t.render();
+        for name in [
+            "hoffrec_ingest_records_in_total",
+            "hoffrec_ingest_records_landed_total",
+            "hoffrec_ingest_dead_letters_total",
+            "hoffrec_ingest_batch_rows",
+            "hoffrec_ingest_batch_bytes",
+            "hoffrec_ingest_flush_seconds",
+            "hoffrec_ingest_commit_seconds",
+            "hoffrec_ingest_consumer_lag",
+            "hoffrec_connect_records_total",
+            "hoffrec_connect_dead_letters_total",
+            "hoffrec_collector_events_total",
+            "hoffrec_mart_folds_total",
+            "hoffrec_mart_fold_seconds",
+            "hoffrec_mart_rows_merged_total",
+            "hoffrec_mart_changed_customers_total",
+            "hoffrec_recommend_lists_total",
+            "hoffrec_recommend_model_swaps_total",
+        ] {
+            assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+        }
+    }
+}

@@ -10,9 +10,7 @@
 //! The report is click-through (clicked / shown) per day per arm.
 
 use super::BenchError;
-use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::lake::LakeUrl;
 use crate::recommend::Recommender;
 use crate::recommend::model::Model;
 use crate::simulate::react::{ShownList, react};
@@ -80,7 +78,9 @@ async fn one_arm(
     // Day 0: the catalogue and two visits per customer, before any list is shown.
     let mut first: Vec<Json> = crate::simulate::sessions::generate(&w, 2);
     first.extend(catalogue(&w));
-    land(&r.lake, &r.catalog, &first).await.map_err(err)?;
+    crate::ingest::direct::land_typed(&r.lake, &r.catalog, &first)
+        .await
+        .map_err(err)?;
     let fold = || async {
         crate::mart::fold::fold(&r.lake, &r.catalog, files)
             .await
@@ -123,7 +123,9 @@ async fn one_arm(
         let shown = events.iter().filter(|e| e["type"] == "rec_impression").count();
         let clicked = events.iter().filter(|e| e["type"] == "rec_click").count();
         curve.push((clicked as f64 / shown.max(1) as f64 * 1000.0).round() / 1000.0);
-        land(&r.lake, &r.catalog, &events).await.map_err(err)?;
+        crate::ingest::direct::land_typed(&r.lake, &r.catalog, &events)
+            .await
+            .map_err(err)?;
         fold().await?;
         let retrain = arm == "online" || (arm == "frozen" && frozen.is_none());
         if retrain {
@@ -191,25 +193,4 @@ fn catalogue(w: &World) -> Vec<Json> {
                 "available": p.available, "attributes": {}, "url": null})
         })
         .collect()
-}
-
-/// Lands typed events (the collector's format) straight into their raw tables.
-async fn land(lake: &LakeUrl, catalog: &Catalog, events: &[Json]) -> Result<(), String> {
-    let mut by_topic: BTreeMap<String, Vec<(String, &Json)>> = BTreeMap::new();
-    for e in events {
-        let kind = e["type"].as_str().unwrap_or_default();
-        let topic = catalog
-            .raw_topics()
-            .find(|t| t.value_schema.as_deref() == Some(kind))
-            .ok_or_else(|| format!("no raw topic takes {kind}"))?;
-        by_topic
-            .entry(topic.name.clone())
-            .or_default()
-            .push((kind.to_string(), e));
-    }
-    for (topic, items) in by_topic {
-        let items: Vec<(&str, &Json)> = items.iter().map(|(k, e)| (k.as_str(), *e)).collect();
-        crate::ingest::direct::land_json(lake, &catalog.schemas, &topic, &items).await?;
-    }
-    Ok(())
 }

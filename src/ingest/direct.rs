@@ -58,3 +58,24 @@ pub async fn land_json(
     let offsets = BTreeMap::from([(0, (stored, next - 1))]);
     table.commit(rows, &offsets).await.map_err(|e| e.to_string())
 }
+
+/// Lands typed events (the collector's format) straight into their raw tables.
+pub async fn land_typed(lake: &LakeUrl, catalog: &crate::catalog::Catalog, events: &[Json]) -> Result<(), String> {
+    let mut by_topic: BTreeMap<String, Vec<(String, &Json)>> = BTreeMap::new();
+    for e in events {
+        let kind = e["type"].as_str().unwrap_or_default();
+        let topic = catalog
+            .raw_topics()
+            .find(|t| t.value_schema.as_deref() == Some(kind))
+            .ok_or_else(|| format!("no raw topic takes {kind}"))?;
+        by_topic
+            .entry(topic.name.clone())
+            .or_default()
+            .push((kind.to_string(), e));
+    }
+    for (topic, items) in by_topic {
+        let items: Vec<(&str, &Json)> = items.iter().map(|(k, e)| (k.as_str(), *e)).collect();
+        land_json(lake, &catalog.schemas, &topic, &items).await?;
+    }
+    Ok(())
+}

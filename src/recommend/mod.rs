@@ -8,6 +8,7 @@
 //! in between batches, so no request waits for or misses a swap.
 
 pub mod data;
+pub mod evaluate;
 pub mod model;
 pub mod rank;
 pub mod rules;

@@ -2,6 +2,7 @@
 //! catalogue, served behind the real sources' APIs so the real connectors run against it,
 //! and a client that posts the customers' consents to the event collector.
 
+pub mod export;
 pub mod react;
 pub mod serve;
 pub mod sessions;
@@ -34,6 +35,8 @@ pub struct Args {
     pub seed: u64,
     pub customers: usize,
     pub dump: Option<PathBuf>,
+    /// Write the world's history as an interaction log (CSV) for `hoffrec evaluate`.
+    pub export_interactions: Option<PathBuf>,
     pub listen: Option<String>,
     pub collector: Option<String>,
     /// Site sessions per customer posted to the collector (after the consents).
@@ -52,6 +55,7 @@ pub struct Summary {
     pub register_records: usize,
     pub consents_posted: usize,
     pub site_events_posted: usize,
+    pub interactions_exported: usize,
     pub site: Option<react::SiteSummary>,
 }
 
@@ -65,8 +69,15 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
         register_records: world.register.len(),
         consents_posted: 0,
         site_events_posted: 0,
+        interactions_exported: 0,
         site: None,
     };
+    if let Some(path) = &args.export_interactions {
+        summary.interactions_exported = export::write_csv(&world, path).map_err(|source| SimulateError::Dump {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
     if let Some(path) = &args.dump {
         let text = serde_json::to_string_pretty(world.as_ref()).unwrap_or_default();
         std::fs::write(path, text).map_err(|source| SimulateError::Dump {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// 2026-11-01T00:00:00Z: the world's day zero.
 pub const START_MS: i64 = 1_793_491_200_000;
-const DAY_MS: i64 = 86_400_000;
+pub const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
