@@ -249,6 +249,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Event-to-list latency through ingest, mart and recommend on the configured broker,
+    /// lists ranked per second on one core, training time against training-set size.
+    Recommend {
+        #[arg(long, default_value_t = 30)]
+        customers: usize,
+    },
     /// One incremental mart fold for a fixed batch, with 1x and --scale x history.
     Mart {
         #[arg(long, default_value_t = 5_000)]
@@ -561,6 +567,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let report = runtime.block_on(crate::bench::ingest(&config, &args))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Recommend { customers }) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = runtime.block_on(crate::bench::recommend::run(&config, customers))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             Ok(ExitCode::SUCCESS)

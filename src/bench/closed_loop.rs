@@ -174,7 +174,8 @@ async fn popular_lists(r: &Recommender, ids: &[String], day: u32) -> Result<Vec<
         .collect())
 }
 
-fn catalogue(w: &World) -> Vec<Json> {
+/// The world's catalogue as `catalogue_product` events.
+pub fn catalogue(w: &World) -> Vec<Json> {
     w.products
         .iter()
         .map(|p| {

@@ -11,6 +11,7 @@
 
 pub mod closed_loop;
 pub mod mart;
+pub mod recommend;
 
 use crate::catalog::Catalog;
 use crate::codec::{SchemaSet, read_header};
