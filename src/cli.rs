@@ -498,19 +498,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             split_at,
             k,
             exclude_seen,
-        } => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let report = runtime.block_on(crate::recommend::evaluate::run(
-                &config,
-                &interactions,
-                &split_at,
-                k,
-                exclude_seen,
-            ))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
-        }
+        } => print_report(|| crate::recommend::evaluate::run(&config, &interactions, &split_at, k, exclude_seen)),
         Command::Explain(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let found = runtime.block_on(crate::recommend::explain(&config, &args.customer))?;
@@ -565,26 +553,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 flush_interval_ms,
                 workers,
             };
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let report = runtime.block_on(crate::bench::ingest(&config, &args))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
+            print_report(|| crate::bench::ingest(&config, &args))
         }
         Command::Bench(BenchCommand::Recommend { customers }) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let report = runtime.block_on(crate::bench::recommend::run(&config, customers))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
+            print_report(|| crate::bench::recommend::run(&config, customers))
         }
         Command::Bench(BenchCommand::Loop { customers, days, seed }) => {
             let args = crate::bench::closed_loop::LoopArgs { customers, days, seed };
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let report = runtime.block_on(crate::bench::closed_loop::run(&config, &args))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
+            print_report(|| crate::bench::closed_loop::run(&config, &args))
         }
         Command::Bench(BenchCommand::Mart {
             customers,
@@ -604,11 +580,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rounds,
                 seed,
             };
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let report = runtime.block_on(crate::bench::mart::run(&config, &args))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-            Ok(ExitCode::SUCCESS)
+            print_report(|| crate::bench::mart::run(&config, &args))
         }
         Command::Schemas(SchemasCommand::List) => {
             let catalog = load_catalog(&config)?;
@@ -678,6 +650,21 @@ async fn start_stage(config: &Config) -> anyhow::Result<(Telemetry, Cancellation
         token.cancel();
     });
     Ok((telemetry, shutdown))
+}
+
+/// Runs a one-shot command on a fresh runtime and prints its report as JSON.
+fn print_report<T, E, Fut>(command: impl FnOnce() -> Fut) -> anyhow::Result<ExitCode>
+where
+    T: serde::Serialize,
+    E: std::error::Error + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(command())?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    // librdkafka and the HDFS client keep background threads; do not wait on them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {

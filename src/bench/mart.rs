@@ -168,23 +168,8 @@ impl Events {
     }
 
     fn catalogue(&mut self, w: &World) {
-        for p in &w.products {
-            let leaf = w.categories.iter().find(|c| c.id == p.category_id);
-            let mut path: Vec<String> = leaf
-                .and_then(|l| l.parent.as_ref())
-                .and_then(|id| w.categories.iter().find(|c| &c.id == id))
-                .map(|c| c.name.clone())
-                .into_iter()
-                .collect();
-            path.extend(leaf.map(|l| l.name.clone()));
-            self.push(
-                "raw.store.catalogue",
-                "catalogue_product",
-                json!({"event_time": world::START_MS, "product_id": p.id, "name": p.name,
-                    "category_id": p.category_id, "category_path": path, "brand": p.vendor,
-                    "price_kopecks": (p.price_rub * 100.0) as i64, "old_price_kopecks": null,
-                    "available": p.available, "attributes": {}, "url": null}),
-            );
+        for product in super::closed_loop::catalogue(w) {
+            self.push("raw.store.catalogue", "catalogue_product", product);
         }
     }
 
