@@ -79,6 +79,9 @@ pub enum Command {
     /// announce customers whose portrait changed on mart.changes.
     #[command(subcommand)]
     Mart(MartCommand),
+    /// Serve the dashboard (pipeline health, customers, models) and /metrics on --http;
+    /// add other stages' metrics with http.scrape_urls.
+    Dashboard,
     /// Publish a ranked list with reasons to recs.customer for every customer announced on
     /// mart.changes (a consumer-group member; run more to scale).
     Recommend,
@@ -464,9 +467,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     std::env::set_var(format!("{var}_TOKEN"), "demo");
                 }
             }
+            // The dashboard reads the demo's lake, so its location is settled before it starts.
+            std::fs::create_dir_all(&demo.lake).with_context(|| format!("creating {}", demo.lake.display()))?;
+            config.lake.url = std::fs::canonicalize(&demo.lake)?.display().to_string();
             let config = &config;
-            run_stage(config, |telemetry, shutdown| async move {
+            run_stage_with(config, dashboard_routes(config), |telemetry, shutdown| async move {
                 crate::demo::run(config, &demo, &telemetry, shutdown).await
+            })
+        }
+        Command::Dashboard => {
+            if config.http.listen.is_empty() {
+                anyhow::bail!("hoffrec dashboard needs an address to serve on: --http 127.0.0.1:8080");
+            }
+            let config = &config;
+            run_stage_with(config, dashboard_routes(config), |telemetry, shutdown| async move {
+                crate::dashboard::run(&telemetry, shutdown).await
             })
         }
         Command::Recommend => {
@@ -603,8 +618,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What every long-running stage needs: metrics (served when `http.listen` is set) and a
-/// shutdown token cancelled by Ctrl-C or SIGTERM.
 /// A long-running stage: its own runtime, `/metrics` and signal handling, a JSON summary
 /// on stdout at the end.
 fn run_stage<T, E, F, Fut>(config: &Config, stage: F) -> anyhow::Result<ExitCode>
@@ -614,9 +627,21 @@ where
     F: FnOnce(Telemetry, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
+    run_stage_with(config, |_: &Telemetry| Ok(axum::Router::new()), stage)
+}
+
+/// As `run_stage`, with more routes served beside `/metrics` (when `http.listen` is set).
+fn run_stage_with<T, E, R, F, Fut>(config: &Config, routes: R, stage: F) -> anyhow::Result<ExitCode>
+where
+    T: serde::Serialize,
+    E: std::error::Error + Send + Sync + 'static,
+    R: FnOnce(&Telemetry) -> anyhow::Result<axum::Router>,
+    F: FnOnce(Telemetry, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let summary = runtime.block_on(async {
-        let (telemetry, shutdown) = start_stage(config).await?;
+        let (telemetry, shutdown) = start_stage(config, routes).await?;
         stage(telemetry, shutdown).await.map_err(anyhow::Error::from)
     })?;
     println!("{}", serde_json::to_string(&summary)?);
@@ -625,11 +650,23 @@ where
     Ok(ExitCode::SUCCESS)
 }
 
-async fn start_stage(config: &Config) -> anyhow::Result<(Telemetry, CancellationToken)> {
+fn dashboard_routes(config: &Config) -> impl FnOnce(&Telemetry) -> anyhow::Result<axum::Router> + '_ {
+    move |telemetry| Ok(crate::dashboard::Dashboard::load(config, telemetry)?.router())
+}
+
+/// Metrics (served when `http.listen` is set, with `routes`) and a shutdown token
+/// cancelled by Ctrl-C or SIGTERM.
+async fn start_stage(
+    config: &Config,
+    routes: impl FnOnce(&Telemetry) -> anyhow::Result<axum::Router>,
+) -> anyhow::Result<(Telemetry, CancellationToken)> {
     let telemetry = Telemetry::new();
     let shutdown = CancellationToken::new();
     if !config.http.listen.is_empty() {
-        telemetry.serve(&config.http.listen, shutdown.clone()).await?;
+        let routes = routes(&telemetry)?;
+        telemetry
+            .serve_with(&config.http.listen, routes, shutdown.clone())
+            .await?;
     }
     let token = shutdown.clone();
     tokio::spawn(async move {

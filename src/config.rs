@@ -117,7 +117,10 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address for `/metrics`, `/healthz` and `/readyz`, e.g. `127.0.0.1:9464`; empty turns it off.
+    /// `hoffrec dashboard` and `hoffrec demo` serve the dashboard there too.
     pub listen: String,
+    /// Other stages' `/metrics` URLs the dashboard adds to this process's own metrics.
+    pub scrape_urls: Vec<String>,
 }
 
 /// The site's event collector (`POST /v1/events`).
@@ -409,6 +412,11 @@ impl Config {
                 "http.listen '{}' is not host:port (e.g. 127.0.0.1:9464)",
                 self.http.listen
             ));
+        }
+        for url in &self.http.scrape_urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!("http.scrape_urls: '{url}' is not an http(s) URL"));
+            }
         }
         if self.collector.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(

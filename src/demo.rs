@@ -6,7 +6,7 @@
 
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, metric_sum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -236,15 +236,6 @@ async fn wait_for(url: &str, shutdown: &CancellationToken) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The sum of every sample of a metric in the text exposition.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// One progress line per stage until the duration is up, Ctrl-C, or a stage fails.

@@ -37,6 +37,9 @@ pub mod recommend;
 /// Metrics and health endpoints every long-running stage serves.
 pub mod telemetry;
 
+/// Pipeline health, customers and models in a browser, beside `/metrics`.
+pub mod dashboard;
+
 /// Every stage in one process on embedded defaults (`hoffrec demo`).
 pub mod demo;
 

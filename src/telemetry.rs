@@ -285,6 +285,16 @@ impl Telemetry {
         listen: &str,
         shutdown: CancellationToken,
     ) -> Result<std::net::SocketAddr, TelemetryError> {
+        self.serve_with(listen, Router::new(), shutdown).await
+    }
+
+    /// As `serve`, with more routes on the same address (the dashboard).
+    pub async fn serve_with(
+        &self,
+        listen: &str,
+        routes: Router,
+        shutdown: CancellationToken,
+    ) -> Result<std::net::SocketAddr, TelemetryError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| TelemetryError::Bind {
@@ -299,7 +309,8 @@ impl Telemetry {
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
-            .with_state(self.clone());
+            .with_state(self.clone())
+            .merge(routes);
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -311,6 +322,64 @@ impl Telemetry {
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
         Ok(addr)
     }
+}
+
+/// One sample of the text exposition: metric name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The samples of a Prometheus/OpenMetrics text exposition; lines it cannot read are skipped.
+pub fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value = value.parse::<f64>().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                None => (series.to_string(), Vec::new()),
+                Some((name, rest)) => (name.to_string(), parse_labels(rest.strip_suffix('}')?)?),
+            };
+            Some(Sample { name, labels, value })
+        })
+        .collect()
+}
+
+/// `a="x",b="y \"quoted\""` -> pairs.
+fn parse_labels(mut rest: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        out.push((key.trim_start_matches(',').to_string(), value));
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    Some(out)
+}
+
+/// The sum of every sample of a metric.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    samples(text).iter().filter(|s| s.name == name).map(|s| s.value).sum()
 }
 
 async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
@@ -333,6 +402,19 @@ async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn samples_read_names_labels_and_values() {
+        let text = "# HELP x y\nhoffrec_ingest_consumer_lag{topic=\"raw.a\",partition=\"0\"} 12\nplain_total 3.5\nq{v=\"a \\\"b\\\", c\"} 1\n";
+        let s = super::samples(text);
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert_eq!(s[0].label("topic"), Some("raw.a"));
+        assert_eq!(s[0].label("partition"), Some("0"));
+        assert_eq!(s[0].value, 12.0);
+        assert_eq!((s[1].name.as_str(), s[1].value), ("plain_total", 3.5));
+        assert_eq!(s[2].label("v"), Some("a \"b\", c"));
+        assert_eq!(super::metric_sum(text, "plain_total"), 3.5);
+    }
+
     /// Every metric the issues name is exposed, so dashboards and alerts can rely on them.
     #[test]
     fn every_stage_exposes_its_metrics() {

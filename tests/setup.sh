@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing hoffrec needs on a fresh Debian machine, skipping
 # whatever is already there: Java 17 and Maven (for the Kafka and HDFS services), the
-# Rust components used by CI, and the Python packages the tests compare against (fastavro,
-# pyspark with delta-spark).
+# Rust components used by CI, Chromium and ChromeDriver (the dashboard's browser test), and
+# the Python packages the tests compare against (fastavro, pyspark with delta-spark).
 set -euo pipefail
 
 need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup.sh: please install: ${need_apt[*]} (needs root)" >&2

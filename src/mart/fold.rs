@@ -116,6 +116,21 @@ fn schema(ctx: &SessionContext, name: &str) -> Arc<MemorySchemaProvider> {
 
 /// Runs every file once, in order.
 pub async fn fold(lake: &LakeUrl, catalog: &Catalog, files: &[MartFile]) -> Result<FoldReport, FoldError> {
+    fold_announcing(lake, catalog, files, None).await
+}
+
+/// The portrait's new version and the customers whose portrait it changed.
+pub type PortraitChanged = (Option<u64>, Vec<String>);
+
+/// As `fold`, and sends the changed customers on `portrait_changed` as soon as the portrait
+/// is committed: the marts after it describe products, not customers, so the recommender
+/// need not wait for them.
+pub async fn fold_announcing(
+    lake: &LakeUrl,
+    catalog: &Catalog,
+    files: &[MartFile],
+    portrait_changed: Option<tokio::sync::mpsc::UnboundedSender<PortraitChanged>>,
+) -> Result<FoldReport, FoldError> {
     let ctx = session();
     let raw = open_raw(lake, catalog).await?;
     let raw_schema = schema(&ctx, "raw");
@@ -156,6 +171,10 @@ pub async fn fold(lake: &LakeUrl, catalog: &Catalog, files: &[MartFile]) -> Resu
                         .map_err(|s| sql_error(&file_name, s))?;
                 }
                 if file.name == PORTRAIT {
+                    if let Some(tx) = &portrait_changed {
+                        // The receiver only goes away when its own fold is abandoned.
+                        let _ = tx.send((done.0.version, done.1.clone()));
+                    }
                     report.changed_customers = done.1;
                     report.portrait_version = done.0.version;
                 }

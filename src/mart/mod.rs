@@ -154,8 +154,18 @@ async fn fold_and_announce(
     let span = tracing::info_span!("fold");
     let _enter = span.enter();
     let started = Instant::now();
-    let report = marts.fold().await?;
-    announcer.announce(&report).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<fold::PortraitChanged>();
+    let announcing = async {
+        while let Some((version, customers)) = rx.recv().await {
+            announcer.announce(version, &customers).await?;
+        }
+        Ok::<_, MartError>(())
+    };
+    let folding = fold::fold_announcing(&marts.lake, &marts.catalog, &marts.files, Some(tx));
+    let (report, announced) = tokio::join!(folding, announcing);
+    // A portrait committed before a later mart failed is still announced.
+    announced?;
+    let report = report?;
     let m = &telemetry.mart;
     m.folds.get_or_create(&outcome("complete")).inc();
     m.fold_seconds.observe(started.elapsed().as_secs_f64());
@@ -194,11 +204,11 @@ impl Announcer {
         })
     }
 
-    async fn announce(&self, report: &FoldReport) -> Result<(), MartError> {
-        let version = report.portrait_version.unwrap_or_default() as i64;
+    async fn announce(&self, portrait_version: Option<u64>, customers: &[String]) -> Result<(), MartError> {
+        let version = portrait_version.unwrap_or_default() as i64;
         let now = chrono::Utc::now().timestamp_millis();
-        let mut pending = Vec::with_capacity(report.changed_customers.len());
-        for customer in &report.changed_customers {
+        let mut pending = Vec::with_capacity(customers.len());
+        for customer in customers {
             let value = Value::Record(vec![
                 ("customer_id".into(), Value::String(customer.clone())),
                 ("mart".into(), Value::String(fold::PORTRAIT.into())),

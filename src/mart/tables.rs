@@ -76,6 +76,11 @@ impl RawTable {
         self.table.as_ref().and_then(|t| t.version())
     }
 
+    /// When the newest commit was made (None: nothing landed yet, or no timestamp).
+    pub async fn last_commit_ms(&self) -> Option<i64> {
+        last_commit_ms(self.table.as_ref()?).await
+    }
+
     fn err(&self) -> impl Fn(DeltaTableError) -> TableError + '_ {
         |source| TableError::Delta {
             table: self.path.clone(),
@@ -185,6 +190,13 @@ pub struct MartTable {
 /// The `txn` app id under which a mart records how far it folded one raw table.
 pub fn folded_app_id(mart: &str, raw: &str) -> String {
     format!("hoffrec-mart.{mart}.{raw}")
+}
+
+/// When the table's newest commit was made.
+pub async fn last_commit_ms(table: &DeltaTable) -> Option<i64> {
+    use futures::StreamExt;
+    table.version()?;
+    table.history(Some(1)).next().await?.ok()?.timestamp
 }
 
 impl MartTable {

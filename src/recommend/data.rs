@@ -139,6 +139,8 @@ pub struct Customer {
 
 pub struct Marts {
     ctx: SessionContext,
+    /// The registered tables (`mart.<name>`).
+    found: Vec<String>,
 }
 
 pub const MARTS: [&str; 5] = [
@@ -168,7 +170,12 @@ impl Marts {
                 )));
             }
         }
-        Ok(Self { ctx })
+        Ok(Self { ctx, found })
+    }
+
+    /// Whether `mart.<name>` exists (the interactions appear only once something was shown).
+    pub fn has(&self, name: &str) -> bool {
+        self.found.iter().any(|f| f == &format!("mart.{name}"))
     }
 
     pub async fn rows<T: DeserializeOwned>(&self, query: &str) -> Result<Vec<T>, DataError> {

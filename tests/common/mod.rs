@@ -115,5 +115,6 @@ pub fn sample_value(schema: &apache_avro::Schema, seed: i64) -> apache_avro::typ
     }
 }
 
+pub mod browser;
 pub mod history;
 pub mod lab;
