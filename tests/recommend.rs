@@ -24,12 +24,7 @@ async fn folded_lake(lake: &LakeUrl) {
 }
 
 fn recommender(lake: &LakeUrl) -> Recommender {
-    Recommender {
-        lake: lake.clone(),
-        catalog: catalog(),
-        rules: Rules::load(None).unwrap(),
-        top_k: 10,
-    }
+    Recommender::new(lake.clone(), catalog(), Rules::load(None).unwrap(), 10)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,7 +67,7 @@ async fn the_worked_customer_gets_dear_renovation_and_cosiness_goods_and_plants_
     );
     // Plants and flowers wait for later in the lifecycle.
     assert!(e.list.iter().all(|s| s.category_id != "73"), "{text}");
-    let marts = hoffrec::recommend::data::Marts::open(&lake, &catalog()).await.unwrap();
+    let marts = hoffrec::recommend::data::Marts::open(&lake).await.unwrap();
     let catalogue = marts.catalogue().await.unwrap();
     let mut later = marts.customers(&[WORKED.to_string()]).await.unwrap().remove(0);
     later.portrait.lifecycle_stage = "decorating".into();

@@ -143,7 +143,7 @@ async fn one_arm(
 
 /// The baseline: the ten most viewed products the customer has not bought.
 async fn popular_lists(r: &Recommender, ids: &[String], day: u32) -> Result<Vec<ShownList>, String> {
-    let marts = crate::recommend::data::Marts::open(&r.lake, &r.catalog)
+    let marts = crate::recommend::data::Marts::open(&r.lake)
         .await
         .map_err(|e| e.to_string())?;
     let catalogue = marts.catalogue().await.map_err(|e| e.to_string())?;

@@ -185,7 +185,7 @@ pub async fn run(config: &Config, customers: usize) -> Result<RecommendBenchRepo
 
     // Ranking on one core: every bench customer, many times over, against one marts read.
     let r = crate::recommend::Recommender::load(&config).map_err(|e| setup(e.to_string()))?;
-    let marts = crate::recommend::data::Marts::open(&r.lake, &r.catalog)
+    let marts = crate::recommend::data::Marts::open(&r.lake)
         .await
         .map_err(|e| setup(e.to_string()))?;
     let catalogue = marts.catalogue().await.map_err(|e| setup(e.to_string()))?;

@@ -242,7 +242,7 @@ impl Dashboard {
     }
 
     async fn marts(&self) -> Result<MartReader, DashboardError> {
-        Ok(MartReader::open(&self.recommender.lake, &self.recommender.catalog).await?)
+        Ok(MartReader::open(&self.recommender.lake).await?)
     }
 }
 

@@ -35,9 +35,25 @@ pub async fn lake_session(
     catalog: &Catalog,
     marts: &[String],
 ) -> Result<(SessionContext, Vec<String>), SessionError> {
+    let (ctx, mut names, _) = mart_session(lake, marts).await?;
+    register_raw(&ctx, lake, catalog, &mut names).await?;
+    Ok((ctx, names))
+}
+
+/// The Delta version of each mart a session registered.
+pub type MartVersions = std::collections::BTreeMap<String, u64>;
+
+/// A session with only the marts in `marts` that exist (the recommender reads no raw
+/// table, and opening every raw table's log per batch costs more than ranking); returns
+/// it with the names found and the versions registered.
+pub async fn mart_session(
+    lake: &LakeUrl,
+    marts: &[String],
+) -> Result<(SessionContext, Vec<String>, MartVersions), SessionError> {
     let ctx = super::fold::session();
     let mart_schema = Arc::new(MemorySchemaProvider::new());
     let mut names = Vec::new();
+    let mut versions = MartVersions::new();
     for mart in marts {
         let table = super::tables::MartTable::open(lake, mart)
             .await
@@ -49,11 +65,21 @@ pub async fn lake_session(
         {
             mart_schema.register_table(mart.clone(), provider)?;
             names.push(format!("mart.{mart}"));
+            versions.insert(mart.clone(), table.version().unwrap_or_default());
         }
     }
     if let Some(default) = ctx.catalog("datafusion") {
         default.register_schema("mart", mart_schema)?;
     }
+    Ok((ctx, names, versions))
+}
+
+async fn register_raw(
+    ctx: &SessionContext,
+    lake: &LakeUrl,
+    catalog: &Catalog,
+    names: &mut Vec<String>,
+) -> Result<(), SessionError> {
     let schema = Arc::new(MemorySchemaProvider::new());
     for topic in catalog.raw_topics() {
         let path = crate::ingest::table_name(&topic.name);
@@ -80,7 +106,7 @@ pub async fn lake_session(
     if let Some(default) = ctx.catalog("datafusion") {
         default.register_schema("raw", schema)?;
     }
-    Ok((ctx, names))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! neighbours (shared by every customer), and per customer the portrait, what they did
 //! with which products, and their departments.
 
-use crate::catalog::Catalog;
 use crate::lake::LakeUrl;
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
@@ -141,6 +140,8 @@ pub struct Marts {
     ctx: SessionContext,
     /// The registered tables (`mart.<name>`).
     found: Vec<String>,
+    /// Their Delta versions, by mart name.
+    pub versions: crate::mart::session::MartVersions,
 }
 
 pub const MARTS: [&str; 5] = [
@@ -153,14 +154,14 @@ pub const MARTS: [&str; 5] = [
 
 impl Marts {
     /// A session over the marts as they are now (open again to see newer versions).
-    pub async fn open(lake: &LakeUrl, catalog: &Catalog) -> Result<Self, DataError> {
+    pub async fn open(lake: &LakeUrl) -> Result<Self, DataError> {
         // Training also reads the interactions; ranking does not need them to exist.
         let names: Vec<String> = MARTS
             .iter()
             .chain(["interactions"].iter())
             .map(|s| s.to_string())
             .collect();
-        let (ctx, found) = crate::mart::session::lake_session(lake, catalog, &names)
+        let (ctx, found, versions) = crate::mart::session::mart_session(lake, &names)
             .await
             .map_err(|e| DataError::Lake(e.to_string()))?;
         for m in MARTS {
@@ -170,7 +171,7 @@ impl Marts {
                 )));
             }
         }
-        Ok(Self { ctx, found })
+        Ok(Self { ctx, found, versions })
     }
 
     /// Whether `mart.<name>` exists (the interactions appear only once something was shown).

@@ -24,6 +24,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -54,31 +55,58 @@ pub struct Summary {
     pub model_version: String,
 }
 
+/// The catalogue side of ranking, with the product_features and product_neighbour versions
+/// it was read at.
+type CachedCatalogue = Option<((Option<u64>, Option<u64>), Arc<data::CatalogueView>)>;
+
 /// What ranking needs, loaded once per process.
 pub struct Recommender {
     pub lake: LakeUrl,
     pub catalog: Catalog,
     pub rules: rules::Rules,
     pub top_k: usize,
+    /// Read again only when one of its marts has a new version.
+    catalogue: tokio::sync::Mutex<CachedCatalogue>,
 }
 
 impl Recommender {
+    pub fn new(lake: LakeUrl, catalog: Catalog, rules: rules::Rules, top_k: usize) -> Self {
+        Self {
+            lake,
+            catalog,
+            rules,
+            top_k,
+            catalogue: tokio::sync::Mutex::new(None),
+        }
+    }
+
     pub fn load(config: &Config) -> Result<Self, RecommendError> {
         let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
         let lake = LakeUrl::parse(&config.lake.url).map_err(|e| RecommendError::Config(e.to_string()))?;
         let rules = rules::Rules::load(config.recommend.rules_file.as_deref())?;
-        Ok(Self {
-            lake,
-            catalog,
-            rules,
-            top_k: config.recommend.top_k,
-        })
+        Ok(Self::new(lake, catalog, rules, config.recommend.top_k))
+    }
+
+    async fn catalogue(&self, marts: &data::Marts) -> Result<Arc<data::CatalogueView>, RecommendError> {
+        let key = (
+            marts.versions.get("product_features").copied(),
+            marts.versions.get("product_neighbour").copied(),
+        );
+        let mut cached = self.catalogue.lock().await;
+        if let Some((at, view)) = cached.as_ref()
+            && *at == key
+        {
+            return Ok(view.clone());
+        }
+        let view = Arc::new(marts.catalogue().await?);
+        *cached = Some((key, view.clone()));
+        Ok(view)
     }
 
     /// Explanations (and lists) for these customers, against the marts as they are now.
     pub async fn rank(&self, ids: &[String], model: &model::Model) -> Result<Vec<rank::Explanation>, RecommendError> {
-        let marts = data::Marts::open(&self.lake, &self.catalog).await?;
-        let catalogue = marts.catalogue().await?;
+        let marts = data::Marts::open(&self.lake).await?;
+        let catalogue = self.catalogue(&marts).await?;
         let customers = marts.customers(ids).await?;
         Ok(customers
             .iter()

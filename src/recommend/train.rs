@@ -47,7 +47,7 @@ pub struct TrainReport {
 
 /// The exposure-labelled training set over the newest `window_days` of interactions.
 pub async fn training_set(r: &Recommender, window_days: u32) -> Result<Vec<TrainingRow>, RecommendError> {
-    let marts = Marts::open(&r.lake, &r.catalog).await?;
+    let marts = Marts::open(&r.lake).await?;
     let window_ms = i64::from(window_days) * 86_400_000;
     let shown: Vec<Interaction> = marts
         .rows(&format!(
