@@ -1,15 +1,17 @@
-//! The hot paths of the pipeline, one stage each: Avro bytes decoded into Arrow builders
-//! (ingest), a batch encoded as zstd Parquet (the lake write), candidate features built for
+//! The hot paths of the pipeline, one stage each: Avro bytes decoded into Arrow, cleaned,
+//! checked and deduplicated (ingest), a batch encoded as zstd Parquet (the lake write), candidate features built for
 //! a customer, and the ranker scoring them.
 
 use apache_avro::types::Value;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hoffrec::codec::{SchemaSet, WriterDecoder, encode_with};
-use hoffrec::ingest::batch::{Coordinates, TopicBatch};
+use hoffrec::codec::{SchemaSet, encode_with};
+use hoffrec::ingest::batch::{Checks, TopicBatch};
+use hoffrec::ingest::decode::WriterPlan;
 use hoffrec::recommend::data::{CatalogueView, Customer, Department, Neighbour, Portrait, Product, Touched};
 use hoffrec::recommend::{model::Model, rank, rules::Rules};
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 
 const ROWS: usize = 10_000;
 
@@ -35,24 +37,24 @@ fn product_view(i: i64) -> Value {
 
 fn batch(set: &SchemaSet, payloads: &[Vec<u8>]) -> Vec<arrow::record_batch::RecordBatch> {
     let version = set.current("product_view").expect("product_view").clone();
-    let decoder = WriterDecoder::new(version.clone()).expect("decoder");
-    let fields = hoffrec::ingest::record_fields(&version.schema).expect("fields");
+    let plan = Arc::new(WriterPlan::new(&version).expect("plan"));
+    let rules = hoffrec::ingest::checks::Rules::new(&hoffrec::config::IngestConfig::default());
+    let required = hoffrec::ingest::TopicContract::new(&version.event, &version.schema).required;
+    let mut seen = hoffrec::ingest::checks::Horizon::new(usize::MAX);
+    let mut checks = Checks {
+        rules: &rules,
+        required: &required,
+        now_ms: 1_790_000_000_000,
+        seen: &mut seen,
+    };
     let mut b = TopicBatch::new("raw.bench.product_view");
-    b.adopt(version.fingerprint, &fields).expect("adopt");
     for (i, p) in payloads.iter().enumerate() {
-        let Value::Record(record) = decoder.decode(p).expect("decode") else {
-            panic!("not a record")
-        };
-        let at = Coordinates {
-            partition: 0,
-            offset: i as i64,
-            kafka_timestamp_ms: Some(1_790_000_000_000),
-            writer_schema: &version.id,
-            event_time_ms: 1_790_000_000_000 + i as i64,
-        };
-        b.account(0, i as i64, Some(1_790_000_000_000), p.len());
-        b.append(&record, &at, 1_790_000_000_000).expect("append");
+        if b.take((0, i as i64, Some(1_790_000_000_000)), None, p, Vec::new(), Ok(&plan)) {
+            b.seal(false, &mut checks);
+        }
     }
+    b.seal(true, &mut checks);
+    assert!(b.letters.is_empty(), "every bench record lands");
     b.finish(None).expect("finish")
 }
 

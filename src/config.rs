@@ -154,6 +154,9 @@ pub struct IngestConfig {
     pub max_batch_bytes: u64,
     /// ... or its oldest record has waited this long, even with no further traffic.
     pub flush_interval_ms: u64,
+    /// Batches of one topic between flush and settled commit: the first commits while the
+    /// others' data files are written (commits themselves stay one at a time, in order).
+    pub max_batches_in_flight: u64,
     /// Event ids remembered per topic after they landed, to drop re-sent events.
     pub dedup_horizon_events: u64,
     /// Events stamped further than this in the future are rejected.
@@ -180,6 +183,7 @@ impl Default for IngestConfig {
             max_batch_rows: 250_000,
             max_batch_bytes: 64 * 1024 * 1024,
             flush_interval_ms: 5_000,
+            max_batches_in_flight: 2,
             dedup_horizon_events: 200_000,
             max_future_ms: 24 * 3600 * 1000,
             min_event_time_ms: 946_684_800_000,
@@ -453,6 +457,7 @@ impl IngestConfig {
             ("max_batch_rows", self.max_batch_rows),
             ("max_batch_bytes", self.max_batch_bytes),
             ("flush_interval_ms", self.flush_interval_ms),
+            ("max_batches_in_flight", self.max_batches_in_flight),
             ("target_file_bytes", self.target_file_bytes),
             ("retry_backoff_ms", self.retry_backoff_ms),
         ] {

@@ -1,14 +1,64 @@
-//! Every event schema in `avro/` lands as a Delta table: Avro values go into Arrow
-//! builders (nested records, arrays, maps, enums, dates, timestamps), the batch commits
-//! with its offsets, and DataFusion reads the rows back. Local lake; no services needed.
+//! Every event schema in `avro/` lands as a Delta table: encoded records are decoded into
+//! Arrow (nested records, arrays, maps, enums, dates, timestamps), cleaned and checked, the
+//! batch commits with its offsets, and DataFusion reads the rows back. Local lake; no
+//! services needed.
 
 mod common;
 
 use hoffrec::codec::SchemaSet;
+use hoffrec::codec::SchemaVersion;
 use hoffrec::ingest::RawTable;
-use hoffrec::ingest::batch::{Coordinates, TopicBatch};
+use hoffrec::ingest::TopicContract;
+use hoffrec::ingest::batch::{Checks, TopicBatch};
+use hoffrec::ingest::checks::Rules;
+use hoffrec::ingest::decode::WriterPlan;
 use hoffrec::lake::LakeUrl;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const NOW: i64 = 1_790_000_000_000;
+
+/// Takes sample records of `version` (event and Kafka times one day apart) at offsets `offsets` of partition
+/// `partition`, sealed and checked as ingest would; every one must be accepted.
+fn sample_batch(
+    topic: &str,
+    version: &Arc<SchemaVersion>,
+    partition: i32,
+    offsets: std::ops::Range<i64>,
+) -> TopicBatch {
+    let plan = Arc::new(WriterPlan::new(version).unwrap());
+    let mut batch = TopicBatch::new(topic);
+    for seed in offsets {
+        let apache_avro::types::Value::Record(mut record) = common::sample_value(&version.schema, seed) else {
+            panic!("{} is not a record", version.id)
+        };
+        for (name, value) in record.iter_mut() {
+            if name == "event_time" {
+                *value = apache_avro::types::Value::TimestampMillis(NOW - seed * 86_400_000);
+            }
+        }
+        let bytes = hoffrec::codec::encode_with(version, apache_avro::types::Value::Record(record)).unwrap();
+        let kafka_ms = NOW - seed * 86_400_000;
+        batch.take((partition, seed, Some(kafka_ms)), None, &bytes, Vec::new(), Ok(&plan));
+    }
+    let rules = Rules::new(&hoffrec::config::IngestConfig::default());
+    let required = TopicContract::new(&version.event, &version.schema).required;
+    let mut seen = hoffrec::ingest::checks::Horizon::new(usize::MAX);
+    let mut checks = Checks {
+        rules: &rules,
+        required: &required,
+        now_ms: NOW,
+        seen: &mut seen,
+    };
+    batch.seal(true, &mut checks);
+    let letters: Vec<_> = batch
+        .letters
+        .iter()
+        .map(|l| format!("{}: {}", l.class, l.message))
+        .collect();
+    assert!(letters.is_empty(), "{}: {letters:?}", version.id);
+    batch
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_schema_lands_and_reads_back() {
@@ -18,25 +68,7 @@ async fn every_event_schema_lands_and_reads_back() {
     let mut checked = 0;
     for version in schemas.events() {
         let topic = format!("raw.test.{}", version.event);
-        let fields = hoffrec::ingest::record_fields(&version.schema).unwrap_or_else(|e| panic!("{}: {e}", version.id));
-        let mut batch = TopicBatch::new(&topic);
-        batch.adopt(version.fingerprint, &fields).unwrap();
-        for seed in 0..3i64 {
-            let apache_avro::types::Value::Record(record) = common::sample_value(&version.schema, seed) else {
-                panic!("{} is not a record", version.id)
-            };
-            let at = Coordinates {
-                partition: 0,
-                offset: seed,
-                kafka_timestamp_ms: Some(1_790_000_000_000),
-                writer_schema: &version.id,
-                event_time_ms: 1_790_000_000_000 + seed * 86_400_000,
-            };
-            batch.account(0, seed, Some(1_790_000_000_000), 100);
-            batch
-                .append(&record, &at, 1_790_000_000_000)
-                .unwrap_or_else(|e| panic!("{}: {e}", version.id));
-        }
+        let mut batch = sample_batch(&topic, version, 0, 0..3);
         let rows = batch.finish(None).unwrap();
         let mut table = RawTable::open(&lake, &topic, "g", 1 << 20).await.unwrap();
         let offsets = BTreeMap::from([(0, (None, 2))]);
@@ -81,20 +113,7 @@ async fn a_batch_of_dead_letters_only_still_stores_its_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let lake = LakeUrl::parse(dir.path().to_str().unwrap()).unwrap();
     let topic = "raw.test.page_view";
-    let mut batch = TopicBatch::new(topic);
-    let fields = hoffrec::ingest::record_fields(&version.schema).unwrap();
-    batch.adopt(version.fingerprint, &fields).unwrap();
-    let apache_avro::types::Value::Record(record) = common::sample_value(&version.schema, 1) else {
-        unreachable!()
-    };
-    let at = Coordinates {
-        partition: 1,
-        offset: 0,
-        kafka_timestamp_ms: None,
-        writer_schema: "page_view",
-        event_time_ms: 0,
-    };
-    batch.append(&record, &at, 0).unwrap();
+    let mut batch = sample_batch(topic, version, 1, 0..1);
     let mut table = RawTable::open(&lake, topic, "g", 1 << 20).await.unwrap();
     table
         .commit(batch.finish(None).unwrap(), &BTreeMap::from([(1, (None, 0))]))

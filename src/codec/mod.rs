@@ -74,6 +74,8 @@ pub struct SchemaVersion {
     pub event: String,
     pub path: PathBuf,
     pub schema: Schema,
+    /// The schema file's JSON as written (logical types included), for other Avro readers.
+    pub json: String,
     pub canonical_form: String,
     pub fingerprint: u64,
 }
@@ -332,6 +334,7 @@ fn load_version(path: &Path) -> Result<SchemaVersion, String> {
         event,
         path: path.to_path_buf(),
         schema,
+        json: text,
         canonical_form,
     })
 }

@@ -1,15 +1,19 @@
-//! One topic's micro-batch: rows go straight into Arrow builders as they are decoded,
-//! together with their Kafka coordinates; rejected records wait here as dead letters so
+//! One topic's micro-batch: records are decoded into Arrow chunks per writer version as
+//! they arrive; a full chunk is cleaned, checked and deduplicated a column at a time and
+//! set aside with its Kafka coordinates. Rejected records wait here as dead letters so
 //! they are published only with the batch that accounts for their offsets.
 
-use super::arrow::{ConvertError, StructColumn, TIMESTAMP_TZ};
+use super::arrow::{ConvertError, TIMESTAMP_TZ};
+use super::checks::{Reject, Rules, id_hash};
+use super::decode::{Chunk, WriterPlan};
 use arrow::array::{
-    Array, ArrayRef, Date32Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-    new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Int32Array, Int64Array, StringArray,
+    TimestampMicrosecondArray, new_null_array,
 };
-use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,67 +40,108 @@ pub struct DeadLetter {
     pub message: String,
 }
 
-/// Where a row came from.
-pub struct Coordinates<'a> {
-    pub partition: i32,
-    pub offset: i64,
-    pub kafka_timestamp_ms: Option<i64>,
-    pub writer_schema: &'a str,
-    pub event_time_ms: i64,
+impl DeadLetter {
+    pub fn of(topic: &str, o: &super::originals::Original<'_>, reject: Reject) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition: o.partition,
+            offset: o.offset,
+            key: o.key.map(<[u8]>::to_vec),
+            payload: o.payload.to_vec(),
+            headers: o.headers.to_vec(),
+            class: reject.class,
+            message: reject.message,
+        }
+    }
+}
+
+/// What a chunk is checked against when it is set aside.
+pub struct Checks<'a> {
+    pub rules: &'a Rules,
+    /// Top-level fields the topic's current schema requires.
+    pub required: &'a [String],
+    pub now_ms: i64,
+    /// The topic's event ids taken in so far; every record's id goes in.
+    pub seen: &'a mut super::checks::Horizon,
 }
 
 pub struct TopicBatch {
     pub topic: String,
-    event: StructColumn,
-    merged: HashSet<u64>,
+    /// Per writer version, the chunk being decoded (producers on two versions interleave).
+    open: Vec<Chunk>,
+    /// Event fields of every version set aside so far: one name, one type.
+    fields: Vec<Field>,
     parts: Vec<RecordBatch>,
-    meta: MetaColumns,
+    /// Records taken in, landed or not: what the row limit counts.
     pub rows: u64,
     pub bytes: u64,
     pub opened_at: Option<Instant>,
     pub oldest_kafka_ms: Option<i64>,
     /// Per partition: first and last offset this batch accounts for (landed or dead-lettered).
     pub offsets: BTreeMap<i32, (i64, i64)>,
-    pub ids: super::checks::IdSet,
+    /// Ids this batch put into the topic's horizon, taken out again if it is abandoned.
+    pub ids: Vec<u64>,
     pub letters: Vec<DeadLetter>,
     pub originals: super::originals::Originals,
-}
-
-#[derive(Default)]
-struct MetaColumns {
-    partition: Int32Builder,
-    offset: Int64Builder,
-    kafka_ts: TimestampMicrosecondBuilder,
-    writer: StringBuilder,
-    ingested: TimestampMicrosecondBuilder,
-    date: Date32Builder,
 }
 
 impl TopicBatch {
     pub fn new(topic: &str) -> Self {
         Self {
             topic: topic.to_string(),
-            event: StructColumn::new(Fields::empty()),
-            merged: HashSet::new(),
+            open: Vec::new(),
+            fields: Vec::new(),
             parts: Vec::new(),
-            meta: MetaColumns::default(),
             rows: 0,
             bytes: 0,
             opened_at: None,
             oldest_kafka_ms: None,
             offsets: BTreeMap::new(),
-            ids: Default::default(),
+            ids: Vec::new(),
             letters: Vec::new(),
             originals: Default::default(),
         }
+    }
+
+    /// This batch's memory for a new batch of `topic`: the arena of originals and the id
+    /// set keep their capacity (both grow to tens of megabytes per batch).
+    pub fn reuse(mut self, topic: &str) -> Self {
+        self.originals.clear();
+        self.ids.clear();
+        self.parts.clear();
+        let mut fresh = Self::new(topic);
+        fresh.originals = self.originals;
+        fresh.ids = self.ids;
+        fresh
     }
 
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
 
+    /// Takes one record as it arrived, with how its writer version lands (or why it
+    /// cannot); true when its writer's chunk is full and should be set aside.
+    pub fn take(
+        &mut self,
+        at: (i32, i64, Option<i64>),
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: super::originals::Headers,
+        plan: Result<&Arc<WriterPlan>, Reject>,
+    ) -> bool {
+        self.account(at.0, at.1, at.2, payload.len());
+        let index = self.originals.push(at, key, payload, headers);
+        match plan {
+            Ok(plan) => self.push(index, plan),
+            Err(reject) => {
+                self.reject(index, reject);
+                false
+            }
+        }
+    }
+
     /// Records that a Kafka offset is accounted for by this batch.
-    pub fn account(&mut self, partition: i32, offset: i64, kafka_ms: Option<i64>, bytes: usize) {
+    fn account(&mut self, partition: i32, offset: i64, kafka_ms: Option<i64>, bytes: usize) {
         self.opened_at.get_or_insert_with(Instant::now);
         if let Some(ms) = kafka_ms {
             self.oldest_kafka_ms = Some(self.oldest_kafka_ms.map_or(ms, |o| o.min(ms)));
@@ -108,18 +153,121 @@ impl TopicBatch {
             .or_insert((offset, offset));
     }
 
-    /// Makes sure the builders hold every field of a writer version; on a new version the
-    /// rows so far are set aside and building goes on with the merged fields.
-    pub fn adopt(&mut self, fingerprint: u64, fields: &Fields) -> Result<(), String> {
-        if self.merged.contains(&fingerprint) {
-            return Ok(());
+    /// Decodes the record at `index` of the originals into its writer's chunk; true when
+    /// that chunk is full and should be set aside.
+    fn push(&mut self, index: u32, plan: &Arc<WriterPlan>) -> bool {
+        self.rows += 1;
+        let Some(original) = self.originals.get(index as usize) else {
+            return false;
+        };
+        let slot = match self.open.iter().position(|c| c.plan.fingerprint == plan.fingerprint) {
+            Some(i) => i,
+            None => {
+                self.open.push(Chunk::new(plan.clone()));
+                self.open.len() - 1
+            }
+        };
+        let chunk = &mut self.open[slot];
+        chunk.push(index, original.payload);
+        chunk.is_full()
+    }
+
+    /// A record turned away, as a dead letter of this batch.
+    fn reject(&mut self, index: u32, reject: Reject) {
+        if let Some(o) = self.originals.get(index as usize) {
+            self.letters.push(DeadLetter::of(&self.topic, &o, reject));
         }
-        let current = self.event.fields().clone();
-        let mut extra = Vec::new();
+    }
+
+    /// Sets aside every full chunk (or every chunk, with `all`).
+    pub fn seal(&mut self, all: bool, checks: &mut Checks<'_>) {
+        let (ready, open): (Vec<Chunk>, Vec<Chunk>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|c| all || c.is_full());
+        self.open = open;
+        for chunk in ready {
+            self.seal_chunk(chunk, checks);
+        }
+    }
+
+    fn seal_chunk(&mut self, chunk: Chunk, checks: &mut Checks<'_>) {
+        let plan = chunk.plan.clone();
+        let decoded = chunk.finish(&self.originals);
+        for (index, reject) in decoded.rejected {
+            self.reject(index, reject);
+        }
+        if decoded.rows.is_empty() {
+            return;
+        }
+        if let Err(conflict) = self.adopt(&plan.fields) {
+            for &index in &decoded.rows {
+                self.reject(index, Reject::new("schema_conflict", conflict.clone()));
+            }
+            return;
+        }
+        let (clean, verdicts) = checks.rules.apply(&decoded.batch, checks.required, checks.now_ms);
+        let ids = clean.column_by_name("event_id").and_then(|c| c.as_string_opt::<i32>());
+        let mut keep = Vec::with_capacity(verdicts.len());
+        let mut rejected = Vec::new();
+        for (row, verdict) in verdicts.into_iter().enumerate() {
+            let index = decoded.rows[row];
+            if let Some(reject) = verdict {
+                rejected.push((index, reject));
+                keep.push(false);
+                continue;
+            }
+            if let Some(id) = ids.filter(|a| a.is_valid(row)).map(|a| a.value(row)) {
+                let hash = id_hash(id);
+                if !checks.seen.insert(hash) {
+                    rejected.push((
+                        index,
+                        Reject::new("duplicate_event", format!("event_id {id} already landed")),
+                    ));
+                    keep.push(false);
+                    continue;
+                }
+                self.ids.push(hash);
+            }
+            keep.push(true);
+        }
+        for (index, reject) in rejected {
+            self.reject(index, reject);
+        }
+        let kept_rows: Vec<u32> = decoded
+            .rows
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| *i)
+            .collect();
+        if kept_rows.is_empty() {
+            return;
+        }
+        // Most chunks keep every row: no copy then.
+        let event = if kept_rows.len() == keep.len() {
+            Ok(clean)
+        } else {
+            filter_record_batch(&clean, &BooleanArray::from(keep))
+        };
+        let part = event
+            .map_err(ConvertError::from)
+            .and_then(|event| self.with_meta(event, &kept_rows, &plan.label, checks.now_ms));
+        match part {
+            Ok(part) => self.parts.push(part),
+            Err(e) => {
+                for index in kept_rows {
+                    self.reject(index, Reject::new("write_failed", e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Makes sure no field has two types across the versions in this batch.
+    fn adopt(&mut self, fields: &Fields) -> Result<(), String> {
         for f in fields.iter() {
-            match current.find(f.name()) {
-                Some((_, have)) if have.data_type() == f.data_type() => {}
-                Some((_, have)) => {
+            match self.fields.iter().find(|have| have.name() == f.name()) {
+                Some(have) if have.data_type() == f.data_type() => {}
+                Some(have) => {
                     return Err(format!(
                         "field {} is {} in this version but {} in another version in the same batch",
                         f.name(),
@@ -127,77 +275,67 @@ impl TopicBatch {
                         have.data_type()
                     ));
                 }
-                None => extra.push(f.clone()),
+                None => self.fields.push(f.as_ref().clone()),
             }
         }
-        if !extra.is_empty() {
-            self.set_aside().map_err(|e| e.to_string())?;
-            let all: Vec<_> = current.iter().cloned().chain(extra).collect();
-            self.event = StructColumn::new(Fields::from(all));
-        }
-        self.merged.insert(fingerprint);
         Ok(())
     }
 
-    pub fn append(
-        &mut self,
-        record: &[(String, apache_avro::types::Value)],
-        at: &Coordinates<'_>,
+    /// The event columns of landed rows with ingest's own columns after them.
+    fn with_meta(
+        &self,
+        event: RecordBatch,
+        rows: &[u32],
+        label: &str,
         now_ms: i64,
-    ) -> Result<(), ConvertError> {
-        self.event.append(record, "")?;
-        let m = &mut self.meta;
-        m.partition.append_value(at.partition);
-        m.offset.append_value(at.offset);
-        m.kafka_ts.append_option(at.kafka_timestamp_ms.map(|ms| ms * 1000));
-        m.writer.append_value(at.writer_schema);
-        m.ingested.append_value(now_ms * 1000);
-        m.date.append_value(at.event_time_ms.div_euclid(86_400_000) as i32);
-        self.rows += 1;
-        Ok(())
-    }
-
-    fn set_aside(&mut self) -> Result<(), ConvertError> {
-        if self.event.rows() == 0 {
-            return Ok(());
+    ) -> Result<RecordBatch, ConvertError> {
+        let n = rows.len();
+        let mut partitions = Vec::with_capacity(n);
+        let mut offsets = Vec::with_capacity(n);
+        let mut kafka_us = Vec::with_capacity(n);
+        for &i in rows {
+            let (p, o, k) = self.originals.coordinates(i as usize).unwrap_or((0, 0, None));
+            partitions.push(p);
+            offsets.push(o);
+            kafka_us.push(k.map(|ms| ms * 1000));
         }
-        let event = self.event.finish_batch()?;
-        let m = &mut self.meta;
+        let times = event
+            .column_by_name("event_time")
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
+        let dates: Vec<i32> = (0..n)
+            .map(|row| {
+                let ms = match times.filter(|t| t.is_valid(row)) {
+                    Some(t) => t.value(row) / 1000,
+                    None => kafka_us[row].map_or(now_ms, |us| us / 1000),
+                };
+                ms.div_euclid(86_400_000) as i32
+            })
+            .collect();
         let meta: [ArrayRef; 6] = [
-            Arc::new(m.partition.finish()),
-            Arc::new(m.offset.finish()),
-            Arc::new(m.kafka_ts.finish().with_timezone(TIMESTAMP_TZ)),
-            Arc::new(m.writer.finish()),
-            Arc::new(m.ingested.finish().with_timezone(TIMESTAMP_TZ)),
-            Arc::new(m.date.finish()),
+            Arc::new(Int32Array::from(partitions)),
+            Arc::new(Int64Array::from(offsets)),
+            Arc::new(TimestampMicrosecondArray::from(kafka_us).with_timezone(TIMESTAMP_TZ)),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(label, n))),
+            Arc::new(TimestampMicrosecondArray::from(vec![now_ms * 1000; n]).with_timezone(TIMESTAMP_TZ)),
+            Arc::new(Date32Array::from(dates)),
         ];
         let mut fields: Vec<Field> = event.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(meta_fields());
         let mut columns = event.columns().to_vec();
         columns.extend(meta);
-        self.parts
-            .push(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?);
-        Ok(())
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }
 
     /// The rows as record batches that all have one schema: the table's schema (when it
     /// has one) widened by every writer version seen, so Delta sees one consistent write.
+    /// Chunks still open must have been sealed first.
     pub fn finish(&mut self, table: Option<&SchemaRef>) -> Result<Vec<RecordBatch>, ConvertError> {
-        self.set_aside()?;
         let mut fields: Vec<Field> = table
             .map(|s| s.fields().iter().map(|f| f.as_ref().clone()).collect())
             .unwrap_or_default();
         // Event fields in order of appearance, then ingest's own columns, unless the table
         // already fixed an order (Delta appends new columns at the end).
-        let event_fields = self.parts.iter().flat_map(|p| {
-            p.schema()
-                .fields()
-                .iter()
-                .filter(|f| !is_meta(f.name()))
-                .map(|f| f.as_ref().clone())
-                .collect::<Vec<_>>()
-        });
-        for f in event_fields.chain(meta_fields()) {
+        for f in self.fields.iter().cloned().chain(meta_fields()) {
             if !fields.iter().any(|have| have.name() == f.name()) {
                 fields.push(f.with_nullable(true));
             }
@@ -218,10 +356,6 @@ impl TopicBatch {
         }
         Ok(out)
     }
-}
-
-fn is_meta(name: &str) -> bool {
-    name == PARTITION_COLUMN || META.contains(&name)
 }
 
 /// The schema a raw table has before anything landed in it: the event's fields, then
@@ -250,53 +384,136 @@ fn meta_fields() -> Vec<Field> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use apache_avro::types::Value;
+    use crate::codec::{SchemaSet, SchemaVersion, encode_with};
+    use std::path::Path;
 
-    fn fields(names: &[&str]) -> Fields {
-        Fields::from(
-            names
-                .iter()
-                .map(|n| Field::new(*n, DataType::Utf8, true))
-                .collect::<Vec<_>>(),
-        )
+    const NOW: i64 = 1_790_000_000_000;
+
+    fn schemas() -> SchemaSet {
+        SchemaSet::load_strict(&Path::new(env!("CARGO_MANIFEST_DIR")).join("avro")).unwrap()
+    }
+
+    fn view(version: &SchemaVersion, id: &str, price: i64) -> Vec<u8> {
+        let json = serde_json::json!({
+            "event_id": id, "event_time": NOW - 1000, "customer_id": "c1", "session_id": "s1",
+            "product_id": "p1", "dwell_ms": 1500, "price_kopecks": price
+        });
+        encode_with(version, crate::connect::json::to_avro(&json, &version.schema).unwrap()).unwrap()
+    }
+
+    /// Takes `records` at offsets 0.. of partition 0, then seals every chunk.
+    fn land(records: &[(&Arc<SchemaVersion>, Vec<u8>)]) -> TopicBatch {
+        let rules = Rules::new(&crate::config::IngestConfig::default());
+        let required = vec!["customer_id".to_string()];
+        let mut seen = crate::ingest::checks::Horizon::new(1000);
+        let mut checks = Checks {
+            rules: &rules,
+            required: &required,
+            now_ms: NOW,
+            seen: &mut seen,
+        };
+        let mut b = TopicBatch::new("t");
+        let mut plans: Vec<Arc<WriterPlan>> = Vec::new();
+        for (offset, (version, bytes)) in records.iter().enumerate() {
+            let plan = match plans.iter().find(|p| p.fingerprint == version.fingerprint) {
+                Some(p) => p.clone(),
+                None => {
+                    plans.push(Arc::new(WriterPlan::new(version).unwrap()));
+                    plans[plans.len() - 1].clone()
+                }
+            };
+            b.take((0, offset as i64, Some(NOW)), None, bytes, Vec::new(), Ok(&plan));
+        }
+        b.seal(true, &mut checks);
+        b
+    }
+
+    fn classes(b: &TopicBatch) -> Vec<(i64, &'static str)> {
+        let mut c: Vec<_> = b.letters.iter().map(|l| (l.offset, l.class)).collect();
+        c.sort();
+        c
     }
 
     #[test]
     fn versions_widen_into_one_schema() {
-        let mut b = TopicBatch::new("t");
-        let at = Coordinates {
-            partition: 0,
-            offset: 0,
-            kafka_timestamp_ms: Some(1),
-            writer_schema: "v1",
-            event_time_ms: 86_400_000 * 3,
-        };
-        b.adopt(1, &fields(&["a"])).unwrap();
-        b.append(&[("a".into(), Value::String("x".into()))], &at, 0).unwrap();
-        b.adopt(2, &fields(&["a", "b"])).unwrap();
-        b.append(
-            &[
-                ("a".into(), Value::String("y".into())),
-                ("b".into(), Value::String("z".into())),
-            ],
-            &at,
-            0,
-        )
-        .unwrap();
+        let set = schemas();
+        let v2 = set.current("product_view").unwrap().clone();
+        let v1 = set.versions().find(|v| v.id == "product_view.v1").unwrap().clone();
+        let mut b = land(&[
+            (&v1, view(&v1, "a", 1)),
+            (&v2, view(&v2, "b", 2)),
+            (&v1, view(&v1, "c", 3)),
+        ]);
+        assert!(b.letters.is_empty(), "{:?}", classes(&b));
         let out = b.finish(None).unwrap();
-        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
         assert!(out.iter().all(|p| p.schema() == out[0].schema()));
         let names: Vec<_> = out[0].schema().fields().iter().map(|f| f.name().clone()).collect();
-        assert_eq!(&names[..2], ["a", "b"]);
-        assert!(names.contains(&PARTITION_COLUMN.to_string()));
-        assert_eq!(out[0].column_by_name("b").unwrap().null_count(), 1);
+        assert_eq!(&names[..2], ["event_id", "event_time"]);
+        assert!(names.contains(&PARTITION_COLUMN.to_string()) && names.contains(&"list_id".to_string()));
+        let ts = out[0].column_by_name("event_time").unwrap().data_type().clone();
+        assert_eq!(
+            ts,
+            DataType::Timestamp(TimeUnit::Microsecond, Some(TIMESTAMP_TZ.into()))
+        );
+    }
+
+    #[test]
+    fn a_bad_record_costs_only_itself() {
+        let set = schemas();
+        let v = set.current("product_view").unwrap().clone();
+        let good = |id: &str| view(&v, id, 10);
+        let truncated = good("t")[..good("t").len() - 3].to_vec();
+        let mut trailing = good("x");
+        trailing.push(0);
+        // A record followed by nothing but a header of its own version.
+        let mut dangling = good("y");
+        dangling.extend_from_slice(&good("z")[..10]);
+        let b = land(&[
+            (&v, good("1")),
+            (&v, truncated),
+            (&v, good("2")),
+            (&v, trailing),
+            (&v, dangling),
+            (&v, good("3")),
+            (&v, view(&v, "4", -5)),
+            (&v, good("1")),
+            (&v, good("5")),
+        ]);
+        assert_eq!(
+            classes(&b),
+            [
+                (1, "truncated_body"),
+                (3, "trailing_bytes"),
+                (4, "trailing_bytes"),
+                (6, "negative_value"),
+                (7, "duplicate_event")
+            ]
+        );
+        let rows: usize = b.parts.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 4);
+        let offsets: Vec<i64> = b
+            .parts
+            .iter()
+            .flat_map(|p| {
+                p.column_by_name("_kafka_offset")
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(offsets, [0, 2, 5, 8]);
     }
 
     #[test]
     fn conflicting_types_are_refused() {
         let mut b = TopicBatch::new("t");
-        b.adopt(1, &fields(&["a"])).unwrap();
-        let int = Fields::from(vec![Field::new("a", DataType::Int64, true)]);
-        assert!(b.adopt(2, &int).is_err());
+        b.adopt(&Fields::from(vec![Field::new("a", DataType::Utf8, true)]))
+            .unwrap();
+        assert!(
+            b.adopt(&Fields::from(vec![Field::new("a", DataType::Int64, true)]))
+                .is_err()
+        );
     }
 }

@@ -2,8 +2,13 @@
 //! the `[ingest]` settings, not from per-topic code, so a new source gets them for free.
 
 use crate::config::IngestConfig;
-use apache_avro::types::Value;
+use arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, ListArray, MapArray, PrimitiveArray, RecordBatch, RecordBatchOptions,
+    StringArray, StructArray,
+};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 /// Why a record was turned away; `class` is the dead-letter header and metrics label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,29 +26,34 @@ impl Reject {
     }
 }
 
-/// Which positions of a writer version's records hold the fields the topic's contract
-/// requires, worked out once per writer version instead of by name per record.
-#[derive(Debug, Clone, Default)]
-pub struct RequiredPlan {
-    mask: Vec<bool>,
-    /// A required field this writer version does not have at all.
-    absent: Option<String>,
-}
-
-impl RequiredPlan {
-    pub fn new(writer_fields: &[&str], required: &[String]) -> Self {
-        Self {
-            mask: writer_fields.iter().map(|f| required.iter().any(|r| r == f)).collect(),
-            absent: required.iter().find(|r| !writer_fields.contains(&r.as_str())).cloned(),
-        }
-    }
-}
-
 pub struct Rules {
     non_negative_suffixes: Vec<String>,
     lowercase_fields: Vec<String>,
     max_future_ms: i64,
     min_event_time_ms: i64,
+}
+
+/// Per row of a chunk, the first reason it cannot land (`None`: it can).
+pub type Verdicts = Vec<Option<Reject>>;
+
+/// Marks an element of a nested array whose top-level row is null somewhere above it:
+/// its values are fillers, not data, and are never checked.
+const MASKED: u32 = u32::MAX;
+
+/// Which top-level row each element of a (nested) array belongs to; `None` at the top.
+type Owners<'a> = Option<&'a [u32]>;
+
+fn owner(owners: Owners<'_>, i: usize) -> u32 {
+    owners.map_or(i as u32, |o| o[i])
+}
+
+fn mark(verdicts: &mut [Option<Reject>], row: u32, reject: impl FnOnce() -> Reject) {
+    if row != MASKED
+        && let Some(slot) = verdicts.get_mut(row as usize)
+        && slot.is_none()
+    {
+        *slot = Some(reject());
+    }
 }
 
 impl Rules {
@@ -56,119 +66,215 @@ impl Rules {
         }
     }
 
-    /// Normalises strings in place (trim; lower-case where configured) and checks
-    /// required fields, signs and timestamps.
-    pub fn clean(&self, value: &mut Value, plan: &RequiredPlan, now_ms: i64) -> Result<(), Reject> {
-        let Value::Record(fields) = value else {
-            return Err(Reject::new("not_a_record", "a raw event must be an Avro record"));
-        };
-        if let Some(name) = &plan.absent {
-            return Err(Reject::new("missing_required_field", format!("{name} is missing")));
+    /// Normalises strings (trim; lower-case where configured) and checks required fields,
+    /// signs and timestamps, a column at a time. Returns the cleaned rows and, per row, the
+    /// first rule it breaks, in field order.
+    pub fn apply(&self, batch: &RecordBatch, required: &[String], now_ms: i64) -> (RecordBatch, Verdicts) {
+        let rows = batch.num_rows();
+        let mut verdicts: Verdicts = vec![None; rows];
+        let schema = batch.schema();
+        if let Some(absent) = required.iter().find(|r| schema.column_with_name(r).is_none()) {
+            let reject = Reject::new("missing_required_field", format!("{absent} is missing"));
+            verdicts.iter_mut().for_each(|v| *v = Some(reject.clone()));
+            return (batch.clone(), verdicts);
         }
-        for (pos, (name, v)) in fields.iter_mut().enumerate() {
-            let required = plan.mask.get(pos).copied().unwrap_or(false);
-            if required && unwrap_union(v).is_none() {
-                return Err(Reject::new("missing_required_field", format!("{name} is null")));
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            let name = field.name();
+            let is_required = required.iter().any(|r| r == name);
+            if is_required && column.null_count() > 0 {
+                for row in (0..rows).filter(|&r| column.is_null(r)) {
+                    mark(&mut verdicts, row as u32, || {
+                        Reject::new("missing_required_field", format!("{name} is null"))
+                    });
+                }
             }
-            self.visit(name, v, now_ms)?;
+            let cleaned = self
+                .visit(name, column, None, now_ms, &mut verdicts)
+                .unwrap_or_else(|| column.clone());
             // Empty strings count as missing, checked after trimming.
-            if required && unwrap_union(v).is_some_and(|v| matches!(v, Value::String(s) if s.is_empty())) {
-                return Err(Reject::new("missing_required_field", format!("{name} is empty")));
+            if is_required && let Some(strings) = cleaned.as_string_opt::<i32>() {
+                for (row, value) in strings.iter().enumerate() {
+                    if value.is_some_and(str::is_empty) {
+                        mark(&mut verdicts, row as u32, || {
+                            Reject::new("missing_required_field", format!("{name} is empty"))
+                        });
+                    }
+                }
+            }
+            columns.push(cleaned);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        match RecordBatch::try_new_with_options(schema.clone(), columns, &options) {
+            Ok(cleaned) => (cleaned, verdicts),
+            // Cleaning keeps every type and length, so this cannot happen; if it does,
+            // the rows are turned away rather than landed uncleaned.
+            Err(e) => {
+                let reject = Reject::new("write_failed", format!("cleaning broke the batch: {e}"));
+                verdicts.iter_mut().for_each(|v| *v = Some(reject.clone()));
+                (batch.clone(), verdicts)
             }
         }
-        Ok(())
     }
 
-    fn visit(&self, name: &str, value: &mut Value, now_ms: i64) -> Result<(), Reject> {
-        match value {
-            Value::Union(_, inner) => self.visit(name, inner, now_ms)?,
-            Value::String(s) => {
-                let trimmed = s.trim();
-                if trimmed.len() != s.len() {
-                    *s = trimmed.to_string();
+    /// Cleans and checks one (possibly nested) array; `Some` when its values changed.
+    fn visit(
+        &self,
+        name: &str,
+        array: &ArrayRef,
+        owners: Owners<'_>,
+        now_ms: i64,
+        verdicts: &mut [Option<Reject>],
+    ) -> Option<ArrayRef> {
+        match array.data_type() {
+            DataType::Utf8 => self
+                .clean_strings(name, array.as_string::<i32>())
+                .map(|a| Arc::new(a) as ArrayRef),
+            DataType::Int32 => self.signs(name, array.as_primitive::<Int32Type>(), owners, verdicts),
+            DataType::Int64 => self.signs(name, array.as_primitive::<Int64Type>(), owners, verdicts),
+            DataType::Float32 => self.signs(name, array.as_primitive::<Float32Type>(), owners, verdicts),
+            DataType::Float64 => self.signs(name, array.as_primitive::<Float64Type>(), owners, verdicts),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                let times = array.as_primitive::<TimestampMicrosecondType>();
+                for (i, us) in times.values().iter().enumerate() {
+                    let ms = us / 1000;
+                    if (ms > now_ms.saturating_add(self.max_future_ms) || ms < self.min_event_time_ms)
+                        && times.is_valid(i)
+                    {
+                        mark(verdicts, owner(owners, i), || time_reject(name, ms));
+                    }
                 }
-                if self.lowercase_fields.iter().any(|f| f == name) && s.chars().any(char::is_uppercase) {
-                    *s = s.to_lowercase();
-                }
+                None
             }
-            Value::Int(_) | Value::Long(_) | Value::Float(_) | Value::Double(_) => {
-                let negative = match value {
-                    Value::Int(v) => *v < 0,
-                    Value::Long(v) => *v < 0,
-                    Value::Float(v) => *v < 0.0,
-                    Value::Double(v) => *v < 0.0,
-                    _ => false,
+            DataType::Struct(fields) => {
+                let s = array.as_struct();
+                let masked: Option<Vec<u32>> = (s.null_count() > 0).then(|| {
+                    (0..s.len())
+                        .map(|i| if s.is_valid(i) { owner(owners, i) } else { MASKED })
+                        .collect()
+                });
+                let inner = masked.as_deref().or(owners);
+                let mut changed = false;
+                let children: Vec<ArrayRef> = fields
+                    .iter()
+                    .zip(s.columns())
+                    .map(|(f, c)| match self.visit(f.name(), c, inner, now_ms, verdicts) {
+                        Some(new) => {
+                            changed = true;
+                            new
+                        }
+                        None => c.clone(),
+                    })
+                    .collect();
+                if !changed {
+                    return None;
+                }
+                StructArray::try_new(fields.clone(), children, s.nulls().cloned())
+                    .ok()
+                    .map(|a| Arc::new(a) as ArrayRef)
+            }
+            DataType::List(item) => {
+                let list = array.as_list::<i32>();
+                let inner = element_owners(list.value_offsets(), list.values().len(), owners, |i| list.is_valid(i));
+                let values = self.visit(name, list.values(), Some(&inner), now_ms, verdicts)?;
+                ListArray::try_new(item.clone(), list.offsets().clone(), values, list.nulls().cloned())
+                    .ok()
+                    .map(|a| Arc::new(a) as ArrayRef)
+            }
+            DataType::Map(entries_field, sorted) => {
+                // Values are checked under the map's own name; keys are left as sent.
+                let map = array.as_map();
+                let inner = element_owners(map.value_offsets(), map.values().len(), owners, |i| map.is_valid(i));
+                let values = self.visit(name, map.values(), Some(&inner), now_ms, verdicts)?;
+                let DataType::Struct(entry_fields) = entries_field.data_type() else {
+                    return None;
                 };
-                if negative && self.non_negative_suffixes.iter().any(|s| name.ends_with(s.as_str())) {
-                    return Err(Reject::new(
-                        "negative_value",
-                        format!("{name} is {} but must not be negative", show(value)),
-                    ));
-                }
+                let entries =
+                    StructArray::try_new(entry_fields.clone(), vec![map.keys().clone(), values], None).ok()?;
+                MapArray::try_new(
+                    entries_field.clone(),
+                    map.offsets().clone(),
+                    entries,
+                    map.nulls().cloned(),
+                    *sorted,
+                )
+                .ok()
+                .map(|a| Arc::new(a) as ArrayRef)
             }
-            Value::TimestampMillis(ms) => self.check_time(name, *ms, now_ms)?,
-            Value::TimestampMicros(us) => self.check_time(name, *us / 1000, now_ms)?,
-            Value::Array(items) => {
-                for v in items {
-                    self.visit(name, v, now_ms)?;
-                }
-            }
-            Value::Map(entries) => {
-                for v in entries.values_mut() {
-                    self.visit(name, v, now_ms)?;
-                }
-            }
-            Value::Record(fields) => {
-                for (n, v) in fields.iter_mut() {
-                    self.visit(n, v, now_ms)?;
-                }
-            }
-            _ => {}
+            _ => None,
         }
-        Ok(())
     }
 
-    fn check_time(&self, name: &str, ms: i64, now_ms: i64) -> Result<(), Reject> {
-        if ms > now_ms.saturating_add(self.max_future_ms) || ms < self.min_event_time_ms {
-            let when = chrono::DateTime::from_timestamp_millis(ms)
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_else(|| ms.to_string());
-            return Err(Reject::new(
-                "timestamp_out_of_range",
-                format!("{name} = {when} is in the far future or before the accepted range"),
-            ));
+    fn clean_strings(&self, name: &str, strings: &StringArray) -> Option<StringArray> {
+        let lower = self.lowercase_fields.iter().any(|f| f == name);
+        let dirty = |s: &str| s.trim().len() != s.len() || (lower && s.chars().any(char::is_uppercase));
+        if !strings.iter().flatten().any(dirty) {
+            return None;
         }
-        Ok(())
+        Some(
+            strings
+                .iter()
+                .map(|v| {
+                    v.map(|s| {
+                        let t = s.trim();
+                        if lower { t.to_lowercase() } else { t.to_string() }
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn signs<T>(
+        &self,
+        name: &str,
+        values: &PrimitiveArray<T>,
+        owners: Owners<'_>,
+        verdicts: &mut [Option<Reject>],
+    ) -> Option<ArrayRef>
+    where
+        T: ArrowPrimitiveType,
+        T::Native: PartialOrd + Default + std::fmt::Display,
+    {
+        if !self.non_negative_suffixes.iter().any(|s| name.ends_with(s.as_str())) {
+            return None;
+        }
+        let zero = T::Native::default();
+        for (i, v) in values.values().iter().enumerate() {
+            if *v < zero && values.is_valid(i) {
+                mark(verdicts, owner(owners, i), || {
+                    Reject::new("negative_value", format!("{name} is {v} but must not be negative"))
+                });
+            }
+        }
+        None
     }
 }
 
-fn unwrap_union(v: &Value) -> Option<&Value> {
-    match v {
-        Value::Union(_, inner) => unwrap_union(inner),
-        Value::Null => None,
-        other => Some(other),
+/// Owners of a list's or map's elements: element j of parent i (offsets[i] <= j <
+/// offsets[i + 1]) belongs to parent i's row; elements of null parents are masked.
+fn element_owners(offsets: &[i32], elements: usize, owners: Owners<'_>, valid: impl Fn(usize) -> bool) -> Vec<u32> {
+    let mut inner = vec![MASKED; elements];
+    for (i, range) in offsets.windows(2).enumerate() {
+        if !valid(i) {
+            continue;
+        }
+        let row = owner(owners, i);
+        let (from, to) = (range[0].max(0) as usize, (range[1].max(0) as usize).min(elements));
+        for slot in inner.iter_mut().take(to).skip(from) {
+            *slot = row;
+        }
     }
+    inner
 }
 
-fn show(v: &Value) -> String {
-    match v {
-        Value::Int(x) => x.to_string(),
-        Value::Long(x) => x.to_string(),
-        Value::Float(x) => x.to_string(),
-        Value::Double(x) => x.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// The value of a top-level string field (the event id, the event time).
-pub fn top_level<'a>(value: &'a Value, field: &str) -> Option<&'a Value> {
-    match value {
-        Value::Record(fields) => fields
-            .iter()
-            .find(|(n, _)| n == field)
-            .and_then(|(_, v)| unwrap_union(v)),
-        _ => None,
-    }
+fn time_reject(name: &str, ms: i64) -> Reject {
+    let when = chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| ms.to_string());
+    Reject::new(
+        "timestamp_out_of_range",
+        format!("{name} = {when} is in the far future or before the accepted range"),
+    )
 }
 
 /// Event ids are remembered by a 64-bit fixed-seed hash: an eighth of the memory of the
@@ -182,7 +288,9 @@ pub fn id_hash(id: &str) -> u64 {
 
 pub type IdSet = HashSet<u64, foldhash::fast::FixedState>;
 
-/// Event ids that already landed, bounded: the oldest are forgotten first.
+/// Event ids of one topic already taken in: landed recently, in a batch still in flight,
+/// or earlier in the batch filling. One set for all three is one lookup per record.
+/// Bounded: the oldest are forgotten first.
 #[derive(Default)]
 pub struct Horizon {
     capacity: usize,
@@ -202,21 +310,26 @@ impl Horizon {
         self.set.contains(&id)
     }
 
-    /// Remembers ids of a batch that has committed; ids of abandoned batches never get here,
-    /// so their re-delivery is not mistaken for a duplicate.
-    pub fn extend(&mut self, ids: impl IntoIterator<Item = u64>) {
-        if self.capacity == 0 {
-            return;
+    /// Takes an id in; false when it is already known (the record is a duplicate).
+    pub fn insert(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
         }
+        self.order.push_back(id);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Forgets the ids of an abandoned batch, so their re-delivery lands. Their places in
+    /// the order stay and age out; an id taken in again may then be forgotten early, which
+    /// a bounded horizon allows.
+    pub fn forget(&mut self, ids: &[u64]) {
         for id in ids {
-            if self.set.insert(id) {
-                self.order.push_back(id);
-            }
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
+            self.set.remove(id);
         }
     }
 }
@@ -224,73 +337,106 @@ impl Horizon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{Int64Array, StructArray, TimestampMicrosecondArray};
+    use arrow::buffer::{NullBuffer, OffsetBuffer};
+    use arrow::datatypes::{Field, Fields, Schema};
 
     fn rules() -> Rules {
         Rules::new(&IngestConfig::default())
     }
 
-    fn record(fields: Vec<(&str, Value)>) -> Value {
-        Value::Record(fields.into_iter().map(|(n, v)| (n.to_string(), v)).collect())
-    }
-
     const NOW: i64 = 1_790_000_000_000;
+    const DAY_US: i64 = 86_400_000_000;
 
-    fn plan(v: &Value) -> RequiredPlan {
-        let Value::Record(fields) = v else { panic!() };
-        let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
-        RequiredPlan::new(&names, &["customer_id".into()])
+    /// Rows of (customer_id, email, one order line's price, event_time in µs); a `None`
+    /// price makes that row's line a null struct whose filler values must not count.
+    fn batch(rows: &[(&str, Option<&str>, Option<i64>, i64)]) -> RecordBatch {
+        let line_fields = Fields::from(vec![Field::new("price_kopecks", DataType::Int64, true)]);
+        let prices = Int64Array::from(rows.iter().map(|r| r.2.unwrap_or(-1)).collect::<Vec<_>>());
+        let valid = NullBuffer::from(rows.iter().map(|r| r.2.is_some()).collect::<Vec<_>>());
+        let lines = StructArray::try_new(line_fields.clone(), vec![Arc::new(prices) as ArrayRef], Some(valid)).unwrap();
+        let item = Arc::new(Field::new("element", DataType::Struct(line_fields), true));
+        let offsets = OffsetBuffer::from_lengths(rows.iter().map(|_| 1));
+        let list = ListArray::try_new(item.clone(), offsets, Arc::new(lines), None).unwrap();
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, true),
+            Field::new("email", DataType::Utf8, true),
+            Field::new("lines", DataType::List(item), true),
+            Field::new("event_time", ts, true),
+        ]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(rows.iter().map(|r| Some(r.0)).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(list),
+            Arc::new(
+                TimestampMicrosecondArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>()).with_timezone("UTC"),
+            ),
+        ];
+        RecordBatch::try_new(Arc::new(schema), columns).unwrap()
     }
 
     #[test]
     fn trims_and_lowercases() {
-        let mut v = record(vec![
-            ("customer_id", Value::String("  c1 ".into())),
-            (
-                "email",
-                Value::Union(1, Box::new(Value::String(" Anna@Mail.RU ".into()))),
-            ),
+        let now_us = NOW * 1000;
+        let b = batch(&[
+            ("  c1 ", Some(" Anna@Mail.RU "), Some(5), now_us),
+            ("c2", None, Some(0), now_us),
         ]);
-        let p = plan(&v);
-        rules().clean(&mut v, &p, NOW).unwrap();
-        assert_eq!(top_level(&v, "customer_id"), Some(&Value::String("c1".into())));
-        assert_eq!(top_level(&v, "email"), Some(&Value::String("anna@mail.ru".into())));
+        let (clean, verdicts) = rules().apply(&b, &["customer_id".into()], NOW);
+        assert!(verdicts.iter().all(Option::is_none), "{verdicts:?}");
+        let ids = clean.column(0).as_string::<i32>();
+        let emails = clean.column(1).as_string::<i32>();
+        assert_eq!((ids.value(0), ids.value(1)), ("c1", "c2"));
+        assert_eq!(emails.value(0), "anna@mail.ru");
+        assert!(emails.is_null(1));
     }
 
     #[test]
-    fn rejects_with_classes() {
-        let cases = [
-            (
-                record(vec![("customer_id", Value::String("   ".into()))]),
-                "missing_required_field",
-            ),
-            (
-                record(vec![
-                    ("customer_id", Value::String("c".into())),
-                    (
-                        "lines",
-                        Value::Array(vec![record(vec![("price_kopecks", Value::Long(-5))])]),
-                    ),
-                ]),
-                "negative_value",
-            ),
-            (
-                record(vec![
-                    ("customer_id", Value::String("c".into())),
-                    ("event_time", Value::TimestampMillis(NOW + 3 * 86_400_000)),
-                ]),
-                "timestamp_out_of_range",
-            ),
-        ];
-        for (mut v, class) in cases {
-            let p = plan(&v);
-            assert_eq!(rules().clean(&mut v, &p, NOW).unwrap_err().class, class);
-        }
+    fn rejects_with_classes_and_skips_null_structs() {
+        let now_us = NOW * 1000;
+        let b = batch(&[
+            ("   ", None, Some(1), now_us),
+            ("c", None, Some(-5), now_us),
+            ("c", None, Some(1), now_us + 3 * DAY_US),
+            ("c", None, None, now_us),
+            ("c", None, Some(7), now_us),
+        ]);
+        let (_, verdicts) = rules().apply(&b, &["customer_id".into()], NOW);
+        let classes: Vec<Option<&str>> = verdicts.iter().map(|v| v.as_ref().map(|r| r.class)).collect();
+        assert_eq!(
+            classes,
+            [
+                Some("missing_required_field"),
+                Some("negative_value"),
+                Some("timestamp_out_of_range"),
+                None,
+                None
+            ]
+        );
+        let message = &verdicts[1].as_ref().unwrap().message;
+        assert_eq!(message, "price_kopecks is -5 but must not be negative");
     }
 
     #[test]
-    fn horizon_forgets_oldest() {
+    fn a_required_field_the_version_lacks_rejects_every_row() {
+        let b = batch(&[("c", None, Some(1), NOW * 1000)]);
+        let (_, verdicts) = rules().apply(&b, &["session_id".into()], NOW);
+        assert_eq!(
+            verdicts[0].as_ref().map(|r| r.message.as_str()),
+            Some("session_id is missing")
+        );
+    }
+
+    #[test]
+    fn horizon_forgets_oldest_and_abandoned() {
         let mut h = Horizon::new(2);
-        h.extend(["a", "b", "c"].map(id_hash));
+        for id in ["a", "b", "c"].map(id_hash) {
+            assert!(h.insert(id));
+        }
         assert!(!h.contains(id_hash("a")) && h.contains(id_hash("b")) && h.contains(id_hash("c")));
+        assert!(!h.insert(id_hash("c")), "a known id is a duplicate");
+        h.forget(&[id_hash("c")]);
+        assert!(h.insert(id_hash("c")), "an abandoned id lands when it comes again");
     }
 }

@@ -1,23 +1,27 @@
-//! Flushing a batch: dead letters first, then rows and offsets in one lake commit that runs
-//! in the background while the next batch fills, then the announcements.
+//! Flushing a batch: dead letters first, then rows and offsets in one lake commit, then
+//! the announcements. Batches move through a short pipeline per topic while the next one
+//! fills: a flushed batch's data files are written at once (`RawTable::stage`), and the
+//! oldest batch commits them with its offsets.
 //!
-//! Why in the background: on HDFS a commit is mostly waiting. Each file close asks the
-//! NameNode to complete the file, and when the DataNode's block report has not arrived yet
-//! the client sleeps 500 ms before asking again; a commit closes two files (data and log
-//! entry). A worker that waited would consume nothing for about a second per batch.
-//! At most one commit per topic is in flight, so stored offsets still advance strictly in
-//! order and the fencing check sees every predecessor.
+//! Why a pipeline: on HDFS a commit is mostly waiting. Each file close asks the NameNode to
+//! complete the file, and when the DataNode's block report has not arrived yet the client
+//! sleeps 500 ms before asking again; a batch closes two files (data and log entry).
+//! Writing the next batch's files while the previous batch commits hides one of the two
+//! waits and keeps both cores busy. Commits stay one at a time and in order, and each
+//! commit's offsets are worked out only when the one before it has settled, so stored
+//! offsets still advance strictly in order and the fencing check sees every predecessor.
 
 use super::IngestError;
 use super::assign::IngestContext;
 use super::batch::{DeadLetter, TopicBatch};
-use super::table::{Committed, RawTable, TableError};
-use super::worker::{Worker, letter};
+use super::checks::Reject;
+use super::table::{Committed, RawTable, Rows, Staged, TableError};
+use super::worker::Worker;
 use crate::config::IngestConfig;
 use arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,26 +31,35 @@ use tracing::{Instrument, Span, info, info_span, warn};
 /// Partition -> (offset stored before this batch, last offset in it).
 type Offsets = BTreeMap<i32, (Option<i64>, i64)>;
 
-/// A batch whose commit is running.
+type CommitTask = JoinHandle<(RawTable, Result<Committed, TableError>, Duration)>;
+
+/// A flushed batch on its way into the lake.
 pub struct InFlight {
     batch: TopicBatch,
-    offsets: Offsets,
     /// Records already published as dead letters, so a refused batch does not repeat them.
     published: HashSet<(i32, i64)>,
     rows_empty: bool,
     started: Instant,
     span: Span,
-    task: JoinHandle<(RawTable, Result<Committed, TableError>, Duration)>,
+    step: Step,
+}
+
+enum Step {
+    /// Waiting for the commits ahead of it; its data files may be written meanwhile.
+    Waiting(Pending),
+    /// Its commit runs, storing these offsets.
+    Committing { offsets: Offsets, task: CommitTask },
+}
+
+enum Pending {
+    Staging(JoinHandle<Result<Staged, TableError>>),
+    /// Rows the commit writes itself: a new table, a new schema version, or none at all.
+    Rows(Vec<RecordBatch>),
 }
 
 impl InFlight {
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
-    /// Ids in a batch not landed yet still count as seen for the batch filling behind it.
-    pub fn has_id(&self, hash: u64) -> bool {
-        self.batch.ids.contains(&hash)
+    fn is_settleable(&self) -> bool {
+        matches!(&self.step, Step::Committing { task, .. } if task.is_finished())
     }
 }
 
@@ -83,27 +96,33 @@ impl Running {
 }
 
 impl Worker {
-    /// Flushes `topic` unless its previous commit is still running and the batch has room
-    /// to keep filling (up to twice the configured limits); a full-enough batch waits.
+    /// Flushes `topic` when its pipeline has room; while it is full the batch keeps filling
+    /// up to twice the configured limits, then the worker waits for the oldest commit.
     pub(super) fn flush_when_free(
         &mut self,
         topic: &str,
         consumer: &BaseConsumer<IngestContext>,
     ) -> Result<(), IngestError> {
-        let busy = self.inflight.get(topic).is_some_and(|f| !f.is_finished());
-        let roomy = self.batches.get(topic).is_none_or(|b| {
-            b.rows < self.config.max_batch_rows.saturating_mul(2)
-                && b.bytes < self.config.max_batch_bytes.saturating_mul(2)
-        });
-        if busy && roomy {
-            return Ok(());
+        let depth = usize::try_from(self.config.max_batches_in_flight).unwrap_or(usize::MAX);
+        let queued = self.inflight.get(topic).map_or(0, VecDeque::len);
+        if queued >= depth {
+            let roomy = self.batches.get(topic).is_none_or(|b| {
+                b.rows < self.config.max_batch_rows.saturating_mul(2)
+                    && b.bytes < self.config.max_batch_bytes.saturating_mul(2)
+            });
+            if roomy {
+                return Ok(());
+            }
+            self.settle(topic, consumer, true)?;
         }
         self.flush(topic, consumer)
     }
 
-    /// Hands the topic's batch to a background commit, after settling the previous one.
+    /// Hands the topic's batch to the pipeline: its dead letters are published, its data
+    /// files start being written, and it commits when the batches ahead of it have.
     pub(super) fn flush(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
-        self.settle(topic, consumer)?;
+        self.settle_ready(topic, consumer)?;
+        self.seal(topic, true);
         let Some(mut batch) = self.batches.remove(topic) else {
             return Ok(());
         };
@@ -118,22 +137,17 @@ impl Worker {
             dead = batch.letters.len()
         );
         let started = Instant::now();
-        let offsets: Offsets = batch
-            .offsets
-            .iter()
-            .map(|(&p, &(_, last))| {
-                let stored = self.stored.get(topic).and_then(|ps| ps.get(&p)).copied().flatten();
-                (p, (stored, last))
-            })
-            .collect();
         if !self.tables.contains_key(topic) {
             let table = self.retry("open table", || {
                 RawTable::open(&self.lake, topic, &self.config.group, self.config.target_file_bytes)
             })?;
             self.tables.insert(topic.to_string(), table);
         }
-        let schema = self.tables.get(topic).and_then(RawTable::arrow_schema);
-        let rows = match batch.finish(schema.as_ref()) {
+        let table = self
+            .tables
+            .get(topic)
+            .ok_or(IngestError::Internal("table vanished".into()))?;
+        let rows = match batch.finish(table.arrow_schema().as_ref()) {
             Ok(rows) => rows,
             Err(e) => {
                 span.in_scope(|| warn!(error = %e, "batch cannot be assembled; dead-lettering its rows"));
@@ -143,77 +157,177 @@ impl Worker {
         };
         let mut published = HashSet::new();
         self.publish_letters(topic, &mut batch, &mut published)?;
-        let exists = self.tables.get(topic).is_some_and(RawTable::exists);
-        if rows.is_empty() && !exists {
+        let table = self
+            .tables
+            .get(topic)
+            .ok_or(IngestError::Internal("table vanished".into()))?;
+        if rows.is_empty() && !table.exists() && self.inflight.get(topic).is_none_or(VecDeque::is_empty) {
             // Only dead letters and no table yet to hold offsets: the first batch with
             // rows stores offsets that cover these too (letters may repeat after a crash).
             span.in_scope(|| info!("batch of dead letters only; offsets wait for the table's first rows"));
             return Ok(());
         }
-        let mut table = self
-            .tables
-            .remove(topic)
-            .ok_or(IngestError::Internal("table vanished".into()))?;
-        let (config, guard, task_offsets) = (self.config.clone(), self.running.start(), offsets.clone());
         let rows_empty = rows.is_empty();
-        let task = self.handle.spawn(
-            async move {
-                let _running = guard;
-                let commit_started = Instant::now();
-                let result = commit_with_retry(&mut table, &rows, &task_offsets, &config).await;
-                (table, result, commit_started.elapsed())
+        let pending = match rows.first().map(RecordBatch::schema) {
+            Some(schema) if table.stages(&schema) => {
+                let (table, config) = (table.clone(), self.config.clone());
+                Pending::Staging(
+                    self.handle
+                        .spawn(async move { stage_with_retry(&table, rows, &config).await }.instrument(span.clone())),
+                )
             }
-            .instrument(span.clone()),
-        );
-        let flight = InFlight {
+            _ => Pending::Rows(rows),
+        };
+        self.inflight.entry(topic.to_string()).or_default().push_back(InFlight {
             batch,
-            offsets,
             published,
             rows_empty,
             started,
             span,
-            task,
-        };
-        self.inflight.insert(topic.to_string(), flight);
+            step: Step::Waiting(pending),
+        });
+        self.start_next(topic);
         Ok(())
+    }
+
+    /// Starts the commit of the topic's oldest batch unless a commit is already running.
+    fn start_next(&mut self, topic: &str) {
+        let Some(front) = self.inflight.get_mut(topic).and_then(VecDeque::front_mut) else {
+            return;
+        };
+        if matches!(front.step, Step::Committing { .. }) {
+            return;
+        }
+        let Some(mut table) = self.tables.get(topic).cloned() else {
+            return;
+        };
+        let offsets: Offsets = front
+            .batch
+            .offsets
+            .iter()
+            .map(|(&p, &(_, last))| {
+                let stored = self.stored.get(topic).and_then(|ps| ps.get(&p)).copied().flatten();
+                (p, (stored, last))
+            })
+            .collect();
+        let placeholder = Step::Waiting(Pending::Rows(Vec::new()));
+        let Step::Waiting(pending) = std::mem::replace(&mut front.step, placeholder) else {
+            return;
+        };
+        let (config, guard, task_offsets) = (self.config.clone(), self.running.start(), offsets.clone());
+        let task = self.handle.spawn(
+            async move {
+                let _running = guard;
+                let commit_started = Instant::now();
+                let rows = match pending {
+                    Pending::Rows(rows) => Ok(Rows::Batches(rows)),
+                    Pending::Staging(staging) => match staging.await {
+                        Ok(staged) => staged.map(Rows::Staged),
+                        Err(e) => Err(TableError::Transient {
+                            table: table.name.clone(),
+                            source: deltalake::errors::DeltaTableError::Generic(format!("staging failed: {e}")),
+                        }),
+                    },
+                };
+                let result = match rows {
+                    Ok(rows) => commit_with_retry(&mut table, rows, &task_offsets, &config).await,
+                    Err(e) => Err(e),
+                };
+                (table, result, commit_started.elapsed())
+            }
+            .instrument(front.span.clone()),
+        );
+        front.step = Step::Committing { offsets, task };
     }
 
     /// Settles every commit that has finished, without waiting for the others.
     pub(super) fn settle_finished(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
-        let done: Vec<String> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.is_finished())
-            .map(|(t, _)| t.clone())
-            .collect();
-        for topic in done {
-            self.settle(&topic, consumer)?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn settle_all(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
         let topics: Vec<String> = self.inflight.keys().cloned().collect();
         for topic in topics {
-            self.settle(&topic, consumer)?;
+            self.settle_ready(&topic, consumer)?;
         }
         Ok(())
     }
 
-    /// Waits for the topic's commit, then records it, announces it and commits group offsets.
-    fn settle(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
-        let Some(flight) = self.inflight.remove(topic) else {
+    fn settle_ready(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
+        while self
+            .inflight
+            .get(topic)
+            .and_then(VecDeque::front)
+            .is_some_and(InFlight::is_settleable)
+        {
+            self.settle(topic, consumer, true)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch in flight. With `commit_waiting` false (a revoke), batches
+    /// whose commit has not started are abandoned: their partitions are no longer ours.
+    pub(super) fn settle_all(
+        &mut self,
+        consumer: &BaseConsumer<IngestContext>,
+        commit_waiting: bool,
+    ) -> Result<(), IngestError> {
+        let topics: Vec<String> = self.inflight.keys().cloned().collect();
+        for topic in topics {
+            while self.inflight.get(&topic).is_some_and(|q| !q.is_empty()) {
+                let committing = self
+                    .inflight
+                    .get(&topic)
+                    .and_then(VecDeque::front)
+                    .is_some_and(|f| matches!(f.step, Step::Committing { .. }));
+                if !committing && !commit_waiting {
+                    self.abandon_waiting(&topic);
+                    break;
+                }
+                self.settle(&topic, consumer, commit_waiting)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the topic's batches whose commit has not started; their records are read
+    /// again from the stored offsets. Files they wrote are referenced by no commit and go
+    /// with the next vacuum.
+    fn abandon_waiting(&mut self, topic: &str) {
+        let Some(queue) = self.inflight.get_mut(topic) else {
+            return;
+        };
+        let (keep, dropped): (VecDeque<InFlight>, VecDeque<InFlight>) = std::mem::take(queue)
+            .into_iter()
+            .partition(|f| matches!(f.step, Step::Committing { .. }));
+        *queue = keep;
+        self.summary.abandoned_batches += dropped.len() as u64;
+        for f in &dropped {
+            self.forget(topic, &f.batch);
+        }
+    }
+
+    /// Waits for the topic's oldest commit, then records it, announces it and commits
+    /// group offsets; with `advance`, starts the next batch's commit.
+    fn settle(
+        &mut self,
+        topic: &str,
+        consumer: &BaseConsumer<IngestContext>,
+        advance: bool,
+    ) -> Result<(), IngestError> {
+        self.start_next(topic);
+        let Some(flight) = self.inflight.get_mut(topic).and_then(VecDeque::pop_front) else {
             return Ok(());
         };
         let InFlight {
             mut batch,
-            offsets,
             mut published,
             mut rows_empty,
             started,
             span,
-            task,
+            step,
         } = flight;
+        let Step::Committing { offsets, task } = step else {
+            return Err(IngestError::Internal(
+                "a batch settled before its commit started".into(),
+            ));
+        };
         let _enter = span.enter();
         let (table, mut result, took) = self
             .handle
@@ -227,6 +341,7 @@ impl Worker {
                 Err(TableError::Fenced { partition, .. }) => {
                     warn!(partition, "another worker advanced this topic; abandoning the batch");
                     self.summary.abandoned_batches += 1;
+                    self.forget(topic, &batch);
                     return self.resync(topic, consumer);
                 }
                 Err(TableError::Rejected { source, .. }) if rows_empty => {
@@ -244,9 +359,12 @@ impl Worker {
                         .tables
                         .get_mut(topic)
                         .ok_or(IngestError::Internal("table vanished".into()))?;
-                    result = self
-                        .handle
-                        .block_on(commit_with_retry(table, &[], &offsets, &self.config));
+                    result = self.handle.block_on(commit_with_retry(
+                        table,
+                        Rows::Batches(Vec::new()),
+                        &offsets,
+                        &self.config,
+                    ));
                     self.telemetry
                         .ingest
                         .commit_seconds
@@ -267,6 +385,9 @@ impl Worker {
             ms = started.elapsed().as_millis() as u64,
             "batch committed"
         );
+        if advance {
+            self.start_next(topic);
+        }
         Ok(())
     }
 
@@ -274,7 +395,7 @@ impl Worker {
     fn landed(
         &mut self,
         topic: &str,
-        mut batch: TopicBatch,
+        batch: TopicBatch,
         offsets: &Offsets,
         committed: &Committed,
         consumer: &BaseConsumer<IngestContext>,
@@ -300,11 +421,11 @@ impl Worker {
         }
         self.summary.landed += committed.rows;
         self.summary.commits += 1;
-        let capacity = usize::try_from(self.config.dedup_horizon_events).unwrap_or(usize::MAX);
-        self.horizons
-            .entry(topic.to_string())
-            .or_insert_with(|| super::checks::Horizon::new(capacity))
-            .extend(batch.ids.drain());
+        // Spares for the batches that fill while others are in flight.
+        let depth = usize::try_from(self.config.max_batches_in_flight).unwrap_or(1);
+        if self.spare.len() < self.contracts.len().saturating_mul(depth) {
+            self.spare.push(batch);
+        }
         let table_name = self.tables.get(topic).map(|t| t.name.clone()).unwrap_or_default();
         let offset_list: Vec<(i32, i64)> = offsets.iter().map(|(&p, &(_, last))| (p, last)).collect();
         if let Err(e) = self.retry("announce lake commit", || {
@@ -351,11 +472,13 @@ impl Worker {
     /// right after what it holds.
     fn resync(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
         // Rows consumed after the abandoned batch rest on offsets that are no longer ours.
-        if let Some(next) = self.batches.remove(topic)
-            && !next.is_empty()
-        {
-            self.summary.abandoned_batches += 1;
+        if let Some(next) = self.batches.remove(topic) {
+            self.forget(topic, &next);
+            if !next.is_empty() {
+                self.summary.abandoned_batches += 1;
+            }
         }
+        self.abandon_waiting(topic);
         let partitions: Vec<i32> = self
             .stored
             .get(topic)
@@ -389,7 +512,7 @@ impl Worker {
             .originals
             .iter()
             .filter(|o| !already.contains(&(o.partition, o.offset)))
-            .map(|o| letter(&topic, &o, "write_failed", reason.to_string()))
+            .map(|o| DeadLetter::of(&topic, &o, Reject::new("write_failed", reason)))
             .collect();
         batch.letters.extend(extra);
     }
@@ -397,16 +520,35 @@ impl Worker {
 
 async fn commit_with_retry(
     table: &mut RawTable,
-    rows: &[RecordBatch],
+    rows: Rows,
     offsets: &Offsets,
     config: &IngestConfig,
 ) -> Result<Committed, TableError> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut wait = Duration::from_millis(config.retry_backoff_ms);
     loop {
-        match table.commit(rows.to_vec(), offsets).await {
+        match table.commit(rows.clone(), offsets).await {
             Err(e @ TableError::Transient { .. }) if Instant::now() + wait < deadline => {
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "lake commit failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn stage_with_retry(
+    table: &RawTable,
+    rows: Vec<RecordBatch>,
+    config: &IngestConfig,
+) -> Result<Staged, TableError> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut wait = Duration::from_millis(config.retry_backoff_ms);
+    loop {
+        match table.stage(rows.clone()).await {
+            Err(e @ TableError::Transient { .. }) if Instant::now() + wait < deadline => {
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "writing data files failed; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(30));
             }

@@ -6,6 +6,8 @@ use crate::config::MaintenanceConfig;
 use crate::lake::LakeUrl;
 use deltalake::errors::DeltaTableError;
 use deltalake::operations::optimize::OptimizeType;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
 use std::num::NonZeroU64;
 
 #[derive(Debug, Default, Clone)]
@@ -37,10 +39,16 @@ pub async fn run(
         return Ok(report);
     }
     let target = NonZeroU64::new(target_file_bytes).unwrap_or(NonZeroU64::MIN);
+    // Compacted files are the ones that stay: dictionaries and zstd, unlike landing files.
+    let writer = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_dictionary_enabled(true)
+        .build();
     let (table, metrics) = table
         .optimize()
         .with_type(OptimizeType::Compact)
         .with_target_size(target)
+        .with_writer_properties(writer)
         .await?;
     report.compacted = true;
     report.files_added = metrics.num_files_added;

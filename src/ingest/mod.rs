@@ -12,6 +12,7 @@ mod arrow;
 mod assign;
 pub mod batch;
 pub mod checks;
+pub mod decode;
 pub mod direct;
 mod flush;
 pub mod maintenance;
@@ -32,7 +33,8 @@ use rdkafka::consumer::BaseConsumer;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use worker::HashMap;
-use worker::{TopicContract, Worker};
+pub use worker::TopicContract;
+use worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -154,6 +156,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
             last_schema_reload: None,
             maintenance: HashMap::default(),
             inflight: HashMap::default(),
+            spare: Vec::new(),
             running,
             summary: Summary::default(),
             now_ms: chrono::Utc::now().timestamp_millis(),

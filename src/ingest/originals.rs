@@ -9,6 +9,7 @@ pub type Headers = Vec<(String, Vec<u8>)>;
 struct Entry {
     partition: i32,
     offset: i64,
+    kafka_ms: Option<i64>,
     /// Key and payload are `bytes[start..split]` and `bytes[split..end]`.
     start: usize,
     split: usize,
@@ -34,7 +35,10 @@ pub struct Original<'a> {
 }
 
 impl Originals {
-    pub fn push(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: &[u8], headers: Headers) {
+    /// Keeps a record; returns its index.
+    pub fn push(&mut self, at: (i32, i64, Option<i64>), key: Option<&[u8]>, payload: &[u8], headers: Headers) -> u32 {
+        let (partition, offset, kafka_ms) = at;
+        let index = self.entries.len() as u32;
         let start = self.bytes.len();
         self.bytes.extend_from_slice(key.unwrap_or_default());
         let split = self.bytes.len();
@@ -45,11 +49,26 @@ impl Originals {
         self.entries.push(Entry {
             partition,
             offset,
+            kafka_ms,
             start,
             split,
             end: self.bytes.len(),
             has_key: key.is_some(),
         });
+        index
+    }
+
+    /// Partition, offset and Kafka timestamp of the record at `index`.
+    pub fn coordinates(&self, index: usize) -> Option<(i32, i64, Option<i64>)> {
+        self.entries.get(index).map(|e| (e.partition, e.offset, e.kafka_ms))
+    }
+
+    /// Forgets every record but keeps the memory, so the next batch does not fault in
+    /// and zero fresh pages as its arena grows.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+        self.headers.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -87,9 +106,10 @@ mod tests {
     #[test]
     fn records_come_back_as_they_went_in() {
         let mut o = Originals::default();
-        o.push(0, 10, Some(b"k1"), b"payload-one", Vec::new());
-        o.push(3, 11, None, b"", vec![("h".into(), b"v".to_vec())]);
-        o.push(1, 12, Some(b""), b"p3", Vec::new());
+        o.push((0, 10, Some(5)), Some(b"k1"), b"payload-one", Vec::new());
+        o.push((3, 11, None), None, b"", vec![("h".into(), b"v".to_vec())]);
+        assert_eq!(o.push((1, 12, None), Some(b""), b"p3", Vec::new()), 2);
+        assert_eq!(o.coordinates(0), Some((0, 10, Some(5))));
         let all: Vec<_> = o.iter().collect();
         assert_eq!(all.len(), 3);
         assert_eq!((all[0].partition, all[0].offset), (0, 10));

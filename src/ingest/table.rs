@@ -5,11 +5,12 @@
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use deltalake::errors::DeltaTableError;
-use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,6 +53,8 @@ pub struct Committed {
     pub files: u32,
 }
 
+/// Cloned to write a batch's files beside the commit running on another copy.
+#[derive(Clone)]
 pub struct RawTable {
     /// Path under the lake root, e.g. `raw/raw.site.page_view`.
     pub name: String,
@@ -154,68 +157,129 @@ impl RawTable {
             })
     }
 
-    /// Appends `batches` and stores `offsets` (partition -> (previous stored, last)) in the
+    /// Writes a batch's data files without committing them, so the next batch's files are
+    /// written while the previous commit is still running (on HDFS each file close can wait
+    /// half a second for the DataNode's block report). Only for a table that exists and
+    /// rows of exactly its schema; `Rows::Batches` covers the rest.
+    pub async fn stage(&self, batches: Vec<RecordBatch>) -> Result<Staged, TableError> {
+        let classify = |e: DeltaTableError| classify(&self.name, e);
+        let mut writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(classify)?
+            .with_writer_properties(landing_properties())
+            .with_target_file_size(self.target_file_bytes);
+        let mut rows = 0;
+        for batch in batches {
+            rows += batch.num_rows() as u64;
+            writer.write(batch).await.map_err(classify)?;
+        }
+        let adds = writer.flush().await.map_err(classify)?;
+        Ok(Staged { adds, rows })
+    }
+
+    /// Whether rows of `schema` can be staged: the table exists and has exactly these columns.
+    pub fn stages(&self, schema: &SchemaRef) -> bool {
+        self.arrow_schema().is_some_and(|have| {
+            have.fields().len() == schema.fields().len()
+                && have
+                    .fields()
+                    .iter()
+                    .zip(schema.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+        })
+    }
+
+    /// Commits the rows and stores `offsets` (partition -> (previous stored, last)) in the
     /// same commit, after checking that nobody else advanced those partitions meanwhile.
     pub async fn commit(
         &mut self,
-        batches: Vec<RecordBatch>,
+        rows: impl Into<Rows>,
         offsets: &BTreeMap<i32, (Option<i64>, i64)>,
     ) -> Result<Committed, TableError> {
+        let rows = rows.into();
         self.refresh().await?;
-        for (&partition, &(expected, _)) in offsets {
-            let stored = self.stored(partition).await?;
-            if stored != expected {
-                return Err(TableError::Fenced {
-                    table: self.name.clone(),
-                    partition,
-                    stored,
-                    expected,
-                });
-            }
+        let count = rows.count();
+        // A retry of a commit whose answer was lost although it landed finds its own
+        // offsets (a commit sets all of them or none); anything else is another writer's.
+        let mut stored = Vec::with_capacity(offsets.len());
+        for (&partition, &(expected, last)) in offsets {
+            stored.push((partition, self.stored(partition).await?, expected, last));
+        }
+        if !stored.is_empty() && stored.iter().all(|&(_, s, e, l)| s == Some(l) && e != Some(l)) {
+            let version = self.table.version().unwrap_or_default();
+            return Ok(Committed {
+                version,
+                rows: count,
+                files: self.added_files(version).await,
+            });
+        }
+        if let Some(&(partition, stored, expected, _)) = stored.iter().find(|&&(_, s, e, _)| s != e) {
+            return Err(TableError::Fenced {
+                table: self.name.clone(),
+                partition,
+                stored,
+                expected,
+            });
         }
         let txns = offsets
             .iter()
             .map(|(&p, &(_, last))| Transaction::new(app_id(&self.group, &self.topic, p), last))
             .collect();
         let props = CommitProperties::default().with_application_transactions(txns);
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let classify = |e: DeltaTableError| classify(&self.name, e);
-        let version = if rows == 0 {
-            // Every record went to the dead-letter topic: store the offsets alone.
-            let snapshot = self.table.snapshot().map_err(classify)?;
-            let operation = DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: None,
-                predicate: None,
-            };
-            let done = CommitBuilder::from(props)
-                .build(Some(snapshot), self.table.log_store(), operation)
-                .await
-                .map_err(classify)?;
-            let version = done.version();
-            self.refresh().await?;
-            version
-        } else {
-            let writer = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                .build();
-            let table = self
-                .table
-                .clone()
-                .write(batches)
-                .with_save_mode(SaveMode::Append)
-                .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
-                .with_partition_columns([PARTITION_COLUMN])
-                .with_target_file_size(std::num::NonZeroU64::new(self.target_file_bytes))
-                .with_writer_properties(writer)
-                .with_commit_properties(props)
-                .await
-                .map_err(classify)?;
-            self.table = table;
-            self.table.version().unwrap_or_default()
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
         };
-        let files = self.added_files(version).await;
-        Ok(Committed { version, rows, files })
+        let (version, files) = match rows {
+            Rows::Staged(staged) => {
+                let files = staged.adds.len() as u32;
+                let snapshot = self.table.snapshot().map_err(classify)?;
+                let done = CommitBuilder::from(props)
+                    .with_actions(staged.adds.into_iter().map(Action::Add).collect())
+                    .build(Some(snapshot), self.table.log_store(), operation)
+                    .await
+                    .map_err(classify)?;
+                let version = done.version();
+                self.refresh().await?;
+                (version, files)
+            }
+            Rows::Batches(batches) if batches.is_empty() => {
+                // Every record went to the dead-letter topic: store the offsets alone.
+                let snapshot = self.table.snapshot().map_err(classify)?;
+                let done = CommitBuilder::from(props)
+                    .build(Some(snapshot), self.table.log_store(), operation)
+                    .await
+                    .map_err(classify)?;
+                let version = done.version();
+                self.refresh().await?;
+                (version, 0)
+            }
+            Rows::Batches(batches) => {
+                // The first rows of a table, or a new schema version's: the write operation
+                // creates the table or widens its schema in the same commit.
+                let table = self
+                    .table
+                    .clone()
+                    .write(batches)
+                    .with_save_mode(SaveMode::Append)
+                    .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+                    .with_partition_columns([PARTITION_COLUMN])
+                    .with_target_file_size(std::num::NonZeroU64::new(self.target_file_bytes))
+                    .with_writer_properties(landing_properties())
+                    .with_commit_properties(props)
+                    .await
+                    .map_err(classify)?;
+                self.table = table;
+                let version = self.table.version().unwrap_or_default();
+                (version, self.added_files(version).await)
+            }
+        };
+        Ok(Committed {
+            version,
+            rows: count,
+            files,
+        })
     }
 
     /// Data files a commit added, read from its log entry.
@@ -230,12 +294,56 @@ impl RawTable {
     }
 }
 
+/// Landing files are written for speed (dictionaries were a tenth of ingest's time, zstd
+/// another twentieth); compaction rewrites them with both.
+fn landing_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::LZ4_RAW)
+        .set_dictionary_enabled(false)
+        .build()
+}
+
+/// A batch's rows on their way into a commit.
+#[derive(Clone)]
+pub enum Rows {
+    /// Data files already written by `stage`.
+    Staged(Staged),
+    /// Rows the commit writes itself (none: an offsets-only commit).
+    Batches(Vec<RecordBatch>),
+}
+
+impl From<Vec<RecordBatch>> for Rows {
+    fn from(batches: Vec<RecordBatch>) -> Self {
+        Self::Batches(batches)
+    }
+}
+
+impl Rows {
+    fn count(&self) -> u64 {
+        match self {
+            Self::Staged(s) => s.rows,
+            Self::Batches(b) => b.iter().map(|b| b.num_rows() as u64).sum(),
+        }
+    }
+}
+
+/// Data files written but not yet in the table's log.
+#[derive(Clone)]
+pub struct Staged {
+    adds: Vec<Add>,
+    rows: u64,
+}
+
 fn classify(table: &str, source: DeltaTableError) -> TableError {
     let transient = matches!(
         &source,
         DeltaTableError::ObjectStore { .. }
             | DeltaTableError::Io { .. }
             | DeltaTableError::VersionAlreadyExists(_)
+            // Where delta-rs reports the unexpected, a panicked task among them: nothing says
+            // the rows are at fault, and a retried commit is safe (it finds its own offsets).
+            | DeltaTableError::Generic(_)
+            | DeltaTableError::GenericError { .. }
             | DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(_)
                     | TransactionError::VersionAlreadyExists(_)

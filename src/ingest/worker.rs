@@ -2,21 +2,18 @@
 //! Runs on its own thread with a blocking librdkafka consumer; lake I/O runs on the async
 //! runtime through a handle, and lake commits in the background (see `flush`).
 
-use super::arrow::record_fields;
 use super::assign::{IngestContext, RebalanceEvent};
-use super::batch::{Coordinates, DeadLetter, TopicBatch};
-use super::checks::{Horizon, Reject, RequiredPlan, Rules, id_hash, top_level};
-use super::originals::Original;
+use super::batch::{Checks, TopicBatch};
+use super::checks::{Horizon, Reject, Rules};
+use super::decode::WriterPlan;
 use super::publish::Publisher;
 use super::table::RawTable;
 use super::{IngestError, Summary};
-use crate::codec::{SchemaSet, SchemaVersion, WriterDecoder, read_header};
+use crate::codec::{SchemaSet, SchemaVersion, read_header};
 use crate::config::IngestConfig;
 use crate::lake::LakeUrl;
 use crate::telemetry::Telemetry;
 use apache_avro::Schema;
-use apache_avro::types::Value;
-use arrow::datatypes::Fields;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -58,32 +55,6 @@ impl TopicContract {
     }
 }
 
-/// Everything records of one writer version share, worked out once per fingerprint.
-pub struct WriterPlan {
-    decoder: WriterDecoder,
-    fields: Fields,
-    /// `event@fingerprint`: file names move when versions do, this always names one schema.
-    label: String,
-    required: RequiredPlan,
-}
-
-impl WriterPlan {
-    fn new(writer: &Arc<SchemaVersion>, contract: &TopicContract) -> Result<Self, Reject> {
-        let decoder = WriterDecoder::new(writer.clone()).map_err(|e| Reject::new(e.class(), e.to_string()))?;
-        let fields = record_fields(&writer.schema).map_err(|e| Reject::new("unsupported_schema", e.to_string()))?;
-        let names: Vec<&str> = match &writer.schema {
-            Schema::Record(r) => r.fields.iter().map(|f| f.name.as_str()).collect(),
-            _ => Vec::new(),
-        };
-        Ok(Self {
-            decoder,
-            fields,
-            label: format!("{}@{:016x}", writer.event, writer.fingerprint),
-            required: RequiredPlan::new(&names, &contract.required),
-        })
-    }
-}
-
 pub struct Worker {
     pub config: IngestConfig,
     pub lake: LakeUrl,
@@ -100,14 +71,16 @@ pub struct Worker {
     pub stored: HashMap<String, HashMap<i32, Option<i64>>>,
     pub horizons: HashMap<String, Horizon>,
     /// Per writer fingerprint, what its records share (or why none of them can land).
-    pub writers: HashMap<u64, Result<WriterPlan, Reject>>,
+    pub writers: HashMap<u64, Result<Arc<WriterPlan>, Reject>>,
     /// Per-topic counters, looked up once instead of per record.
     pub counters: HashMap<String, (Counter, Counter)>,
     pub last_schema_reload: Option<Instant>,
     /// Per owned table: a pass is running, when the last one started, the version it saw.
     pub maintenance: HashMap<String, (Arc<AtomicBool>, Instant, Arc<AtomicU64>)>,
-    /// Per topic, the batch whose lake commit is running in the background.
-    pub inflight: HashMap<String, super::flush::InFlight>,
+    /// Per topic, flushed batches in commit order (the first one's commit may be running).
+    pub inflight: HashMap<String, std::collections::VecDeque<super::flush::InFlight>>,
+    /// Committed batches whose memory the next batches reuse.
+    pub spare: Vec<TopicBatch>,
     pub running: super::flush::Running,
     pub summary: Summary,
     /// Wall clock, refreshed every few hundred records rather than read per record.
@@ -163,7 +136,7 @@ impl Worker {
         for topic in topics {
             self.flush(&topic, &consumer)?;
         }
-        self.settle_all(&consumer)?;
+        self.settle_all(&consumer, true)?;
         self.telemetry.set_ready(false);
         consumer.unsubscribe();
         Ok(self.summary)
@@ -199,8 +172,12 @@ impl Worker {
             match event {
                 RebalanceEvent::Revoked => {
                     // The revoke callback waited for these; what they stored is ours.
-                    self.settle_all(consumer)?;
-                    let abandoned = self.batches.drain().filter(|(_, b)| !b.is_empty()).count();
+                    self.settle_all(consumer, false)?;
+                    let batches: Vec<(String, TopicBatch)> = self.batches.drain().collect();
+                    for (topic, batch) in &batches {
+                        self.forget(topic, batch);
+                    }
+                    let abandoned = batches.iter().filter(|(_, b)| !b.is_empty()).count();
                     self.summary.abandoned_batches += abandoned as u64;
                     self.stored.clear();
                     self.telemetry.ingest.consumer_lag.clear();
@@ -246,15 +223,18 @@ impl Worker {
         }
         let payload = m.payload().unwrap_or_default();
         let kafka_ms = m.timestamp().to_millis();
-        let now_ms = self.now_ms;
+        let plan = self.plan_for(topic, payload);
         if !self.batches.contains_key(topic) {
-            self.batches.insert(topic.to_string(), TopicBatch::new(topic));
+            let batch = match self.spare.pop() {
+                Some(old) => old.reuse(topic),
+                None => TopicBatch::new(topic),
+            };
+            self.batches.insert(topic.to_string(), batch);
         }
         let batch = self
             .batches
             .get_mut(topic)
             .ok_or(IngestError::Internal("batch vanished".into()))?;
-        batch.account(partition, offset, kafka_ms, payload.len());
         let headers = m
             .headers()
             .map(|hs| {
@@ -263,114 +243,68 @@ impl Worker {
                     .collect()
             })
             .unwrap_or_default();
-        batch.originals.push(partition, offset, m.key(), payload, headers);
-        let at = (partition, offset, kafka_ms, now_ms);
-        let landed = self.land(topic, payload, at)?;
+        let at = (partition, offset, kafka_ms);
+        let chunk_full = batch.take(at, m.key(), payload, headers, plan.as_ref().map_err(Reject::clone));
+        if chunk_full {
+            self.seal(topic, false);
+        }
         let batch = self
             .batches
-            .get_mut(topic)
+            .get(topic)
             .ok_or(IngestError::Internal("batch vanished".into()))?;
-        if let Err(reject) = landed
-            && let Some(original) = batch.originals.last()
-        {
-            let dead = letter(topic, &original, reject.class, reject.message);
-            batch.letters.push(dead);
-        }
         let full = batch.rows >= self.config.max_batch_rows || batch.bytes >= self.config.max_batch_bytes;
         Ok(full.then(|| topic.to_string()))
     }
 
-    /// Decodes, cleans, deduplicates and appends one record; `Ok(Err(..))` is a rejected record.
-    fn land(
-        &mut self,
-        topic: &str,
-        payload: &[u8],
-        at: (i32, i64, Option<i64>, i64),
-    ) -> Result<Result<(), Reject>, IngestError> {
-        let (partition, offset, kafka_ms, now_ms) = at;
-        let writer = match self.writer_of(payload) {
-            Ok(w) => w,
-            Err(r) => return Ok(Err(r)),
-        };
+    /// How records of this payload's writer version land in `topic`, or why they cannot.
+    fn plan_for(&mut self, topic: &str, payload: &[u8]) -> Result<Arc<WriterPlan>, Reject> {
+        let writer = self.writer_of(payload)?;
         let Some(contract) = self.contracts.get(topic) else {
-            return Ok(Err(Reject::new(
-                "unknown_topic",
-                format!("{topic} is not a raw topic here"),
-            )));
+            return Err(Reject::new("unknown_topic", format!("{topic} is not a raw topic here")));
         };
         if writer.event != contract.event {
-            return Ok(Err(Reject::new(
+            return Err(Reject::new(
                 "wrong_event_type",
                 format!("record is a {} but {topic} carries {}", writer.event, contract.event),
-            )));
+            ));
         }
-        let plan = match self
-            .writers
+        self.writers
             .entry(writer.fingerprint)
-            .or_insert_with(|| WriterPlan::new(&writer, contract))
-        {
-            Ok(plan) => plan,
-            Err(r) => return Ok(Err(r.clone())),
-        };
-        let mut value = match plan.decoder.decode(payload) {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(Reject::new(e.class(), e.to_string()))),
-        };
-        if let Err(r) = self.rules.clean(&mut value, &plan.required, now_ms) {
-            return Ok(Err(r));
-        }
-        let event_id = match top_level(&value, "event_id") {
-            Some(Value::String(id)) => Some((id_hash(id), id)),
-            _ => None,
+            .or_insert_with(|| WriterPlan::new(&writer).map(Arc::new))
+            .clone()
+    }
+
+    /// Cleans, checks and sets aside the topic's full chunks (every chunk, with `all`).
+    pub(super) fn seal(&mut self, topic: &str, all: bool) {
+        let (Some(batch), Some(contract)) = (self.batches.get_mut(topic), self.contracts.get(topic)) else {
+            return;
         };
         if !self.horizons.contains_key(topic) {
-            let capacity = usize::try_from(self.config.dedup_horizon_events).unwrap_or(usize::MAX);
+            // The horizon holds the ids of every batch in flight too, so it is at least that big.
+            let rows = self
+                .config
+                .max_batch_rows
+                .saturating_mul(self.config.max_batches_in_flight + 2);
+            let capacity = usize::try_from(self.config.dedup_horizon_events.max(rows)).unwrap_or(usize::MAX);
             self.horizons.insert(topic.to_string(), Horizon::new(capacity));
         }
-        let horizon = self
-            .horizons
-            .get(topic)
-            .ok_or(IngestError::Internal("horizon vanished".into()))?;
-        let batch = self
-            .batches
-            .get_mut(topic)
-            .ok_or(IngestError::Internal("batch vanished".into()))?;
-        if let Some((hash, id)) = &event_id
-            && (batch.ids.contains(hash)
-                || horizon.contains(*hash)
-                || self.inflight.get(topic).is_some_and(|f| f.has_id(*hash)))
-        {
-            return Ok(Err(Reject::new(
-                "duplicate_event",
-                format!("event_id {id} already landed"),
-            )));
-        }
-        if let Err(e) = batch.adopt(writer.fingerprint, &plan.fields) {
-            return Ok(Err(Reject::new("schema_conflict", e)));
-        }
-        let event_time_ms = match top_level(&value, "event_time") {
-            Some(Value::TimestampMillis(ms)) => *ms,
-            Some(Value::TimestampMicros(us)) => us / 1000,
-            _ => kafka_ms.unwrap_or(now_ms),
+        let Some(seen) = self.horizons.get_mut(topic) else {
+            return;
         };
-        let Value::Record(record) = &value else {
-            return Ok(Err(Reject::new("not_a_record", "a raw event must be an Avro record")));
+        let mut checks = Checks {
+            rules: &self.rules,
+            required: &contract.required,
+            now_ms: self.now_ms,
+            seen,
         };
-        let coordinates = Coordinates {
-            partition,
-            offset,
-            kafka_timestamp_ms: kafka_ms,
-            writer_schema: &plan.label,
-            event_time_ms,
-        };
-        // Types were checked by `adopt`, so a failure here is a bug, not bad input.
-        batch
-            .append(record, &coordinates, now_ms)
-            .map_err(|e| IngestError::Internal(e.to_string()))?;
-        if let Some((hash, _)) = event_id {
-            batch.ids.insert(hash);
+        batch.seal(all, &mut checks);
+    }
+
+    /// Takes an abandoned batch's ids out of the topic's horizon: its records come again.
+    pub(super) fn forget(&mut self, topic: &str, batch: &TopicBatch) {
+        if let Some(h) = self.horizons.get_mut(topic) {
+            h.forget(&batch.ids);
         }
-        Ok(Ok(()))
     }
 
     /// The writer schema of a record; an unknown fingerprint rereads `avro/` (at most
@@ -486,18 +420,5 @@ impl Worker {
                 running.store(false, Ordering::Relaxed);
             });
         }
-    }
-}
-
-pub(super) fn letter(topic: &str, o: &Original<'_>, class: &'static str, message: String) -> DeadLetter {
-    DeadLetter {
-        topic: topic.to_string(),
-        partition: o.partition,
-        offset: o.offset,
-        key: o.key.map(<[u8]>::to_vec),
-        payload: o.payload.to_vec(),
-        headers: o.headers.to_vec(),
-        class,
-        message,
     }
 }
