@@ -40,8 +40,8 @@ pub struct MartBenchRun {
     pub batch_events: u64,
     pub fold_ms: Vec<u64>,
     pub fold_ms_median: u64,
-    /// Per mart, the median over rounds.
-    pub mart_ms: BTreeMap<String, u64>,
+    /// Per mart, the median over rounds: all, computing the rows, writing them.
+    pub mart_ms: BTreeMap<String, [u64; 3]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,7 +116,7 @@ async fn one_size(
     let initial_fold_ms = started.elapsed().as_millis() as u64;
 
     let mut fold_ms = Vec::new();
-    let mut per_mart: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut per_mart: BTreeMap<String, Vec<[u64; 3]>> = BTreeMap::new();
     let mut batch_events = 0;
     for round in 0..args.rounds {
         let mut batch = Events::default();
@@ -130,7 +130,10 @@ async fn one_size(
         let report = fold(lake).await?;
         fold_ms.push(started.elapsed().as_millis() as u64);
         for m in report.marts {
-            per_mart.entry(m.mart).or_default().push(m.elapsed_ms);
+            per_mart
+                .entry(m.mart)
+                .or_default()
+                .push([m.elapsed_ms, m.query_ms, m.write_ms]);
         }
     }
     Ok(MartBenchRun {
@@ -140,7 +143,13 @@ async fn one_size(
         batch_events,
         fold_ms_median: median(&fold_ms),
         fold_ms,
-        mart_ms: per_mart.into_iter().map(|(k, v)| (k, median(&v))).collect(),
+        mart_ms: per_mart
+            .into_iter()
+            .map(|(k, v)| {
+                let part = |i: usize| median(&v.iter().map(|t| t[i]).collect::<Vec<_>>());
+                (k, [part(0), part(1), part(2)])
+            })
+            .collect(),
     })
 }
 

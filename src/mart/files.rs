@@ -9,7 +9,17 @@
 //! --                            produces are deleted)
 //! SELECT ... ;                 (1: the keys to recompute, from new_raw.* rows)
 //! SELECT ... ;                 (2: their rows, may use the table `changed`)
+//!
+//! -- mart: session             (a mart kept up by adding what new rows say)
+//! -- key: customer_id, session_id
+//! -- combine: dwell_ms = target.dwell_ms + source.dwell_ms
+//! SELECT ... ;                 (one statement: rows from new_raw.* alone; a row whose key
+//!                               is in the mart is combined with it column by column,
+//!                               columns without a `combine:` take the new value)
 //! ```
+//!
+//! `prev_mart.<name>` in a mart's SQL is that earlier mart as this one last saw it, so a
+//! mart can work out what changed in another since its previous fold.
 //!
 //! Statements end with `;` at the end of a line. The SQL is Spark SQL's dialect restricted
 //! to what DataFusion also accepts (mart_sql/README.md); the one rewrite is `explode(` to
@@ -25,8 +35,13 @@ pub enum Kind {
     Mart {
         key: Vec<String>,
         replace: Option<String>,
-        changed: String,
+        /// The keys to recompute; `None` for a combining mart.
+        changed: Option<String>,
         rows: String,
+        /// Column -> how a stored value and a new one combine (`target.c`, `source.c`).
+        combine: Vec<(String, String)>,
+        /// Marts read as `prev_mart.<name>`.
+        inputs: Vec<String>,
     },
 }
 
@@ -89,13 +104,31 @@ pub fn load(dir: &Path) -> Result<Vec<MartFile>, FilesError> {
     }
 }
 
-fn header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+fn header<'a>(text: &'a str, name: &'a str) -> Option<&'a str> {
+    headers(text, name).next()
+}
+
+fn headers<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("--"))
-        .filter_map(|l| l.trim().strip_prefix(name))
+        .filter_map(move |l| l.trim().strip_prefix(name))
         .filter_map(|l| l.strip_prefix(':'))
         .map(str::trim)
-        .next()
+}
+
+/// The names after `prev_mart.` in the SQL, in order of first use.
+fn prev_marts(sql: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, _) in sql.match_indices("prev_mart.") {
+        let name: String = sql[i + "prev_mart.".len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// Statements, split at a `;` that ends a line, with comment-only lines dropped.
@@ -155,19 +188,46 @@ fn parse(path: &Path, text: &str) -> Result<MartFile, String> {
             {
                 return Err(format!("`replace: {r}` must be one of the key columns"));
             }
-            let [changed, rows] = stmts.as_slice() else {
-                return Err(format!(
-                    "a mart has two statements (changed keys; rows), found {}",
-                    stmts.len()
-                ));
+            let mut combine = Vec::new();
+            for line in headers(text, "combine") {
+                let Some((column, expr)) = line.split_once('=') else {
+                    return Err(format!("`combine: {line}` should read `combine: column = expression`"));
+                };
+                let column = column.trim().to_string();
+                if key.contains(&column) {
+                    return Err(format!("`combine: {column}`: key columns are not combined"));
+                }
+                combine.push((column, expr.trim().to_string()));
+            }
+            let (changed, rows) = match (combine.is_empty(), stmts.as_slice()) {
+                (true, [changed, rows]) => (Some(changed.clone()), rows.clone()),
+                (false, [rows]) => (None, rows.clone()),
+                (true, _) => {
+                    return Err(format!(
+                        "a mart has two statements (changed keys; rows), found {}",
+                        stmts.len()
+                    ));
+                }
+                (false, _) => {
+                    return Err(format!(
+                        "a mart with `combine:` has one statement (its new rows), found {}",
+                        stmts.len()
+                    ));
+                }
             };
+            if replace.is_some() && changed.is_none() {
+                return Err("`replace:` needs the changed-keys statement; a combining mart has none".into());
+            }
+            let inputs = prev_marts(&rows);
             (
                 name,
                 Kind::Mart {
                     key,
                     replace,
-                    changed: changed.clone(),
-                    rows: rows.clone(),
+                    changed,
+                    rows,
+                    combine,
+                    inputs,
                 },
             )
         }
@@ -202,7 +262,7 @@ mod tests {
             panic!()
         };
         assert_eq!(key, ["a", "b"]);
-        assert_eq!(changed, "SELECT a, b\nFROM x");
+        assert_eq!(changed.as_deref(), Some("SELECT a, b\nFROM x"));
         assert_eq!(rows, "SELECT a, b, 1 AS c FROM x");
     }
 
@@ -220,6 +280,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("replace"), "{e}");
+    }
+
+    #[test]
+    fn a_combining_mart_has_one_statement_and_names_its_inputs() {
+        let text = "-- mart: m\n-- key: a\n-- combine: n = target.n + source.n\nSELECT a, count(*) AS n FROM new_raw.x JOIN prev_mart.y ON true JOIN prev_mart.y ON true;\n";
+        let f = parse(Path::new("m.sql"), text).unwrap();
+        let Kind::Mart {
+            changed,
+            combine,
+            inputs,
+            ..
+        } = f.kind
+        else {
+            panic!()
+        };
+        assert!(changed.is_none());
+        assert_eq!(combine, [("n".to_string(), "target.n + source.n".to_string())]);
+        assert_eq!(inputs, ["y"]);
+        let e = parse(
+            Path::new("m.sql"),
+            "-- mart: m\n-- key: a\n-- combine: a = 1\nSELECT 1;",
+        )
+        .unwrap_err();
+        assert!(e.contains("key columns"), "{e}");
+        let e = parse(
+            Path::new("m.sql"),
+            "-- mart: m\n-- key: a\n-- combine: n = 1\nSELECT 1;\nSELECT 2;",
+        )
+        .unwrap_err();
+        assert!(e.contains("one statement"), "{e}");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct MartReport {
     /// Raw table -> version folded in.
     pub folded: BTreeMap<String, u64>,
     pub elapsed_ms: u64,
+    /// Of which computing the rows, and writing them (MERGE and commit).
+    pub query_ms: u64,
+    pub write_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -136,6 +139,7 @@ pub async fn fold_announcing(
     let raw_schema = schema(&ctx, "raw");
     let new_raw = schema(&ctx, "new_raw");
     let marts = schema(&ctx, "mart");
+    let prev = schema(&ctx, "prev_mart");
     for t in &raw {
         let provider = t.full(&ctx).await?;
         raw_schema
@@ -161,7 +165,13 @@ pub async fn fold_announcing(
                 let span = tracing::info_span!("mart", mart = %file.name);
                 let _enter = span.enter();
                 let mut mart = MartTable::open(lake, &file.name).await?;
-                let done = fold_one(&ctx, &raw, &new_raw, &views, &mut mart, file).await?;
+                let sources = Sources {
+                    lake,
+                    raw: &raw,
+                    new_raw: &new_raw,
+                    prev: &prev,
+                };
+                let done = fold_one(&ctx, &sources, &views, &mut mart, file).await?;
                 if let Some(p) = mart.provider(&ctx).await? {
                     marts
                         .deregister_table(&file.name)
@@ -212,10 +222,17 @@ fn sql_error(file: &str, source: datafusion::error::DataFusionError) -> FoldErro
     }
 }
 
+/// What a mart's SQL reads besides the marts themselves.
+struct Sources<'a> {
+    lake: &'a LakeUrl,
+    raw: &'a [RawTable],
+    new_raw: &'a MemorySchemaProvider,
+    prev: &'a MemorySchemaProvider,
+}
+
 async fn fold_one(
     ctx: &SessionContext,
-    raw: &[RawTable],
-    new_raw: &MemorySchemaProvider,
+    sources: &Sources<'_>,
     views: &[&MartFile],
     mart: &mut MartTable,
     file: &MartFile,
@@ -226,6 +243,8 @@ async fn fold_one(
         replace,
         changed,
         rows,
+        combine,
+        inputs,
     } = &file.kind
     else {
         return Ok((MartReport::default(), vec![]));
@@ -234,12 +253,53 @@ async fn fold_one(
     let err = |s| sql_error(&file_name, s);
     let mut folded = BTreeMap::new();
     let mut behind = mart.version().is_none();
-    for t in raw {
-        let since = mart.folded(&t.sql_name).await?;
+    // Earlier marts as this one last saw them. A version no longer in the log (vacuumed)
+    // means starting this mart over from everything.
+    let mut rebuild = false;
+    for input in inputs {
+        let seen_as = format!("mart.{input}");
+        let seen = mart.folded(&seen_as).await?;
+        let now = MartTable::open(sources.lake, input).await?;
+        let current = now.version();
+        behind |= seen != current;
+        let provider = match seen {
+            Some(v) if !rebuild => match now.provider_at(ctx, v).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(input, version = v, error = %e, "earlier version gone; rebuilding the mart");
+                    rebuild = true;
+                    None
+                }
+            },
+            _ => None,
+        };
+        let provider = match provider {
+            Some(p) => p,
+            None => now.empty_provider(ctx).await?,
+        };
+        sources.prev.deregister_table(input).map_err(err)?;
+        sources.prev.register_table(input.clone(), provider).map_err(err)?;
+        if let Some(v) = current {
+            folded.insert(seen_as, v);
+        }
+    }
+    if rebuild {
+        for input in inputs {
+            let now = MartTable::open(sources.lake, input).await?;
+            sources.prev.deregister_table(input).map_err(err)?;
+            sources
+                .prev
+                .register_table(input.clone(), now.empty_provider(ctx).await?)
+                .map_err(err)?;
+        }
+    }
+    for t in sources.raw {
+        let since = if rebuild { None } else { mart.folded(&t.sql_name).await? };
         let current = t.version();
         behind |= current.is_some() && since != current;
-        new_raw.deregister_table(&t.sql_name).map_err(err)?;
-        new_raw
+        sources.new_raw.deregister_table(&t.sql_name).map_err(err)?;
+        sources
+            .new_raw
             .register_table(t.sql_name.clone(), t.added_since(ctx, since).await?)
             .map_err(err)?;
         if let Some(v) = current {
@@ -263,21 +323,28 @@ async fn fold_one(
             source.context(format!("views that could not be planned: {}", unplanned.join("; "))),
         ),
     };
-    let keys = ctx
-        .sql(&for_datafusion(changed))
-        .await
-        .map_err(err)?
-        .distinct()
-        .map_err(err)?;
-    let planned: SchemaRef = Arc::new(keys.schema().as_arrow().clone());
-    let keys = keys.collect().await.map_err(err)?;
-    // Batches may differ from the plan in nullability; they decide when there are any.
-    let keys_schema = keys.first().map_or(planned, |b| b.schema());
-    let changed_table = MemTable::try_new(keys_schema.clone(), vec![keys.clone()]).map_err(err)?;
-    ctx.deregister_table("changed").map_err(err)?;
-    ctx.register_table("changed", Arc::new(changed_table)).map_err(err)?;
-    report.changed = keys.iter().map(|b| b.num_rows() as u64).sum();
+    let keys = match changed {
+        Some(changed) => {
+            let keys = ctx
+                .sql(&for_datafusion(changed))
+                .await
+                .map_err(err)?
+                .distinct()
+                .map_err(err)?;
+            let planned: SchemaRef = Arc::new(keys.schema().as_arrow().clone());
+            let keys = keys.collect().await.map_err(err)?;
+            // Batches may differ from the plan in nullability; they decide when there are any.
+            let keys_schema = keys.first().map_or(planned, |b| b.schema());
+            let changed_table = MemTable::try_new(keys_schema.clone(), vec![keys.clone()]).map_err(err)?;
+            ctx.deregister_table("changed").map_err(err)?;
+            ctx.register_table("changed", Arc::new(changed_table)).map_err(err)?;
+            report.changed = keys.iter().map(|b| b.num_rows() as u64).sum();
+            keys
+        }
+        None => Vec::new(),
+    };
 
+    let query_started = Instant::now();
     let rows_df = ctx.sql(&for_datafusion(rows)).await.map_err(err)?;
     let out_schema = plain(rows_df.schema().as_arrow());
     let batches: Vec<RecordBatch> = rows_df
@@ -290,6 +357,11 @@ async fn fold_one(
         .collect::<Result<_, _>>()
         .map_err(|e| err(e.into()))?;
     report.rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    if changed.is_none() {
+        report.changed = report.rows;
+    }
+    // A combining mart's keys are the ones its rows carry.
+    let keys = if changed.is_some() { keys } else { batches.clone() };
 
     let scope = match replace {
         Some(column) => Some((column.clone(), column_values(&keys, column, &file.name)?)),
@@ -305,7 +377,16 @@ async fn fold_one(
         .map(|(t, &v)| Transaction::new(folded_app_id(&file.name, t), v as i64))
         .collect();
     let props = CommitProperties::default().with_application_transactions(txns);
-    write(mart, out_schema, batches, key, scope, props).await?;
+    let merge = Merge {
+        key,
+        combine,
+        scope,
+        rebuild,
+    };
+    report.query_ms = query_started.elapsed().as_millis() as u64;
+    let write_started = Instant::now();
+    write(mart, out_schema, batches, merge, props).await?;
+    report.write_ms = write_started.elapsed().as_millis() as u64;
     report.version = mart.version();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(changed = report.changed, rows = report.rows, version = ?report.version, "mart folded");
@@ -371,36 +452,48 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Creates the mart table, or MERGEs `batches` into it by `key` (update matched rows,
-/// insert new ones, and within `scope` delete rows no longer produced), or records the
-/// folded versions alone when nothing changed. Always one Delta commit.
+/// How a fold's rows go into the mart.
+struct Merge<'a> {
+    key: &'a [String],
+    /// Column -> expression over `target.*` and `source.*` for rows whose key is there.
+    combine: &'a [(String, String)],
+    /// Within these values of a column, rows no longer produced are deleted.
+    scope: Option<(String, Vec<String>)>,
+    /// Replace the whole table with the rows (the mart was computed from scratch).
+    rebuild: bool,
+}
+
+/// Creates the mart table, or MERGEs `batches` into it by key (matched rows updated, or
+/// combined column by column; new ones inserted; within `scope`, rows no longer produced
+/// deleted), or records the folded versions alone when nothing changed. Always one Delta
+/// commit.
 async fn write(
     mart: &mut MartTable,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
-    key: &[String],
-    scope: Option<(String, Vec<String>)>,
+    merge: Merge<'_>,
     props: CommitProperties,
 ) -> Result<(), FoldError> {
     let werr = |source| FoldError::Write {
         mart: mart.name.clone(),
         source: Box::new(source),
     };
-    let scope = scope.filter(|(_, values)| !values.is_empty());
-    if mart.version().is_none() {
+    let scope = merge.scope.filter(|(_, values)| !values.is_empty());
+    if mart.version().is_none() || merge.rebuild {
         let batches = if batches.is_empty() {
             vec![RecordBatch::new_empty(schema)]
         } else {
             batches
         };
-        let table = mart
-            .table
-            .clone()
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(props)
-            .await
-            .map_err(werr)?;
+        let mut write = mart.table.clone().write(batches).with_commit_properties(props);
+        write = if merge.rebuild {
+            write
+                .with_save_mode(SaveMode::Overwrite)
+                .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        } else {
+            write.with_save_mode(SaveMode::Append)
+        };
+        let table = write.await.map_err(werr)?;
         mart.table = table;
         return Ok(());
     }
@@ -428,13 +521,21 @@ async fn write(
         mart: mart.name.clone(),
         source: Box::new(e.into()),
     })?;
+    let key = merge.key;
     let on = key
         .iter()
         .map(|k| format!("target.{k} = source.{k}"))
         .collect::<Vec<_>>()
         .join(" AND ");
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let mut merge = mart
+    let update = |c: &String| {
+        merge
+            .combine
+            .iter()
+            .find(|(name, _)| name == c)
+            .map_or_else(|| format!("source.{c}"), |(_, expr)| expr.clone())
+    };
+    let mut builder = mart
         .table
         .clone()
         .merge(source, on)
@@ -446,18 +547,18 @@ async fn write(
             columns
                 .iter()
                 .filter(|c| !key.contains(c))
-                .fold(u, |u, c| u.update(c.as_str(), format!("source.{c}")))
+                .fold(u, |u, c| u.update(c.as_str(), update(c)))
         })
         .map_err(werr)?
         .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.as_str(), format!("source.{c}"))))
         .map_err(werr)?;
     if let Some((column, values)) = scope {
         let list = values.iter().map(|v| quote(v)).collect::<Vec<_>>().join(", ");
-        merge = merge
+        builder = builder
             .when_not_matched_by_source_delete(|d| d.predicate(format!("target.{column} IN ({list})")))
             .map_err(werr)?;
     }
-    let (table, _metrics) = merge.await.map_err(werr)?;
+    let (table, _metrics) = builder.await.map_err(werr)?;
     mart.table = table;
     Ok(())
 }

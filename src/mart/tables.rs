@@ -231,6 +231,34 @@ impl MartTable {
         Ok(v.map(|v| v as u64))
     }
 
+    /// The mart as it was at `version`.
+    pub async fn provider_at(&self, ctx: &SessionContext, version: u64) -> Result<Arc<dyn TableProvider>, TableError> {
+        let err = |source| TableError::Delta {
+            table: self.path.clone(),
+            source: Box::new(source),
+        };
+        let mut table = self.table.clone();
+        table.load_version(version).await.map_err(err)?;
+        table.update_datafusion_session(&ctx.state()).map_err(err)?;
+        table.table_provider().await.map_err(|source| TableError::Read {
+            table: self.path.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    /// No rows, with the mart's current columns (none when it has never been written).
+    pub async fn empty_provider(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, TableError> {
+        let schema = match self.provider(ctx).await? {
+            Some(p) => p.schema(),
+            None => Arc::new(Schema::empty()),
+        };
+        let table = MemTable::try_new(schema, vec![vec![]]).map_err(|source| TableError::Read {
+            table: self.path.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(Arc::new(table))
+    }
+
     pub async fn provider(&self, ctx: &SessionContext) -> Result<Option<Arc<dyn TableProvider>>, TableError> {
         let table = &self.table;
         if self.version().is_none() {

@@ -6,8 +6,10 @@ Prints one JSON line: {mart: {"spark": rows, "hoffrec": rows, "only_spark": n,
 "only_hoffrec": n, "examples": [...]}}.
 
 The file format is the one src/mart/files.rs reads: `-- view: name` files hold one
-SELECT; `-- mart: name` files hold the changed-keys SELECT and the rows SELECT. On a full
-fold `new_raw.<t>` is all of `raw.<t>`, so `changed` is every key.
+SELECT; `-- mart: name` files hold the changed-keys SELECT and the rows SELECT, or, with
+`-- combine:` lines, only the rows SELECT. On a full fold `new_raw.<t>` is all of
+`raw.<t>`, so `changed` is every key, a combining mart's rows are the whole mart (there is
+nothing stored to combine with), and `prev_mart.<m>` (the mart as last seen) is empty.
 """
 import glob
 import json
@@ -42,7 +44,7 @@ spark = (
     .getOrCreate()
 )
 spark.sparkContext.setLogLevel("ERROR")
-for db in ("raw", "new_raw", "mart"):
+for db in ("raw", "new_raw", "mart", "prev_mart"):
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
 for pair in tables:
     name, url = pair.split("=", 1)
@@ -106,10 +108,12 @@ for path in sorted(glob.glob(os.path.join(sql_dir, "*.sql"))):
             spark.sql(query).createOrReplaceTempView(name)
         except Exception:
             pass
-    spark.sql(stmts[0]).distinct().createOrReplaceTempView("changed")
-    ours = spark.sql(stmts[1])
+    if len(stmts) == 2:
+        spark.sql(stmts[0]).distinct().createOrReplaceTempView("changed")
+    ours = spark.sql(stmts[-1])
     ours.write.format("delta").mode("overwrite").saveAsTable(f"mart.{mart}")
     ours = spark.table(f"mart.{mart}")
+    spark.sql(f"CREATE OR REPLACE VIEW prev_mart.{mart} AS SELECT * FROM mart.{mart} WHERE false")
     theirs = spark.read.format("delta").load(f"{lake.rstrip('/')}/mart/{mart}").select(*ours.columns)
     a, b = comparable(ours), comparable(theirs)
     only_spark, only_hoffrec = a.exceptAll(b), b.exceptAll(a)
