@@ -209,6 +209,12 @@ pub struct MartConfig {
     pub debounce_ms: u64,
     /// Fold at least this often even with no lake commits seen (0: only on commits).
     pub interval_ms: u64,
+    /// Parquet file size when mart tables are compacted.
+    pub target_file_bytes: u64,
+    /// Compaction, checkpoints and vacuum of the mart tables, run between folds. Vacuum
+    /// retention also bounds how long the mart stage may stay down: a combining mart reads
+    /// its inputs as of its last fold.
+    pub maintenance: MaintenanceConfig,
 }
 
 impl Default for MartConfig {
@@ -218,6 +224,8 @@ impl Default for MartConfig {
             group: "hoffrec-mart".into(),
             debounce_ms: 1_000,
             interval_ms: 60_000,
+            target_file_bytes: 128 * 1024 * 1024,
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -429,6 +437,9 @@ impl Config {
             ));
         }
         problems.extend(self.ingest.validate());
+        if self.mart.target_file_bytes == 0 {
+            problems.push("mart.target_file_bytes must be positive".into());
+        }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             problems.push(format!("log.format '{}' is not one of text, json", self.log.format));
         }

@@ -279,7 +279,7 @@ async fn a_partial_batch_lands_within_the_max_age_then_tables_are_maintained() {
         min_commits: 0,
         vacuum_retention_hours: 0,
     };
-    let report = hoffrec::ingest::maintenance::run(
+    let report = hoffrec::lake::maintenance::run(
         &lab.lake_url(),
         &hoffrec::ingest::table_name(&lab.raw),
         &config,

@@ -168,15 +168,26 @@ async fn one_fold_and_twenty_increments_give_identical_marts() {
     history::land(&once, &events, 1, |_| async {}).await;
     fold(&once).await;
 
+    // Twice along the way, every raw table and every mart is compacted as the running stages
+    // do it: compaction's files must not look like new rows to the combining marts.
     let steps_dir = tempfile::tempdir().unwrap();
     let steps = local_lake(&steps_dir);
-    history::land(&steps, &events, 20, |_| {
-        let lake = steps.clone();
+    let compacted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    history::land(&steps, &events, 20, |slice| {
+        let (lake, compacted) = (steps.clone(), compacted.clone());
         async move {
             fold(&lake).await;
+            if slice == 7 || slice == 14 {
+                let removed = compact_everything(&lake).await;
+                compacted.fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     })
     .await;
+    assert!(
+        compacted.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "nothing was compacted"
+    );
     let (a, b) = (dump(&once).await, dump(&steps).await);
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         assert!(!x.is_empty(), "{name} is empty");
@@ -185,6 +196,30 @@ async fn one_fold_and_twenty_increments_give_identical_marts() {
     // Nothing new: a further fold changes nothing.
     let again = fold(&steps).await;
     assert!(again.marts.iter().all(|m| m.changed == 0), "{again:?}");
+}
+
+/// One maintenance pass (compact, checkpoint, vacuum) over every raw table and mart, as
+/// ingest and `mart run` schedule them; returns how many files compaction replaced.
+async fn compact_everything(lake: &LakeUrl) -> u64 {
+    let mut config = hoffrec::config::MartConfig::default();
+    config.maintenance.min_commits = 0;
+    let mut removed = 0;
+    for topic in catalog().raw_topics() {
+        let table = hoffrec::ingest::table::table_name(&topic.name);
+        match hoffrec::lake::maintenance::run(lake, &table, &config.maintenance, config.target_file_bytes, None).await {
+            Ok(r) => removed += r.files_removed,
+            Err(deltalake::errors::DeltaTableError::NotATable(_)) => {}
+            Err(e) => panic!("{table}: {e}"),
+        }
+    }
+    for mart in files().into_iter().filter(|f| f.is_mart()) {
+        match hoffrec::mart::maintain(lake, &mart.name, &config, None).await {
+            Ok(r) => removed += r.files_removed,
+            Err(deltalake::errors::DeltaTableError::NotATable(_)) => {}
+            Err(e) => panic!("{}: {e}", mart.name),
+        }
+    }
+    removed
 }
 
 fn hdfs_lake() -> LakeUrl {

@@ -54,8 +54,9 @@ pub async fn run(
         ..Default::default()
     };
     for path in paths {
+        // Entered only around logging: a guard held across the awaits below would tag
+        // other tasks' logs with this file in the demo, where many tasks share threads.
         let span = tracing::info_span!("import", file = %path.display());
-        let _enter = span.enter();
         let bytes = std::fs::read(path).map_err(|e| ConnectError::Config(format!("{}: {e}", path.display())))?;
         let items = files::read(&bytes, &spec).map_err(|e| ConnectError::Config(format!("{}: {e}", path.display())))?;
         let origin = format!("import:{}:{}", topic.name, path.display());
@@ -91,7 +92,7 @@ pub async fn run(
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
-        tracing::info!(items = items.len(), "file imported");
+        span.in_scope(|| tracing::info!(items = items.len(), "file imported"));
     }
     Ok(summary)
 }

@@ -15,7 +15,6 @@ pub mod checks;
 pub mod decode;
 pub mod direct;
 mod flush;
-pub mod maintenance;
 mod originals;
 pub mod publish;
 pub mod table;

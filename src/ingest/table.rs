@@ -7,7 +7,7 @@ use arrow::record_batch::RecordBatch;
 use deltalake::errors::DeltaTableError;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};
-use deltalake::parquet::basic::Compression;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -267,6 +267,7 @@ impl RawTable {
                     .with_partition_columns([PARTITION_COLUMN])
                     .with_target_file_size(std::num::NonZeroU64::new(self.target_file_bytes))
                     .with_writer_properties(landing_properties())
+                    .with_configuration(crate::lake::TABLE_PROPERTIES)
                     .with_commit_properties(props)
                     .await
                     .map_err(classify)?;
@@ -294,11 +295,12 @@ impl RawTable {
     }
 }
 
-/// Landing files are written for speed (dictionaries were a tenth of ingest's time, zstd
-/// another twentieth); compaction rewrites them with both.
+/// Landing files are written for speed: dictionaries were a tenth of ingest's time and
+/// zstd's default level a twentieth, so they land with zstd's fastest level and no
+/// dictionaries; compaction rewrites them with both.
 fn landing_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::LZ4_RAW)
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_dictionary_enabled(false)
         .build()
 }

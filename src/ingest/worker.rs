@@ -401,7 +401,8 @@ impl Worker {
             let table = super::table::table_name(&topic);
             self.handle.spawn(async move {
                 let result =
-                    super::maintenance::run(&lake, &table, &config.maintenance, config.target_file_bytes, last).await;
+                    crate::lake::maintenance::run(&lake, &table, &config.maintenance, config.target_file_bytes, last)
+                        .await;
                 if let Ok(r) = &result {
                     seen.store(r.version, Ordering::Relaxed);
                 }

@@ -23,6 +23,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FoldError {
@@ -163,15 +164,19 @@ pub async fn fold_announcing(
             Kind::View { .. } => views.push(file),
             Kind::Mart { .. } => {
                 let span = tracing::info_span!("mart", mart = %file.name);
-                let _enter = span.enter();
-                let mut mart = MartTable::open(lake, &file.name).await?;
                 let sources = Sources {
                     lake,
                     raw: &raw,
                     new_raw: &new_raw,
                     prev: &prev,
                 };
-                let done = fold_one(&ctx, &sources, &views, &mut mart, file).await?;
+                let (mart, done) = async {
+                    let mut mart = MartTable::open(lake, &file.name).await?;
+                    let done = fold_one(&ctx, &sources, &views, &mut mart, file).await?;
+                    Ok::<_, FoldError>((mart, done))
+                }
+                .instrument(span)
+                .await?;
                 if let Some(p) = mart.provider(&ctx).await? {
                     marts
                         .deregister_table(&file.name)
@@ -389,7 +394,15 @@ async fn fold_one(
     report.write_ms = write_started.elapsed().as_millis() as u64;
     report.version = mart.version();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(changed = report.changed, rows = report.rows, version = ?report.version, "mart folded");
+    tracing::info!(
+        changed = report.changed,
+        rows = report.rows,
+        version = ?report.version,
+        ms = report.elapsed_ms,
+        query_ms = report.query_ms,
+        write_ms = report.write_ms,
+        "mart folded"
+    );
     Ok((report, customers))
 }
 
@@ -485,7 +498,12 @@ async fn write(
         } else {
             batches
         };
-        let mut write = mart.table.clone().write(batches).with_commit_properties(props);
+        let mut write = mart
+            .table
+            .clone()
+            .write(batches)
+            .with_configuration(crate::lake::TABLE_PROPERTIES)
+            .with_commit_properties(props);
         write = if merge.rebuild {
             write
                 .with_save_mode(SaveMode::Overwrite)

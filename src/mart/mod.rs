@@ -20,8 +20,10 @@ use apache_avro::types::Value;
 use fold::{FoldError, FoldReport};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MartError {
@@ -107,6 +109,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     let debounce = Duration::from_millis(config.mart.debounce_ms);
     // Fold at start: commits that arrived while the stage was down are in the tables.
     let mut due = Some(Instant::now());
+    let mut upkeep = Upkeep::default();
     loop {
         let wait = match due {
             Some(at) => at.saturating_duration_since(Instant::now()),
@@ -127,6 +130,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
             Ok(()) => {
                 // Offsets only tell lag tools how far the trigger was read.
                 let _ = consumer.commit_consumer_state(CommitMode::Async);
+                upkeep.after_fold(&marts, &config.mart).await;
             }
             Err(MartError::Fold(e)) if e.is_transient() => {
                 tracing::warn!(error = %e, "fold failed; retrying on the next trigger");
@@ -141,6 +145,63 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     Ok(summary)
 }
 
+/// Mart tables take a MERGE per fold, and every MERGE adds files: without compaction a
+/// fold reads ever more small files. The pass runs here, between folds, because this
+/// process is the only writer of the marts, so it never conflicts with a MERGE.
+#[derive(Default)]
+struct Upkeep {
+    last_pass: Option<Instant>,
+    /// Per mart, its version at the last pass (`min_commits` counts from there).
+    seen: HashMap<String, u64>,
+}
+
+impl Upkeep {
+    async fn after_fold(&mut self, marts: &Marts, config: &crate::config::MartConfig) {
+        let every = Duration::from_millis(config.maintenance.interval_ms);
+        if every.is_zero() || self.last_pass.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        self.last_pass = Some(Instant::now());
+        let span = tracing::info_span!("mart_maintenance");
+        async {
+            for file in marts.files.iter().filter(|f| f.is_mart()) {
+                match maintain(&marts.lake, &file.name, config, self.seen.get(&file.name).copied()).await {
+                    Ok(r) => {
+                        if r.compacted {
+                            tracing::info!(mart = %file.name, version = r.version, files_added = r.files_added,
+                                files_removed = r.files_removed, files_vacuumed = r.files_vacuumed, "mart compacted");
+                        }
+                        self.seen.insert(file.name.clone(), r.version);
+                    }
+                    // A mart no fold has written yet has nothing to keep up.
+                    Err(deltalake::errors::DeltaTableError::NotATable(_)) => {}
+                    // Upkeep is retried on the next pass; folding goes on either way.
+                    Err(e) => tracing::warn!(mart = %file.name, error = %e, "mart maintenance failed"),
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+/// One maintenance pass over one mart table (compact, checkpoint, vacuum).
+pub async fn maintain(
+    lake: &LakeUrl,
+    mart: &str,
+    config: &crate::config::MartConfig,
+    last_version: Option<u64>,
+) -> Result<crate::lake::maintenance::Report, deltalake::errors::DeltaTableError> {
+    crate::lake::maintenance::run(
+        lake,
+        &format!("mart/{mart}"),
+        &config.maintenance,
+        config.target_file_bytes,
+        last_version,
+    )
+    .await
+}
+
 fn outcome(o: &str) -> crate::telemetry::Labels {
     vec![("outcome", o.to_string())]
 }
@@ -152,7 +213,6 @@ async fn fold_and_announce(
     summary: &mut Summary,
 ) -> Result<(), MartError> {
     let span = tracing::info_span!("fold");
-    let _enter = span.enter();
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<fold::PortraitChanged>();
     let announcing = async {
@@ -162,7 +222,8 @@ async fn fold_and_announce(
         Ok::<_, MartError>(())
     };
     let folding = fold::fold_announcing(&marts.lake, &marts.catalog, &marts.files, Some(tx));
-    let (report, announced) = tokio::join!(folding, announcing);
+    // `instrument`, not `enter`: a guard held across awaits would tag other tasks' logs.
+    let (report, announced) = async { tokio::join!(folding, announcing) }.instrument(span).await;
     // A portrait committed before a later mart failed is still announced.
     announced?;
     let report = report?;

@@ -110,8 +110,9 @@ impl RawTable {
 
     /// The rows that landed after `version` (all of them for `None`), up to the pinned
     /// version. Raw tables are append-only, so these are the live data files that commits
-    /// after `version` added. A compaction in between makes its output look new too; that
-    /// only widens what a mart recomputes, never changes the result.
+    /// after `version` added with `dataChange` set. Compaction's files (`dataChange`
+    /// false) hold rows that were there before: counting them would make combining marts
+    /// add those rows twice.
     pub async fn added_since(
         &self,
         ctx: &SessionContext,
@@ -130,6 +131,7 @@ impl RawTable {
             for line in entry.as_deref().unwrap_or_default().split(|b| *b == b'\n') {
                 if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line)
                     && let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str())
+                    && action.pointer("/add/dataChange").and_then(|c| c.as_bool()) != Some(false)
                 {
                     added.insert(decode(path));
                 }

@@ -27,6 +27,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecommendError {
@@ -185,9 +186,8 @@ pub async fn run(
             continue;
         }
         let span = tracing::info_span!("recommend_batch", customers = customers.len());
-        let _enter = span.enter();
         let ids: Vec<String> = customers.into_iter().collect();
-        let lists = r.rank(&ids, &model).await?;
+        let lists = r.rank(&ids, &model).instrument(span.clone()).await?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut pending = Vec::with_capacity(lists.len());
         for e in &lists {
@@ -209,7 +209,7 @@ pub async fn run(
         summary.lists += lists.len() as u64;
         telemetry.recommend.batches.inc();
         telemetry.recommend.lists.inc_by(lists.len() as u64);
-        tracing::info!(lists = lists.len(), model = %model.version, "recommendations published");
+        span.in_scope(|| tracing::info!(lists = lists.len(), model = %model.version, "recommendations published"));
     }
     telemetry.set_ready(false);
     Ok(summary)

@@ -1,6 +1,7 @@
-//! Small-file upkeep for a raw table: compact (Delta optimize), write a checkpoint so
-//! readers replay a short log, and vacuum files no commit references any more. Runs in the
-//! background of the worker that owns partition 0 of the topic, so one worker per table.
+//! Small-file upkeep for a lake table: compact (Delta optimize), write a checkpoint so
+//! readers replay a short log, and vacuum files no commit references any more. Raw tables
+//! get it from the ingest worker that owns partition 0 of the topic, marts from the mart
+//! process between folds: one writer of maintenance per table, so passes never race.
 
 use crate::config::MaintenanceConfig;
 use crate::lake::LakeUrl;
@@ -19,7 +20,7 @@ pub struct Report {
     pub files_vacuumed: usize,
 }
 
-/// One maintenance pass over `raw/<topic>`; skipped when fewer than `min_commits`
+/// One maintenance pass over the table at `table_name` (relative to the lake); skipped when fewer than `min_commits`
 /// commits happened since `last_version`.
 pub async fn run(
     lake: &LakeUrl,
