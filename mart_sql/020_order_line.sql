@@ -1,37 +1,17 @@
 -- view: order_line
--- One row per line of every store and partner order, at the order's newest state. An order
--- arrives again on every status change: its first arrival dates the purchase, its newest
--- status decides whether it counts (cancelled and returned orders do not).
+-- One row per line of every store and partner order, at the order's newest state (from
+-- the order_state marts): its first arrival dates the purchase, its newest status decides
+-- whether it counts (cancelled and returned orders do not).
 -- Partner stores have their own catalogues, so their lines carry a department only:
 -- Stroydom sells renovation materials; Uyutdom's lines keep the partner's category name.
-WITH store AS (
-    SELECT customer_id, order_id, status, lines, delivery_address,
-           min(unix_millis(event_time)) OVER (PARTITION BY order_id) AS ordered_ms,
-           row_number() OVER (PARTITION BY order_id ORDER BY event_time DESC, event_id DESC) AS newest
-    FROM raw.store_order
-),
-store_line AS (
+WITH store_line AS (
     SELECT customer_id, order_id, ordered_ms, delivery_address, explode(lines) AS line
-    FROM store
-    WHERE newest = 1 AND status NOT IN ('cancelled', 'returned')
-),
-partner AS (
-    SELECT customer_id, partner, partner_order_id, lines, delivery_address, event_time, event_id
-    FROM raw.partner_stroydom_order
-    UNION ALL
-    SELECT customer_id, partner, partner_order_id, lines, delivery_address, event_time, event_id
-    FROM raw.partner_uyutdom_order
-),
-partner_latest AS (
-    SELECT customer_id, partner, partner_order_id, lines, delivery_address,
-           min(unix_millis(event_time)) OVER (PARTITION BY partner, partner_order_id) AS ordered_ms,
-           row_number() OVER (PARTITION BY partner, partner_order_id ORDER BY event_time DESC, event_id DESC) AS newest
-    FROM partner
+    FROM mart.order_state
+    WHERE status NOT IN ('cancelled', 'returned')
 ),
 partner_line AS (
     SELECT customer_id, partner, partner_order_id, ordered_ms, delivery_address, explode(lines) AS line
-    FROM partner_latest
-    WHERE newest = 1
+    FROM mart.partner_order_state
 )
 SELECT s.customer_id,
        s.order_id,

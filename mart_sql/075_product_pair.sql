@@ -8,13 +8,21 @@
 -- known, and only the pairs that involve a changed product are counted again, as the
 -- difference between after and before. A purchase that is cancelled takes its pairs
 -- back. The neighbour lists are ranked from these counts.
-WITH now AS (
-    SELECT customer_id, product_id, views > 0 AS viewed, purchased_qty > 0 AS bought
-    FROM mart.customer_product
+-- Only customers with new product views, carts or store orders can have changed rows in
+-- `customer_product` since it was last seen (those are all it is built from), so only
+-- their rows are compared, not the whole mart.
+WITH touched AS (
+    SELECT customer_id FROM new_raw.site_product_view
+    UNION SELECT customer_id FROM new_raw.site_cart_add
+    UNION SELECT customer_id FROM new_raw.store_order
+),
+now AS (
+    SELECT cp.customer_id, cp.product_id, cp.views > 0 AS viewed, cp.purchased_qty > 0 AS bought
+    FROM mart.customer_product cp JOIN touched t ON t.customer_id = cp.customer_id
 ),
 was AS (
-    SELECT customer_id, product_id, views > 0 AS viewed, purchased_qty > 0 AS bought
-    FROM prev_mart.customer_product
+    SELECT cp.customer_id, cp.product_id, cp.views > 0 AS viewed, cp.purchased_qty > 0 AS bought
+    FROM prev_mart.customer_product cp JOIN touched t ON t.customer_id = cp.customer_id
 ),
 state AS (
     SELECT coalesce(n.customer_id, w.customer_id) AS customer_id,
