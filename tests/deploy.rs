@@ -183,8 +183,8 @@ fn the_image_carries_what_the_binary_loads_and_builds_from_files_that_exist() {
     }
     let workdir = runtime
         .lines()
-        .filter_map(|l| l.strip_prefix("WORKDIR "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("WORKDIR "))
         .expect("the runtime stage sets a WORKDIR, where the relative default paths resolve");
     assert!(!workdir.is_empty());
     let carried: Vec<String> = copies(runtime)

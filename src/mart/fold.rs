@@ -136,6 +136,7 @@ pub async fn fold_announcing(
     portrait_changed: Option<tokio::sync::mpsc::UnboundedSender<PortraitChanged>>,
 ) -> Result<FoldReport, FoldError> {
     let ctx = session();
+    let opening = Instant::now();
     let raw = open_raw(lake, catalog).await?;
     let raw_schema = schema(&ctx, "raw");
     let new_raw = schema(&ctx, "new_raw");
@@ -156,6 +157,7 @@ pub async fn fold_announcing(
                 .map_err(|s| sql_error(&f.name, s))?;
         }
     }
+    tracing::info!(ms = opening.elapsed().as_millis() as u64, "lake tables opened");
     let mut report = FoldReport::default();
     let mut views = Vec::new();
     for file in files {
