@@ -115,6 +115,10 @@ async fn one_arm(
                 })
                 .collect()
         };
+        // The reactions draw from one seeded generator, so they must meet the lists in the
+        // same order every run; the marts return customers in no particular order.
+        let mut lists = lists;
+        lists.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
         let now = world::START_MS + 20 * DAY_MS + i64::from(day) * DAY_MS;
         let mut events = Vec::new();
         for list in &lists {
