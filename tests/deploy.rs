@@ -55,6 +55,10 @@ fn environment(service: &Value) -> Vec<(String, String)> {
     }
 }
 
+fn var<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
 #[test]
 fn every_stage_runs_a_command_the_binary_accepts_with_a_valid_configuration() {
     let compose = compose();
@@ -90,10 +94,7 @@ fn every_stage_runs_a_command_the_binary_accepts_with_a_valid_configuration() {
         if let Err(e) = Config::load_with_env(None, &Overrides::default(), env.clone()) {
             problems.push(format!("{name}: its environment is refused: {e}"));
         }
-        let listen = env
-            .iter()
-            .find(|(k, _)| k == "HOFFREC__HTTP__LISTEN")
-            .map(|(_, v)| v.as_str());
+        let listen = var(&env, "HOFFREC__HTTP__LISTEN");
         if listen.is_none_or(|l| l.starts_with("127.")) {
             problems.push(format!(
                 "{name}: /metrics must listen beyond the container (HOFFREC__HTTP__LISTEN is {listen:?})"
@@ -123,11 +124,7 @@ fn the_scaled_stages_are_replicated_and_the_dashboard_scrapes_real_services() {
         );
     }
     let env = environment(&services["dashboard"]);
-    let urls = env
-        .iter()
-        .find(|(k, _)| k == "HOFFREC__HTTP__SCRAPE_URLS")
-        .map(|(_, v)| v.clone())
-        .expect("the dashboard scrapes the stages");
+    let urls = var(&env, "HOFFREC__HTTP__SCRAPE_URLS").expect("the dashboard scrapes the stages");
     for url in urls.split(',') {
         let host = url
             .trim_start_matches("http://")
@@ -142,12 +139,9 @@ fn the_scaled_stages_are_replicated_and_the_dashboard_scrapes_real_services() {
     for needed in ["kafka", "namenode", "datanode"] {
         assert!(services.contains_key(needed), "compose has no {needed}");
     }
-    let lake = env
-        .iter()
-        .find(|(k, _)| k == "HOFFREC__LAKE__URL")
-        .map(|(_, v)| v.clone());
+    let lake = var(&env, "HOFFREC__LAKE__URL");
     assert!(
-        lake.as_deref().is_some_and(|l| l.starts_with("hdfs://namenode:")),
+        lake.is_some_and(|l| l.starts_with("hdfs://namenode:")),
         "the stages' lake should be on the compose HDFS, got {lake:?}"
     );
 }
@@ -162,17 +156,13 @@ fn the_image_carries_what_the_binary_loads_and_builds_from_files_that_exist() {
         text.lines()
             .filter_map(|l| l.strip_prefix("COPY "))
             .filter(|l| !l.starts_with("--from"))
-            .filter_map(|l| {
+            .flat_map(|l| {
                 let parts: Vec<&str> = l.split_whitespace().collect();
-                let (dest, sources) = parts.split_last()?;
-                Some(
-                    sources
-                        .iter()
-                        .map(|s| (s.to_string(), dest.to_string()))
-                        .collect::<Vec<_>>(),
-                )
+                match parts.split_last() {
+                    Some((dest, sources)) => sources.iter().map(|s| (s.to_string(), dest.to_string())).collect(),
+                    None => Vec::new(),
+                }
             })
-            .flatten()
             .collect()
     };
     for (source, _) in copies(&dockerfile) {

@@ -100,7 +100,7 @@ async fn one_arm(
                 .map_err(|e| err(e.to_string()))?
                 .unwrap_or_else(Model::prior),
         };
-        let lists = if arm == "popularity" {
+        let mut lists = if arm == "popularity" {
             popular_lists(r, &ids, day).await.map_err(err)?
         } else {
             r.rank(&ids, &model)
@@ -117,7 +117,6 @@ async fn one_arm(
         };
         // The reactions draw from one seeded generator, so they must meet the lists in the
         // same order every run; the marts return customers in no particular order.
-        let mut lists = lists;
         lists.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
         let now = world::START_MS + 20 * DAY_MS + i64::from(day) * DAY_MS;
         let mut events = Vec::new();
