@@ -7,7 +7,7 @@ use arrow::array::{
     StringArray, StructArray,
 };
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Why a record was turned away; `class` is the dead-letter header and metrics label.
@@ -289,47 +289,56 @@ pub fn id_hash(id: &str) -> u64 {
 pub type IdSet = HashSet<u64, foldhash::fast::FixedState>;
 
 /// Event ids of one topic already taken in: landed recently, in a batch still in flight,
-/// or earlier in the batch filling. One set for all three is one lookup per record.
-/// Bounded: the oldest are forgotten first.
-#[derive(Default)]
+/// or earlier in the batch filling. One structure for all three is one check per record.
+///
+/// Bounded in two generations rather than by evicting the oldest id per insert: ids go
+/// into `current`; when it holds `capacity`, it becomes `previous` and the old `previous`
+/// is dropped whole. So at least the last `capacity` ids (at most twice that) are known,
+/// and an insert is two probes and no eviction. Both sets are sized up front and their
+/// memory reused, so the per-record path never rehashes or faults in pages.
 pub struct Horizon {
     capacity: usize,
-    set: IdSet,
-    order: VecDeque<u64>,
+    current: IdSet,
+    previous: IdSet,
 }
 
 impl Horizon {
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        // Reserving more than a few million up front would cost memory a small topic never
+        // needs; past that the sets grow as usual.
+        let reserve = capacity.min(4_000_000);
         Self {
             capacity,
-            ..Default::default()
+            current: IdSet::with_capacity_and_hasher(reserve, Default::default()),
+            previous: IdSet::with_capacity_and_hasher(reserve, Default::default()),
         }
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        self.set.contains(&id)
+        self.current.contains(&id) || self.previous.contains(&id)
     }
 
     /// Takes an id in; false when it is already known (the record is a duplicate).
     pub fn insert(&mut self, id: u64) -> bool {
-        if !self.set.insert(id) {
+        if self.previous.contains(&id) {
             return false;
         }
-        self.order.push_back(id);
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+        if self.current.len() >= self.capacity {
+            if self.current.contains(&id) {
+                return false;
             }
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
-        true
+        self.current.insert(id)
     }
 
-    /// Forgets the ids of an abandoned batch, so their re-delivery lands. Their places in
-    /// the order stay and age out; an id taken in again may then be forgotten early, which
-    /// a bounded horizon allows.
+    /// Forgets the ids of an abandoned batch, so their re-delivery lands.
     pub fn forget(&mut self, ids: &[u64]) {
         for id in ids {
-            self.set.remove(id);
+            self.current.remove(id);
+            self.previous.remove(id);
         }
     }
 }
@@ -431,10 +440,16 @@ mod tests {
     #[test]
     fn horizon_forgets_oldest_and_abandoned() {
         let mut h = Horizon::new(2);
-        for id in ["a", "b", "c"].map(id_hash) {
+        for id in ["a", "b", "c", "d", "e"].map(id_hash) {
             assert!(h.insert(id));
         }
-        assert!(!h.contains(id_hash("a")) && h.contains(id_hash("b")) && h.contains(id_hash("c")));
+        // The last two are always known; older ones go a generation at a time.
+        assert!(!h.contains(id_hash("a")) && !h.contains(id_hash("b")));
+        assert!(h.contains(id_hash("d")) && h.contains(id_hash("e")));
+        assert!(
+            !h.insert(id_hash("d")),
+            "an id of the previous generation is a duplicate"
+        );
         assert!(!h.insert(id_hash("c")), "a known id is a duplicate");
         h.forget(&[id_hash("c")]);
         assert!(h.insert(id_hash("c")), "an abandoned id lands when it comes again");

@@ -2,16 +2,19 @@
 //! `txn` action (app id `<group>-<topic>-<partition>`, version = last offset written) go
 //! into one commit, so the lake itself says exactly what has landed.
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Date32Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use delta_kernel::expressions::Scalar;
 use deltalake::errors::DeltaTableError;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder};
+use indexmap::IndexMap;
 use std::collections::{BTreeMap, HashMap};
 
 use super::batch::PARTITION_COLUMN;
@@ -62,6 +65,10 @@ pub struct RawTable {
     group: String,
     table: DeltaTable,
     target_file_bytes: u64,
+    /// Stored offsets already read, valid at the table version they were read at. Reading
+    /// one from the log replays every commit since the last checkpoint, once per partition,
+    /// and a worker's own commit is the only thing that moves its partitions' offsets.
+    known: Option<(u64, HashMap<i32, Option<i64>>)>,
 }
 
 /// `raw/<topic>` under the lake root.
@@ -96,6 +103,7 @@ impl RawTable {
             group: group.to_string(),
             table,
             target_file_bytes,
+            known: None,
         })
     }
 
@@ -137,15 +145,21 @@ impl RawTable {
         Ok(out)
     }
 
-    async fn stored(&self, partition: i32) -> Result<Option<i64>, TableError> {
-        if !self.exists() {
+    async fn stored(&mut self, partition: i32) -> Result<Option<i64>, TableError> {
+        let Some(version) = self.table.version() else {
             return Ok(None);
+        };
+        if let Some((at, offsets)) = &self.known
+            && *at == version
+            && let Some(&offset) = offsets.get(&partition)
+        {
+            return Ok(offset);
         }
         let snapshot = self.table.snapshot().map_err(|source| TableError::Transient {
             table: self.name.clone(),
             source,
         })?;
-        snapshot
+        let offset = snapshot
             .transaction_version(
                 self.table.log_store().as_ref(),
                 app_id(&self.group, &self.topic, partition),
@@ -154,7 +168,26 @@ impl RawTable {
             .map_err(|source| TableError::Transient {
                 table: self.name.clone(),
                 source,
-            })
+            })?;
+        match &mut self.known {
+            Some((at, offsets)) if *at == version => {
+                offsets.insert(partition, offset);
+            }
+            known => *known = Some((version, HashMap::from([(partition, offset)]))),
+        }
+        Ok(offset)
+    }
+
+    /// After this worker's commit at `version` on top of `read_at`: offsets known at
+    /// `read_at` still hold unless another commit came between, and ours are now stored.
+    fn committed_offsets(&mut self, read_at: Option<u64>, version: u64, offsets: &BTreeMap<i32, (Option<i64>, i64)>) {
+        let mut known = match self.known.take() {
+            Some((at, known)) if read_at == Some(at) && version == at + 1 => known,
+            _ if read_at.is_none() && version == 0 => HashMap::new(),
+            _ => return,
+        };
+        known.extend(offsets.iter().map(|(&p, &(_, last))| (p, Some(last))));
+        self.known = Some((version, known));
     }
 
     /// Writes a batch's data files without committing them, so the next batch's files are
@@ -170,7 +203,18 @@ impl RawTable {
         let mut rows = 0;
         for batch in batches {
             rows += batch.num_rows() as u64;
-            writer.write(batch).await.map_err(classify)?;
+            // Nearly every part holds one event date; the generic write would sort and
+            // copy every column to split it by date, so such parts skip the split.
+            match single_date(&batch) {
+                Some(date) => {
+                    let values = IndexMap::from([(PARTITION_COLUMN.to_string(), Scalar::Date(date))]);
+                    writer
+                        .write_partition(batch, &values, WriteMode::Default)
+                        .await
+                        .map_err(classify)?;
+                }
+                None => writer.write(batch).await.map_err(classify)?,
+            }
         }
         let adds = writer.flush().await.map_err(classify)?;
         Ok(Staged { adds, rows })
@@ -197,6 +241,7 @@ impl RawTable {
     ) -> Result<Committed, TableError> {
         let rows = rows.into();
         self.refresh().await?;
+        let read_at = self.table.version();
         let count = rows.count();
         // A retry of a commit whose answer was lost although it landed finds its own
         // offsets (a commit sets all of them or none); anything else is another writer's.
@@ -241,7 +286,8 @@ impl RawTable {
                     .await
                     .map_err(classify)?;
                 let version = done.version();
-                self.refresh().await?;
+                // The commit's own snapshot is the table after it; no need to read it back.
+                self.table.state = Some(done.snapshot);
                 (version, files)
             }
             Rows::Batches(batches) if batches.is_empty() => {
@@ -252,7 +298,7 @@ impl RawTable {
                     .await
                     .map_err(classify)?;
                 let version = done.version();
-                self.refresh().await?;
+                self.table.state = Some(done.snapshot);
                 (version, 0)
             }
             Rows::Batches(batches) => {
@@ -276,6 +322,7 @@ impl RawTable {
                 (version, self.added_files(version).await)
             }
         };
+        self.committed_offsets(read_at, version, offsets);
         Ok(Committed {
             version,
             rows: count,
@@ -363,5 +410,49 @@ fn classify(table: &str, source: DeltaTableError) -> TableError {
             table: table.to_string(),
             source,
         }
+    }
+}
+
+/// The event date every row of `batch` has, if they all have the same one.
+fn single_date(batch: &RecordBatch) -> Option<i32> {
+    let dates = batch
+        .column_by_name(PARTITION_COLUMN)?
+        .as_primitive_opt::<Date32Type>()?;
+    if dates.null_count() > 0 {
+        return None;
+    }
+    let first = *dates.values().first()?;
+    dates.values().iter().all(|d| *d == first).then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Date32Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn part(dates: Vec<Option<i32>>) -> RecordBatch {
+        let n = dates.len() as i64;
+        let schema = Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new(PARTITION_COLUMN, DataType::Date32, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n)),
+                Arc::new(Date32Array::from(dates)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_parts_of_one_date_skip_the_split() {
+        assert_eq!(single_date(&part(vec![Some(20000); 3])), Some(20000));
+        assert_eq!(single_date(&part(vec![Some(20000), Some(20001)])), None);
+        assert_eq!(single_date(&part(vec![Some(20000), None])), None);
+        assert_eq!(single_date(&part(Vec::new())), None);
     }
 }

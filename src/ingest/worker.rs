@@ -70,8 +70,9 @@ pub struct Worker {
     /// Per topic and partition: the last offset stored in the lake (None: nothing yet).
     pub stored: HashMap<String, HashMap<i32, Option<i64>>>,
     pub horizons: HashMap<String, Horizon>,
-    /// Per writer fingerprint, what its records share (or why none of them can land).
-    pub writers: HashMap<u64, Result<Arc<WriterPlan>, Reject>>,
+    /// Per writer fingerprint, its event and what its records share (or why none of them
+    /// can land).
+    pub writers: HashMap<u64, (String, Result<Arc<WriterPlan>, Reject>)>,
     /// Per-topic counters, looked up once instead of per record.
     pub counters: HashMap<String, (Counter, Counter)>,
     pub last_schema_reload: Option<Instant>,
@@ -199,16 +200,16 @@ impl Worker {
     fn accept(&mut self, m: &BorrowedMessage<'_>) -> Result<Option<String>, IngestError> {
         let topic = m.topic();
         let (partition, offset) = (m.partition(), m.offset());
-        if !self.counters.contains_key(topic) {
-            let labels = vec![("topic", topic.to_string())];
-            let counters = (
-                self.telemetry.ingest.records_in.get_or_create(&labels).clone(),
-                self.telemetry.ingest.replayed_skipped.get_or_create(&labels).clone(),
-            );
-            self.counters.insert(topic.to_string(), counters);
-        }
-        let Some((records_in, replayed)) = self.counters.get(topic) else {
-            return Err(IngestError::Internal("counters vanished".into()));
+        let (records_in, replayed) = match self.counters.get(topic) {
+            Some(c) => c,
+            None => {
+                let labels = vec![("topic", topic.to_string())];
+                let counters = (
+                    self.telemetry.ingest.records_in.get_or_create(&labels).clone(),
+                    self.telemetry.ingest.replayed_skipped.get_or_create(&labels).clone(),
+                );
+                self.counters.entry(topic.to_string()).or_insert(counters)
+            }
         };
         records_in.inc();
         self.summary.records_in += 1;
@@ -245,33 +246,31 @@ impl Worker {
             .unwrap_or_default();
         let at = (partition, offset, kafka_ms);
         let chunk_full = batch.take(at, m.key(), payload, headers, plan.as_ref().map_err(Reject::clone));
+        let full = batch.rows >= self.config.max_batch_rows || batch.bytes >= self.config.max_batch_bytes;
         if chunk_full {
             self.seal(topic, false);
         }
-        let batch = self
-            .batches
-            .get(topic)
-            .ok_or(IngestError::Internal("batch vanished".into()))?;
-        let full = batch.rows >= self.config.max_batch_rows || batch.bytes >= self.config.max_batch_bytes;
         Ok(full.then(|| topic.to_string()))
     }
 
     /// How records of this payload's writer version land in `topic`, or why they cannot.
     fn plan_for(&mut self, topic: &str, payload: &[u8]) -> Result<Arc<WriterPlan>, Reject> {
-        let writer = self.writer_of(payload)?;
-        let Some(contract) = self.contracts.get(topic) else {
+        let fingerprint = read_header(payload).map_err(|e| Reject::new(e.class(), e.to_string()))?;
+        if !self.writers.contains_key(&fingerprint) {
+            let writer = self.writer_of(fingerprint)?;
+            let plan = WriterPlan::new(&writer).map(Arc::new);
+            self.writers.insert(fingerprint, (writer.event.clone(), plan));
+        }
+        let (Some((event, plan)), Some(contract)) = (self.writers.get(&fingerprint), self.contracts.get(topic)) else {
             return Err(Reject::new("unknown_topic", format!("{topic} is not a raw topic here")));
         };
-        if writer.event != contract.event {
+        if *event != contract.event {
             return Err(Reject::new(
                 "wrong_event_type",
-                format!("record is a {} but {topic} carries {}", writer.event, contract.event),
+                format!("record is a {event} but {topic} carries {}", contract.event),
             ));
         }
-        self.writers
-            .entry(writer.fingerprint)
-            .or_insert_with(|| WriterPlan::new(&writer).map(Arc::new))
-            .clone()
+        plan.clone()
     }
 
     /// Cleans, checks and sets aside the topic's full chunks (every chunk, with `all`).
@@ -309,8 +308,7 @@ impl Worker {
 
     /// The writer schema of a record; an unknown fingerprint rereads `avro/` (at most
     /// every 10 s) so a producer's new version is picked up without a restart.
-    fn writer_of(&mut self, payload: &[u8]) -> Result<Arc<SchemaVersion>, Reject> {
-        let fingerprint = read_header(payload).map_err(|e| Reject::new(e.class(), e.to_string()))?;
+    fn writer_of(&mut self, fingerprint: u64) -> Result<Arc<SchemaVersion>, Reject> {
         if let Some(w) = self.schemas.by_fingerprint(fingerprint) {
             return Ok(w.clone());
         }
