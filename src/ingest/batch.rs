@@ -26,6 +26,8 @@ const META: [&str; 5] = [
     "_writer_schema",
     "_ingested_at",
 ];
+/// Ingest's columns that hold one or a few values per batch (partition, writer, time).
+pub const FEW_VALUED: [&str; 3] = [META[0], META[3], META[4]];
 
 /// A record that failed, kept with everything needed to replay it.
 #[derive(Debug, Clone)]

@@ -11,13 +11,14 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, Transactio
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use indexmap::IndexMap;
 use std::collections::{BTreeMap, HashMap};
 
-use super::batch::PARTITION_COLUMN;
+use super::batch::{FEW_VALUED, PARTITION_COLUMN};
 use crate::lake::LakeUrl;
 
 #[derive(Debug, thiserror::Error)]
@@ -346,9 +347,16 @@ impl RawTable {
 /// zstd's default level a twentieth, so they land with zstd's fastest level and no
 /// dictionaries; compaction rewrites them with both.
 fn landing_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_dictionary_enabled(false)
+    // Ingest's own columns that hold one or a few values per batch stay dictionary
+    // encoded: plain, the writer label alone would be 33 bytes a row of zstd's input.
+    FEW_VALUED
+        .into_iter()
+        .fold(
+            WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+                .set_dictionary_enabled(false),
+            |b, column| b.set_column_dictionary_enabled(ColumnPath::from(column), true),
+        )
         .build()
 }
 
