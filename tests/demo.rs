@@ -3,8 +3,8 @@
 
 mod common;
 
-#[test]
-fn the_demo_runs_every_stage_to_a_summary() {
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_every_stage_to_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoffrec"))
         .current_dir(common::repo())
@@ -42,4 +42,51 @@ fn the_demo_runs_every_stage_to_a_summary() {
     assert!(n(&s["lists_published"]) > 0, "{s}");
     assert!(n(&s["impressions"]) > 0 && n(&s["clicks"]) > 0, "{s}");
     assert!(stderr.contains("Recommendations:"), "no readable summary: {stderr}");
+    secondary_market_owners_get_no_new_build_materials(&dir.path().join("lake")).await;
+}
+
+/// In the demo's own lake, as the connectors landed it: every new owner of a home built
+/// years before the right was registered is on the secondary market, and their lists hold
+/// no soundproofing and no wall levelling.
+async fn secondary_market_owners_get_no_new_build_materials(lake: &std::path::Path) {
+    use hoffrec::recommend::{Recommender, model::Model, rules::Rules, store};
+    let lake = hoffrec::lake::LakeUrl::parse(lake.to_str().unwrap()).unwrap();
+    let catalog =
+        hoffrec::catalog::Catalog::load(&common::repo().join("topics"), &common::repo().join("avro")).unwrap();
+    let (ctx, _) = hoffrec::mart::session::lake_session(&lake, &catalog, &["customer_portrait".to_string()])
+        .await
+        .unwrap();
+    let batches = ctx
+        .sql(
+            "SELECT p.customer_id, p.housing_market FROM mart.customer_portrait p \
+             JOIN raw.register_real_estate r ON r.customer_id = p.customer_id \
+             WHERE p.new_homeowner AND extract(YEAR FROM r.right_registration_date) - r.build_year >= 3",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut owners = Vec::new();
+    for b in &batches {
+        let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let ids = arrow::array::AsArray::as_string::<i32>(&ids);
+        let markets = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+        let markets = arrow::array::AsArray::as_string::<i32>(&markets);
+        for i in 0..b.num_rows() {
+            assert_eq!(markets.value(i), "secondary", "{}", ids.value(i));
+            owners.push(ids.value(i).to_string());
+        }
+    }
+    assert!(!owners.is_empty(), "the demo has new owners of resold homes");
+    let r = Recommender::new(lake.clone(), catalog, Rules::load(None).unwrap(), 10);
+    let model = store::current(&lake).await.unwrap().unwrap_or_else(Model::prior);
+    for e in r.rank(&owners, &model).await.unwrap() {
+        let text = hoffrec::recommend::rank::render(&e);
+        assert!(
+            e.list.iter().all(|s| s.category_id != "81" && s.category_id != "82"),
+            "{text}"
+        );
+        assert!(text.contains("build_year_vs_registration"), "{text}");
+    }
 }

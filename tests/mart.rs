@@ -104,6 +104,28 @@ async fn the_worked_example_gets_the_expected_portrait() {
     expect("district", "Жуковка".into());
     expect("wealth_tier", "high".into());
     expect("housing_market", "secondary".into());
+    // Each inference names its rule and the raw rows it read.
+    let because = |col: &str| p[format!("{col}_because")].as_str().unwrap_or_default().to_string();
+    let market = because("housing_market");
+    assert!(
+        market.starts_with("build_year_vs_registration: egrn-")
+            && market.contains("built 2009")
+            && market.contains("17 years later"),
+        "{market}"
+    );
+    assert!(
+        because("undecided_shopper").contains("session s-worked-1 went through 5 products of Сад in 50 min"),
+        "{p:#}"
+    );
+    assert!(
+        because("wealth_tier").contains("Жуковка (home) 650000 RUB/m2 in dpi-"),
+        "{p:#}"
+    );
+    assert!(
+        because("renovation_burst_flag").contains("100000 RUB of Ремонт in the last 14 days against 100000 RUB before"),
+        "{p:#}"
+    );
+    expect("bulk_buyer", false.into());
     expect("days_since_registration", 42.into());
     expect("new_homeowner", true.into());
     expect("has_sauna", true.into());

@@ -240,3 +240,238 @@ async fn the_simulated_site_shows_lists_and_customers_react_by_persona() {
     assert!(site.stop(), "{}", common::lab::tail(&site.log));
     assert!(collector.stop());
 }
+
+/// Rows of a lab raw table (`None` before its first commit).
+async fn landed(lab: &Lab, topic: &str) -> Option<i64> {
+    let batches = lab.query_topic(topic, "SELECT count(*) AS n FROM t").await?;
+    let b = batches.first()?;
+    Some(
+        b.column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()?
+            .value(0),
+    )
+}
+
+/// The whole chain on the real broker and HDFS, as a deployment runs it: the simulator
+/// serves the sources' APIs and posts the site's events to the collector; `connect`,
+/// `import`, `ingest`, `mart run` and `recommend` do the rest. For every customer the
+/// portrait must match the simulator's hidden truth, and the published lists must obey the
+/// rules (a secondary-market owner never gets soundproofing or wall levelling).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_persona_matrix_holds_through_the_connectors() {
+    use hoffrec::simulate::world::{self, Persona};
+    const SEED: u64 = 11;
+    const CUSTOMERS: usize = 140;
+    const SESSIONS: usize = 3;
+    let lab = Lab::new(1).await;
+    let sql_dir = lab.add_unique_raw_topics().await;
+    let topic = |suffix: &str| format!("raw.{}.{suffix}", lab.raw.split('.').nth(1).unwrap());
+    let w = world::generate(SEED, CUSTOMERS);
+
+    let (mut collector, collector_addr) = lab.collect().await;
+    let sim_addr = common::free_addr();
+    let mut simulator = lab.hoffrec(
+        &[
+            "simulate",
+            "--seed",
+            &SEED.to_string(),
+            "--customers",
+            &CUSTOMERS.to_string(),
+            "--listen",
+            &sim_addr,
+            "--collector",
+            &format!("http://{collector_addr}"),
+            "--sessions",
+            &SESSIONS.to_string(),
+        ],
+        &[],
+    );
+    // It listens once its consents and sessions are posted.
+    common::poll_until("the simulator to listen", Duration::from_secs(120), || async {
+        std::net::TcpStream::connect(&sim_addr).ok().map(|_| ())
+    })
+    .await;
+    let base = format!("http://{sim_addr}");
+    let env = [
+        ("HOFFREC_ORDERS_API", base.as_str()),
+        ("HOFFREC_ORDERS_TOKEN", "sim"),
+        ("HOFFREC_VK_API", base.as_str()),
+        ("HOFFREC_VK_TOKEN", "sim"),
+        ("HOFFREC_REGISTER_API", base.as_str()),
+        ("HOFFREC_REGISTER_TOKEN", "sim"),
+    ];
+    let (ok, _, err) = lab.command_with_env(
+        &[
+            "connect",
+            "--once",
+            "--source",
+            &topic("store.order"),
+            "--source",
+            &topic("vk.profile"),
+            "--source",
+            &topic("register.real_estate"),
+        ],
+        &env,
+    );
+    assert!(ok, "{err}");
+    for (file, source) in [("feed.yml", "store.catalogue"), ("prices.csv", "district.price_index")] {
+        let body = reqwest::get(format!("{base}/{file}"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let path = lab.dir.path().join(file);
+        std::fs::write(&path, &body).unwrap();
+        let (ok, _, err) = lab.run(&["import", "--source", &topic(source), path.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
+    assert!(simulator.stop());
+    assert!(collector.stop());
+
+    // Ingest lands everything the sources sent.
+    let site = hoffrec::simulate::sessions::generate(&w, SESSIONS);
+    let of_type = |t: &str| site.iter().filter(|e| e["type"] == t).count() as i64;
+    let consenting = w.customers.iter().filter(|c| c.vk_id.is_some()).count() as i64;
+    let districts = w
+        .customers
+        .iter()
+        .map(|c| &c.district)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as i64;
+    let expected = [
+        (topic("store.order"), w.orders.len() as i64),
+        (topic("register.real_estate"), w.register.len() as i64),
+        (topic("vk.profile"), consenting),
+        (topic("site.consent"), consenting),
+        (topic("store.catalogue"), w.products.len() as i64),
+        (topic("district.price_index"), 2 * districts),
+        (topic("site.session_start"), of_type("site_session_start")),
+        (topic("site.search"), of_type("search")),
+        (topic("site.page_view"), of_type("page_view")),
+        (topic("site.cart_add"), of_type("cart_add")),
+        (lab.raw.clone(), of_type("product_view")),
+    ];
+    let mut ingest = lab.ingest(&common::unique("personas"), &[]);
+    for (t, n) in &expected {
+        let got = common::poll_until(&format!("{n} rows in {t}"), Duration::from_secs(180), || async {
+            landed(&lab, t).await.filter(|got| got >= n)
+        })
+        .await;
+        assert_eq!(got, *n, "{t}");
+    }
+    assert!(ingest.stop(), "{}", common::lab::tail(&ingest.log));
+
+    let sql = sql_dir.to_str().unwrap();
+    let (ok, _, err) = lab.command_with_env(&["mart", "run", "--once"], &[("HOFFREC__MART__SQL_DIR", sql)]);
+    assert!(ok, "{err}");
+    let marts = hoffrec::recommend::data::Marts::open(&lab.lake_url()).await.unwrap();
+    let portraits: Vec<Json> = marts.rows("SELECT * FROM mart.customer_portrait").await.unwrap();
+    assert_eq!(portraits.len(), CUSTOMERS, "every customer has a portrait");
+
+    // Attribute by attribute: inferred against true, over every customer.
+    let truth: std::collections::HashMap<&str, Json> = w
+        .customers
+        .iter()
+        .map(|c| (c.id.as_str(), serde_json::to_value(&c.truth).unwrap()))
+        .collect();
+    let attributes = [
+        "housing_market",
+        "new_homeowner",
+        "wealth_tier",
+        "undecided_shopper",
+        "brand_loyal",
+        "renovation_burst_flag",
+        "renovation_scope",
+        "lifecycle_stage",
+        "social_consent",
+        "bulk_buyer",
+    ];
+    let mut report = String::new();
+    let mut failures = Vec::new();
+    for a in attributes {
+        let mut confusion: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        let mut right = 0;
+        for p in &portraits {
+            let id = p["customer_id"].as_str().unwrap();
+            let want = truth[id][a].to_string().trim_matches('"').to_string();
+            let got = p[a].to_string().trim_matches('"').to_string();
+            right += usize::from(want == got);
+            if want != got && failures.len() < 20 {
+                failures.push(format!(
+                    "{id} {a}: true {want}, inferred {got} because {}",
+                    p[format!("{a}_because")]
+                ));
+            }
+            *confusion.entry((want, got)).or_default() += 1;
+        }
+        let share = right as f64 / portraits.len() as f64;
+        report.push_str(&format!(
+            "{a}: {right}/{} right ({:.1} %)\n",
+            portraits.len(),
+            share * 100.0
+        ));
+        for ((want, got), n) in &confusion {
+            report.push_str(&format!("    true {want:<10} inferred {got:<10} {n}\n"));
+        }
+        assert!(share >= 0.95, "{a}: {share:.3}\n{report}\n{}", failures.join("\n"));
+    }
+    eprintln!("persona matrix (seed {SEED}, {CUSTOMERS} customers):\n{report}");
+    for persona in world::PERSONAS {
+        assert!(w.customers.iter().any(|c| c.persona == persona), "no {persona:?} drawn");
+    }
+
+    // The lists the site gets obey the rules.
+    let announced = lab.read_topic(&format!("{}.mart", lab.raw.split('.').nth(1).unwrap()));
+    assert!(announced.len() >= CUSTOMERS, "{} changes announced", announced.len());
+    let mut recommend = lab.hoffrec(&["recommend"], &[("HOFFREC__RECOMMEND__BATCH_MS", "200")]);
+    let catalog = hoffrec::catalog::Catalog::load(&lab.topics_dir, &lab.schemas_dir).unwrap();
+    let recs = catalog
+        .topic_for(hoffrec::catalog::Role::Recommendations)
+        .unwrap()
+        .name
+        .clone();
+    let schemas = lab.schemas();
+    let lists = common::poll_until("a list for every customer", Duration::from_secs(240), || {
+        let mut latest = std::collections::HashMap::new();
+        for (payload, _) in lab.read_topic(&recs) {
+            let list =
+                hoffrec::simulate::react::ShownList::from_avro(&schemas.decode(&payload, "recommendation").unwrap())
+                    .unwrap();
+            latest.insert(list.customer_id.clone(), list.products);
+        }
+        async move { (latest.len() >= CUSTOMERS).then_some(latest) }
+    })
+    .await;
+    assert!(recommend.stop(), "{}", common::lab::tail(&recommend.log));
+    let category = |product: &str| w.products.iter().find(|p| p.id == product).unwrap().category_id.clone();
+    let mut new_build_materials = 0;
+    for c in &w.customers {
+        let cats: Vec<String> = lists[&c.id].iter().map(|p| category(p)).collect();
+        let materials = cats.iter().filter(|k| *k == "81" || *k == "82").count();
+        if c.truth.housing_market == "secondary" {
+            assert_eq!(materials, 0, "{} ({:?}) got {cats:?}", c.id, c.persona);
+        }
+        if c.truth.housing_market == "new_build" && c.persona == Persona::NewBuildOwner {
+            new_build_materials += materials;
+        }
+        // The other rules act on what the portrait says.
+        let p = portraits.iter().find(|p| p["customer_id"] == c.id.as_str()).unwrap();
+        if p["renovation_scope"] == "none" {
+            assert!(!cats.iter().any(|k| k == "4"), "{} got wallpaper: {cats:?}", c.id);
+        }
+        if p["bulk_buyer"] == true {
+            assert!(
+                !cats.iter().any(|k| k == "6" || k == "73"),
+                "{} got decor: {cats:?}",
+                c.id
+            );
+        }
+    }
+    // The rule is the market's, not the department's: new-build owners do get them.
+    assert!(
+        new_build_materials > 0,
+        "no new-build owner was offered soundproofing or levelling"
+    );
+}

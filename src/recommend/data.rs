@@ -36,8 +36,20 @@ pub struct Portrait {
     pub social_consent: bool,
     pub orders: i64,
     pub sessions: i64,
+    pub bulk_buyer: bool,
     pub district: Option<String>,
     pub days_since_registration: Option<i64>,
+    /// The rule and raw rows behind each inferred attribute (`<attribute>_because`).
+    pub housing_market_because: Option<String>,
+    pub new_homeowner_because: Option<String>,
+    pub wealth_tier_because: Option<String>,
+    pub undecided_shopper_because: Option<String>,
+    pub brand_loyal_because: Option<String>,
+    pub renovation_burst_flag_because: Option<String>,
+    pub renovation_scope_because: Option<String>,
+    pub lifecycle_stage_because: Option<String>,
+    pub social_consent_because: Option<String>,
+    pub bulk_buyer_because: Option<String>,
 }
 
 impl Portrait {
@@ -56,8 +68,28 @@ impl Portrait {
             "has_sauna" => self.has_sauna.to_string(),
             "has_pool" => self.has_pool.to_string(),
             "social_consent" => self.social_consent.to_string(),
+            "bulk_buyer" => self.bulk_buyer.to_string(),
             _ => return None,
         })
+    }
+
+    /// Each inferred attribute with its value and the evidence the marts recorded for it.
+    pub fn evidence(&self) -> Vec<(&'static str, String, Option<&str>)> {
+        [
+            ("housing_market", &self.housing_market_because),
+            ("new_homeowner", &self.new_homeowner_because),
+            ("wealth_tier", &self.wealth_tier_because),
+            ("renovation_scope", &self.renovation_scope_because),
+            ("renovation_burst_flag", &self.renovation_burst_flag_because),
+            ("lifecycle_stage", &self.lifecycle_stage_because),
+            ("undecided_shopper", &self.undecided_shopper_because),
+            ("brand_loyal", &self.brand_loyal_because),
+            ("bulk_buyer", &self.bulk_buyer_because),
+            ("social_consent", &self.social_consent_because),
+        ]
+        .into_iter()
+        .map(|(attribute, b)| (attribute, self.field(attribute).unwrap_or_default(), b.as_deref()))
+        .collect()
     }
 }
 

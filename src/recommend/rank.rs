@@ -4,7 +4,7 @@
 
 use super::data::{CatalogueView, Customer, Product};
 use super::model::Model;
-use super::rules::Rules;
+use super::rules::{Rules, names};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -67,7 +67,7 @@ const SEEDS: usize = 10;
 const PER_DEPARTMENT: usize = 15;
 
 /// Every product proposed for the customer, with why.
-fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought_categories: &HashSet<&str>) -> Pool {
+fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet<&str>) -> Pool {
     let p = &c.portrait;
     let mut pool = Pool::default();
     let index = |id: &str| cat.by_id.get(id).copied();
@@ -90,14 +90,8 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought_categorie
         let Some(seed) = cat.product(&t.product_id) else {
             continue;
         };
-        for wanted in rules.complements.get(&seed.category_id).into_iter().flatten() {
-            for (i, q) in cat
-                .products
-                .iter()
-                .enumerate()
-                .filter(|(_, q)| &q.category_id == wanted)
-            {
-                let _ = q;
+        for wanted in rules.complements_of(seed) {
+            for i in (0..cat.products.len()).filter(|&i| names(wanted, &cat.products[i])) {
                 pool.add(i, format!("complements:{}", t.product_id), |s| s.complement = 1.0);
             }
         }
@@ -126,7 +120,7 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought_categorie
     // The stage of settling in brings its departments.
     if let Some(weights) = rules.lifecycle.get(&p.lifecycle_stage) {
         for (key, w) in weights.iter().filter(|(_, w)| **w > 1.0) {
-            for i in popular_in(cat, |q| &q.category_id == key || &q.top_category == key, PER_DEPARTMENT) {
+            for i in popular_in(cat, |q| names(key, q), PER_DEPARTMENT) {
                 pool.add(i, format!("lifecycle:{}", p.lifecycle_stage), |s| {
                     s.lifecycle = (w - 1.0).min(1.0)
                 });
@@ -137,7 +131,13 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought_categorie
         }
     }
     // Consumables bought before come back.
-    for category in bought_categories.iter().filter(|c| rules.is_replenished(c)) {
+    let replenished: HashSet<&str> = bought
+        .iter()
+        .filter_map(|id| cat.product(id))
+        .filter(|q| rules.is_replenished(q))
+        .map(|q| q.category_id.as_str())
+        .collect();
+    for category in replenished {
         for i in popular_in(cat, |q| q.category_id == *category, PER_DEPARTMENT) {
             pool.add(i, "replenish".into(), |s| s.repeat = 1.0);
         }
@@ -207,7 +207,7 @@ pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; 11] {
 /// not in the catalogue. The training set uses this so training and serving agree.
 pub fn features_of(c: &Customer, cat: &CatalogueView, rules: &Rules, products: &[&str]) -> Vec<Option<[f64; 11]>> {
     let ctx = Context::new(c, cat, rules);
-    let pool = candidates(c, cat, rules, &ctx.bought_categories);
+    let pool = candidates(c, cat, rules, &ctx.bought);
     products
         .iter()
         .map(|id| {
@@ -222,7 +222,7 @@ pub fn features_of(c: &Customer, cat: &CatalogueView, rules: &Rules, products: &
 pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: usize) -> Explanation {
     let p = &c.portrait;
     let ctx = Context::new(c, cat, rules);
-    let pool = candidates(c, cat, rules, &ctx.bought_categories);
+    let pool = candidates(c, cat, rules, &ctx.bought);
     let candidates = pool.reasons.len();
 
     // Rules: remove what must not be offered, counting what each rule removed.
@@ -235,11 +235,11 @@ pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: 
         let q = &cat.products[i];
         let removed_by = if !q.available {
             Some("unavailable".to_string())
-        } else if let Some(e) = exclusions.iter().find(|e| e.categories.contains(&q.category_id)) {
+        } else if let Some(e) = exclusions.iter().find(|e| e.applies_to(q)) {
             Some(e.rule.clone())
-        } else if rules.is_durable(&q.category_id) && bought_categories.contains(q.category_id.as_str()) {
+        } else if rules.is_durable(q) && bought_categories.contains(q.category_id.as_str()) {
             Some("durable_already_bought".to_string())
-        } else if bought.contains(q.product_id.as_str()) && !rules.is_replenished(&q.category_id) {
+        } else if bought.contains(q.product_id.as_str()) && !rules.is_replenished(q) {
             Some("already_bought".to_string())
         } else {
             None
@@ -315,6 +315,13 @@ pub fn render(e: &Explanation) -> String {
         "  aiming at price tier {} of 3; model {}; {} candidates\n",
         e.target_tier, e.model_version, e.candidates
     ));
+    out.push_str("Why the portrait says so:\n");
+    for (attribute, value, because) in p.evidence() {
+        out.push_str(&format!(
+            "  {attribute} = {value}\n      {}\n",
+            because.unwrap_or("(no evidence recorded: fold the marts again)")
+        ));
+    }
     out.push_str("Rules applied (candidates removed):\n");
     if e.rules_applied.is_empty() {
         out.push_str("  none\n");

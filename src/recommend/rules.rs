@@ -1,6 +1,8 @@
 //! The business rules, loaded from TOML (`rules.toml` next to this file is the default,
 //! `recommend.rules_file` overrides it): exclusions by portrait condition, durable and
 //! replenished categories, complements, lifecycle weights, and the price tier to aim at.
+//! Categories are named as the catalogue feed names them (see `names`), so a new
+//! catalogue needs new names in the file, not new code.
 
 use super::data::{Portrait, Product};
 use serde::Deserialize;
@@ -117,24 +119,48 @@ impl Rules {
         w.get(d).or(w.last()).copied().unwrap_or(1.0)
     }
 
-    /// The lifecycle weight of a product for a stage (category id first, then department).
+    /// The lifecycle weight of a product for a stage (its leaf category's weight first,
+    /// then its department's).
     pub fn lifecycle_weight(&self, stage: &str, product: &Product) -> f64 {
         let Some(weights) = self.lifecycle.get(stage) else {
             return 1.0;
         };
         weights
-            .get(&product.category_id)
-            .or_else(|| weights.get(&product.top_category))
-            .copied()
-            .unwrap_or(1.0)
+            .iter()
+            .filter(|(key, _)| names(key, product))
+            .max_by_key(|(key, _)| key.as_str() != product.top_category)
+            .map_or(1.0, |(_, w)| *w)
     }
 
-    pub fn is_durable(&self, category: &str) -> bool {
-        self.durable.categories.iter().any(|c| c == category)
+    pub fn is_durable(&self, product: &Product) -> bool {
+        self.durable.categories.iter().any(|c| names(c, product))
     }
 
-    pub fn is_replenished(&self, category: &str) -> bool {
-        self.replenish.categories.iter().any(|c| c == category)
+    pub fn is_replenished(&self, product: &Product) -> bool {
+        self.replenish.categories.iter().any(|c| names(c, product))
+    }
+
+    /// The categories that complement this product's.
+    pub fn complements_of<'a>(&'a self, product: &'a Product) -> impl Iterator<Item = &'a String> + 'a {
+        self.complements
+            .iter()
+            .filter(move |(key, _)| names(key, product))
+            .flat_map(|(_, wanted)| wanted)
+    }
+}
+
+impl Exclude {
+    pub fn applies_to(&self, product: &Product) -> bool {
+        self.categories.iter().any(|c| names(c, product))
+    }
+}
+
+/// Whether a category as the rules name it is this product's: its leaf category's name,
+/// its department's, or the two as a path (`Ремонт/Звукоизоляция`).
+pub fn names(category: &str, product: &Product) -> bool {
+    match category.split_once('/') {
+        Some((department, leaf)) => department == product.top_category && leaf == product.category_name,
+        None => category == product.category_name || category == product.top_category,
     }
 }
 
@@ -156,6 +182,34 @@ mod tests {
         assert_eq!(r.target_tier(&p), 3);
         p.renovation_scope = "none".into();
         assert_eq!(r.exclusions(&p).len(), 2);
+    }
+
+    #[test]
+    fn categories_are_named_as_the_catalogue_names_them() {
+        let r = Rules::load(None).unwrap();
+        let product = |department: &str, leaf: &str| Product {
+            category_id: "any-id".into(),
+            top_category: department.into(),
+            category_name: leaf.into(),
+            ..Default::default()
+        };
+        let soundproofing = product("Ремонт", "Звукоизоляция");
+        let secondary = &r.exclude[0];
+        assert!(secondary.applies_to(&soundproofing));
+        // The same leaf name under another department is another category.
+        assert!(!secondary.applies_to(&product("Сад", "Звукоизоляция")));
+        assert!(!secondary.applies_to(&product("Ремонт", "Краски")));
+        let flowers = product("Сад", "Растения и цветы");
+        assert_eq!(r.lifecycle_weight("renovating", &flowers), 0.15);
+        // A leaf's weight wins over its department's.
+        assert_eq!(r.lifecycle_weight("decorating", &flowers), 1.5);
+        assert_eq!(r.lifecycle_weight("decorating", &product("Сад", "Качели")), 1.2);
+        assert_eq!(r.lifecycle_weight("decorating", &product("Кухни", "Кухни")), 1.0);
+        assert!(r.is_durable(&product("Сад", "Качели")));
+        assert!(r.is_replenished(&flowers));
+        let swing = product("Сад", "Качели");
+        let complements: Vec<&String> = r.complements_of(&swing).collect();
+        assert_eq!(complements, ["Аксессуары для качелей"]);
     }
 
     #[test]

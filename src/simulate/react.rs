@@ -198,6 +198,7 @@ pub async fn show_lists(
     consumer.subscribe(&[site.recs_topic.as_str()]).map_err(kafka_err)?;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x517e);
     let mut summary = SiteSummary::default();
+    let opened = std::time::Instant::now();
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -210,7 +211,10 @@ pub async fn show_lists(
         else {
             continue;
         };
-        let events = react(world, &list, chrono::Utc::now().timestamp_millis(), &mut rng);
+        // The world's own clock: the site opens after the customers' visits, and a real
+        // second passes as a second there, so portraits stay as of the world's time.
+        let now = super::world::SITE_OPENS_MS + opened.elapsed().as_millis() as i64;
+        let events = react(world, &list, now, &mut rng);
         summary.lists_shown += 1;
         summary.impressions += events.iter().filter(|e| e["type"] == "rec_impression").count() as u64;
         summary.clicks += events.iter().filter(|e| e["type"] == "rec_click").count() as u64;

@@ -3,7 +3,7 @@
 //! and `groups.get` (errors with HTTP 200, offset/count), the YML feed, the register
 //! gateway and the district price index CSV.
 
-use super::world::{Customer, Persona, START_MS, World};
+use super::world::{Customer, DISTRICTS, Persona, START_MS, World};
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -90,9 +90,12 @@ async fn vk_users(State(world): State<Arc<World>>, RawQuery(raw): RawQuery) -> R
         .map(|c| {
             let interests = match c.persona {
                 Persona::RenovatingOwner => "ремонт, дизайн интерьера",
+                Persona::NewBuildOwner => "ремонт, новостройки",
                 Persona::RenterDecor => "декор, уют",
                 Persona::YoungFamily => "дети, семья",
+                Persona::SettledFamily => "кулинария, путешествия",
                 Persona::Gardener => "сад, цветы",
+                Persona::Contractor => "строительство, отделка",
             };
             json!({"id": c.vk_id, "first_name": "Имя", "last_name": "Фамилия", "is_closed": false,
                    "sex": c.sex, "bdate": c.birth, "city": {"id": 1, "title": c.city}, "interests": interests})
@@ -111,9 +114,15 @@ async fn vk_groups(State(world): State<Arc<World>>, RawQuery(raw): RawQuery) -> 
             (20001, "Ремонт и дизайн", "Дом и ремонт"),
             (20004, "Загородный дом", "Дом и ремонт"),
         ],
+        Persona::NewBuildOwner => &[
+            (20001, "Ремонт и дизайн", "Дом и ремонт"),
+            (20008, "ЖК Новый квартал", "Соседи"),
+        ],
         Persona::RenterDecor => &[(20005, "Уютный дом", "Дизайн")],
         Persona::YoungFamily => &[(20006, "Мамы района", "Семья")],
+        Persona::SettledFamily => &[(20009, "Рецепты", "Кулинария")],
         Persona::Gardener => &[(20002, "Сад и огород", "Сад"), (20007, "Цветоводы", "Сад")],
+        Persona::Contractor => &[(20010, "Отделочники", "Работа")],
     };
     let offset: usize = q.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
     let count: usize = q.get("count").and_then(|o| o.parse().ok()).unwrap_or(1000);
@@ -197,11 +206,7 @@ async fn prices(State(world): State<Arc<World>>) -> Response {
     let mut seen = std::collections::BTreeSet::new();
     for c in &world.customers {
         if seen.insert((c.region.clone(), c.city.clone(), c.district.clone())) {
-            let base = match c.district.as_str() {
-                "Хамовники" | "Жуковка" => 1_200_000,
-                "Петроградский" => 450_000,
-                _ => 250_000,
-            };
+            let base = DISTRICTS.iter().find(|d| d.2 == c.district).map_or(250_000, |d| d.3);
             for (segment, factor) in [("new_build", 100), ("secondary", 110)] {
                 let _ = writeln!(
                     csv,

@@ -1,57 +1,64 @@
 //! Site sessions as the site's own tracker would post them to the collector: a session
 //! start with its referrer, a search, product views with dwell times, page views, and
-//! sometimes a cart. What a customer looks at follows the hidden persona; undecided
-//! shoppers (young families here) look at many products for a short time each.
+//! sometimes a cart. What a customer looks at follows the hidden persona and traits:
+//! undecided shoppers spend their newest visit (about an hour) going through twenty
+//! products of one department; brand-loyal ones type the address in and look at their
+//! brand; the others mostly arrive from a search engine and look at whatever it shows.
 
-use super::world::{Customer, Persona, START_MS, World};
+use super::world::{Customer, DAY_MS, Persona, World, undecided_department, wants};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value as Json, json};
 
-const MINUTE_MS: i64 = 60_000;
-
-/// Categories a persona browses, most likely first.
-fn browses(p: Persona) -> &'static [&'static str] {
-    match p {
-        Persona::RenovatingOwner => &["81", "82", "4", "11", "12", "5"],
-        Persona::RenterDecor => &["6", "31", "32", "5", "73"],
-        Persona::YoungFamily => &["13", "11", "21", "31"],
-        Persona::Gardener => &["71", "72", "73"],
+fn arrival(rng: &mut StdRng, c: &Customer) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+    if c.favourite_vendor.is_some() {
+        return ("direct", None, None);
     }
-}
-
-fn arrival(rng: &mut StdRng, p: Persona) -> (&'static str, Option<&'static str>, Option<&'static str>) {
-    match (p, rng.random_range(0..3)) {
-        (Persona::RenovatingOwner | Persona::Gardener, 0 | 1) => ("search", Some("https://yandex.ru/"), Some("yandex")),
-        (Persona::RenterDecor, 0 | 1) => ("social", Some("https://vk.com/"), None),
-        (_, 0) => ("search", Some("https://www.google.com/"), Some("google")),
+    match (c.persona, rng.random_range(0..10)) {
+        (_, 0..=4) => ("search", Some("https://yandex.ru/"), Some("yandex")),
+        (_, 5..=6) => ("search", Some("https://www.google.com/"), Some("google")),
+        (Persona::RenterDecor | Persona::YoungFamily, _) => ("social", Some("https://vk.com/"), None),
         _ => ("direct", None, None),
     }
 }
 
-/// `per_customer` sessions for every customer, in time order per customer.
+/// `per_customer` sessions for every customer, two days apart, the newest starting at
+/// the customer's last visit; in time order per customer.
 pub fn generate(world: &World, per_customer: usize) -> Vec<Json> {
     let mut rng = StdRng::seed_from_u64(world.seed ^ 0x5e55_10f5);
     let mut events = Vec::new();
     for c in &world.customers {
         for s in 0..per_customer {
-            session(world, c, s, &mut rng, &mut events);
+            let newest = s + 1 == per_customer;
+            let start = c.last_visit_ms - (per_customer - 1 - s) as i64 * 2 * DAY_MS;
+            session(
+                world,
+                c,
+                s,
+                start,
+                newest && c.truth.undecided_shopper,
+                &mut rng,
+                &mut events,
+            );
         }
     }
     events
 }
 
-fn session(world: &World, c: &Customer, s: usize, rng: &mut StdRng, out: &mut Vec<Json>) {
+fn session(world: &World, c: &Customer, s: usize, start: i64, undecided: bool, rng: &mut StdRng, out: &mut Vec<Json>) {
     let session_id = format!("sim-{}-{}-s{s}", world.seed, c.id);
-    let mut t =
-        START_MS + rng.random_range(0..14) * 24 * 60 * MINUTE_MS + rng.random_range(8 * 60..23 * 60) * MINUTE_MS;
+    let mut t = start;
     let mut n = 0;
     let mut id = || {
         n += 1;
         format!("{session_id}-{n}")
     };
-    let (source, referrer, engine) = arrival(rng, c.persona);
-    let categories = browses(c.persona);
+    let (source, referrer, engine) = arrival(rng, c);
+    let categories = if undecided {
+        undecided_department(c.persona)
+    } else {
+        wants(c.persona)
+    };
     let category = categories[rng.random_range(0..categories.len())];
     let category_name = world
         .categories
@@ -71,25 +78,34 @@ fn session(world: &World, c: &Customer, s: usize, rng: &mut StdRng, out: &mut Ve
         "session_id": session_id, "query": category_name.to_lowercase(), "results_count": results,
         "category_id": category}),
     );
-    let undecided = c.persona == Persona::YoungFamily;
-    let views = if undecided {
-        rng.random_range(6..12)
-    } else {
-        rng.random_range(2..6)
-    };
-    let options: Vec<_> = world.products.iter().filter(|p| p.category_id == category).collect();
+    let views = if undecided { 20 } else { rng.random_range(3..=5) };
     for position in 0..views {
-        let p = options[rng.random_range(0..options.len())];
-        let dwell = if undecided {
-            rng.random_range(3_000..20_000)
+        // An undecided visit wanders over the department; a decisive one stays in a category.
+        let in_category = if undecided {
+            categories[rng.random_range(0..categories.len())]
         } else {
-            rng.random_range(15_000..180_000)
+            category
+        };
+        let options: Vec<_> = world.products.iter().filter(|p| p.category_id == in_category).collect();
+        let brand: Vec<_> = options
+            .iter()
+            .filter(|p| c.favourite_vendor.as_deref() == Some(p.vendor.as_str()))
+            .collect();
+        let p = if !brand.is_empty() && (!undecided || rng.random_bool(0.75)) {
+            brand[rng.random_range(0..brand.len())]
+        } else {
+            &options[rng.random_range(0..options.len())]
+        };
+        let dwell = if undecided {
+            rng.random_range(120_000..180_000)
+        } else {
+            rng.random_range(15_000..120_000)
         };
         t += 5_000;
         out.push(
             json!({"type": "page_view", "event_id": id(), "event_time": t, "customer_id": c.id,
             "session_id": session_id, "url": format!("https://hoff.ru/product/{}/", p.id), "page_type": "product",
-            "category_id": category, "dwell_ms": dwell}),
+            "category_id": in_category, "dwell_ms": dwell}),
         );
         out.push(
             json!({"type": "product_view", "event_id": id(), "event_time": t, "customer_id": c.id,
@@ -127,10 +143,7 @@ mod tests {
             .filter(|e| e["type"] == "product_view" && gardeners.contains(&e["customer_id"].as_str().unwrap_or("")))
         {
             let id = e["product_id"].as_str().unwrap();
-            assert!(
-                id.starts_with("71") || id.starts_with("72") || id.starts_with("73"),
-                "{id}"
-            );
+            assert!(["71", "72", "73", "6"].iter().any(|c| id.starts_with(c)), "{id}");
         }
     }
 }

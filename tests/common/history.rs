@@ -113,6 +113,8 @@ pub fn events() -> Vec<(String, String, Json)> {
             stroydom(id("sd"), NOW - days_ago * DAY, 5_000_000),
         ));
     }
+    // The register does not say new build or resale (the connector lands "unknown"); the
+    // marts derive it from the build year and the right's registration.
     out.push((
         "raw.register.real_estate",
         "real_estate_record",
@@ -120,7 +122,7 @@ pub fn events() -> Vec<(String, String, Json)> {
             "cadastral_number": "50:20:0010101:123", "address": "Одинцово, Жуковка, 7",
             "region": "Московская область", "district": "Жуковка", "object_type": "house", "area_sq_m": 320.0,
             "right_registration_date": (NOW - 42 * DAY) / DAY, "cadastral_value_kopecks": 9_500_000_000i64,
-            "market": "secondary", "build_year": 2009, "amenities": ["sauna", "pool"]}),
+            "market": "unknown", "build_year": 2009, "amenities": ["sauna", "pool"]}),
     ));
     out.push((
         "raw.site.consent",

@@ -123,6 +123,41 @@ impl Lab {
         self.apply_catalog().await;
     }
 
+    /// Adds every raw topic of the repository's catalog under this lab's own names (the
+    /// site's product views are the lab's `raw` topic), creates them, and writes a copy of
+    /// `mart_sql/` whose `raw.<table>` names are the lab's; returns that SQL directory, for
+    /// `HOFFREC__MART__SQL_DIR`. Runs of the whole pipeline then share nothing with other
+    /// tests or earlier runs on the broker.
+    #[allow(dead_code)]
+    pub async fn add_unique_raw_topics(&self) -> PathBuf {
+        let sql = |topic: &str| hoffrec::mart::session::sql_name(topic);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(repo().join("topics")).unwrap() {
+            let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(topic) = file.strip_prefix("raw.").and_then(|f| f.strip_suffix(".toml")) else {
+                continue;
+            };
+            let ours = if topic == "site.product_view" {
+                self.raw.clone()
+            } else {
+                self.add_topic(&file, topic)
+            };
+            names.push((sql(&format!("raw.{topic}")), sql(&ours)));
+        }
+        self.apply_catalog().await;
+        let dir = self.dir.path().join("mart_sql");
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(repo().join("mart_sql")).unwrap() {
+            let path = entry.unwrap().path();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            for (theirs, ours) in &names {
+                text = rename_table(&text, &format!("raw.{theirs}"), &format!("raw.{ours}"));
+            }
+            std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
+        }
+        dir
+    }
+
     /// Runs a `hoffrec` command to completion with extra environment; (success, stdout, stderr).
     #[allow(dead_code)]
     pub fn command_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -451,4 +486,19 @@ pub fn product_view(event_id: &str, customer: u64, price_kopecks: Option<i64>) -
         ("list_id".into(), Value::Union(0, Box::new(Value::Null))),
         ("position".into(), Value::Union(0, Box::new(Value::Null))),
     ])
+}
+
+/// `text` with every whole `from` (not followed by more of a name) turned into `to`.
+fn rename_table(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(from) {
+        let after = &rest[at + from.len()..];
+        let whole = !after.starts_with(|c: char| c.is_alphanumeric() || c == '_');
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { to } else { from });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
