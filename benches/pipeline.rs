@@ -168,7 +168,7 @@ fn ranking(c: &mut Criterion) {
     g.bench_function("features_for_whole_catalogue", |b| {
         b.iter(|| black_box(rank::features_of(&customer, &cat, &rules, &ids)))
     });
-    let xs: Vec<[f64; 11]> = rank::features_of(&customer, &cat, &rules, &ids)
+    let xs: Vec<[f64; hoffrec::recommend::model::FEATURES.len()]> = rank::features_of(&customer, &cat, &rules, &ids)
         .into_iter()
         .flatten()
         .collect();

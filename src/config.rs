@@ -252,6 +252,11 @@ pub struct RecommendConfig {
     pub train_validation_share: f64,
     /// ... and the stage retrains this often when the interactions mart has new commits.
     pub train_interval_ms: u64,
+    /// EASE's L2 regularisation (larger: closer to popularity, smoother weights).
+    pub ease_lambda: f64,
+    /// EASE is fitted on this many products, those most customers touched (memory and time
+    /// grow with its square and cube); ALS covers the rest of the catalogue.
+    pub ease_max_items: usize,
 }
 
 impl Default for RecommendConfig {
@@ -266,6 +271,8 @@ impl Default for RecommendConfig {
             train_window_days: 28,
             train_validation_share: 0.2,
             train_interval_ms: 15 * 60 * 1000,
+            ease_lambda: 50.0,
+            ease_max_items: 4000,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `hoffrec evaluate` on a simulator export: the production pipeline (marts, candidates,
-//! rules, ranker) ranks better than popularity, recent popularity and item-kNN on NDCG@10.
+//! rules, ranker) ranks better than popularity, recent popularity and item-kNN on NDCG@10;
+//! EASE and ALS are reported beside them with fit and ranking times and per segment.
 
 mod common;
 
@@ -45,10 +46,32 @@ fn evaluate_on_a_simulator_export_beats_its_baselines() {
     for baseline in ["popularity", "recent_popularity", "item_knn"] {
         assert!(ndcg("hoffrec") > ndcg(baseline), "hoffrec vs {baseline}: {report}");
     }
-    for arm in ["hoffrec", "popularity", "recent_popularity", "item_knn"] {
+    let segments = report["segments"].as_object().unwrap();
+    let evaluated = report["customers_evaluated"].as_u64().unwrap();
+    let count = |s: &str| segments.get(s).and_then(|n| n.as_u64()).unwrap_or(0);
+    assert_eq!(count("new") + count("returning"), evaluated, "{report}");
+    assert_eq!(
+        count("history 1-4") + count("history 5-19") + count("history 20+"),
+        evaluated,
+        "{report}"
+    );
+    for arm in ["hoffrec", "popularity", "recent_popularity", "item_knn", "ease", "als"] {
         for metric in ["HR@10", "NDCG@10", "Recall@20", "coverage"] {
             let v = report[arm][metric].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&v), "{arm} {metric} = {v}");
         }
+        assert!(
+            report[arm]["fit_ms"].is_u64() && report[arm]["rank_ms"].is_u64(),
+            "{arm}: {report}"
+        );
+        for (segment, _) in segments {
+            let v = report[arm]["ndcg_by_segment"][segment].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{arm} {segment} = {v}");
+        }
+    }
+    // The learned collaborative models find what customers buy next far better than
+    // what everyone buys.
+    for arm in ["ease", "als"] {
+        assert!(ndcg(arm) > ndcg("popularity"), "{arm} vs popularity: {report}");
     }
 }

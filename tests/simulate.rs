@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::lab::Lab;
+use common::lab::{Lab, Worker};
 use serde_json::Value as Json;
 use std::time::Duration;
 
@@ -21,6 +21,52 @@ fn dump(lab: &Lab, seed: &str, name: &str) -> String {
     ]);
     assert!(ok, "{err}");
     std::fs::read_to_string(path).unwrap()
+}
+
+/// `hoffrec simulate` serving the world's APIs, after posting its consents and `sessions`
+/// visits per customer to the collector at `collector`; returned once it listens, with the
+/// base URL of its APIs.
+async fn simulator(lab: &Lab, seed: u64, customers: usize, sessions: usize, collector: &str) -> (Worker, String) {
+    let addr = common::free_addr();
+    let worker = lab.hoffrec(
+        &[
+            "simulate",
+            "--seed",
+            &seed.to_string(),
+            "--customers",
+            &customers.to_string(),
+            "--listen",
+            &addr,
+            "--collector",
+            &format!("http://{collector}"),
+            "--sessions",
+            &sessions.to_string(),
+        ],
+        &[],
+    );
+    // It listens once everything is posted.
+    common::poll_until("the simulator to listen", Duration::from_secs(120), || async {
+        std::net::TcpStream::connect(&addr).ok().map(|_| ())
+    })
+    .await;
+    (worker, format!("http://{addr}"))
+}
+
+/// One `hoffrec connect --once` pass of these sources over the simulator's APIs.
+fn connect_once(lab: &Lab, base: &str, sources: &[&str]) -> (bool, String, String) {
+    let env = [
+        ("HOFFREC_ORDERS_API", base),
+        ("HOFFREC_ORDERS_TOKEN", "sim"),
+        ("HOFFREC_VK_API", base),
+        ("HOFFREC_VK_TOKEN", "sim"),
+        ("HOFFREC_REGISTER_API", base),
+        ("HOFFREC_REGISTER_TOKEN", "sim"),
+    ];
+    let mut args = vec!["connect", "--once"];
+    for source in sources {
+        args.extend(["--source", source]);
+    }
+    lab.command_with_env(&args, &env)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -57,53 +103,12 @@ async fn the_same_seed_gives_the_same_world_and_the_connectors_read_it() {
     }
     lab.apply_catalog().await;
     let (mut collector, collector_addr) = lab.collect().await;
-    let sim_addr = common::free_addr();
-    let mut simulator = lab.hoffrec(
-        &[
-            "simulate",
-            "--seed",
-            "42",
-            "--customers",
-            "100",
-            "--listen",
-            &sim_addr,
-            "--collector",
-            &format!("http://{collector_addr}"),
-            "--sessions",
-            "1",
-        ],
-        &[],
-    );
-    common::poll_until("the simulator to listen", Duration::from_secs(60), || async {
-        std::net::TcpStream::connect(&sim_addr).ok().map(|_| ())
-    })
-    .await;
-    let base = format!("http://{sim_addr}");
+    let (mut simulator, base) = simulator(&lab, 42, 100, 1, &collector_addr).await;
     // Every customer's session reached the site topics through the collector (the
     // simulator stops with an error on any refusal); the lab's product views are one of them.
     let viewed: i64 = lab.end_offsets(&lab.raw, 1).iter().sum();
     assert!(viewed >= 200, "{viewed} product views for 100 customers");
-    let env = [
-        ("HOFFREC_ORDERS_API", base.as_str()),
-        ("HOFFREC_ORDERS_TOKEN", "sim"),
-        ("HOFFREC_VK_API", base.as_str()),
-        ("HOFFREC_VK_TOKEN", "sim"),
-        ("HOFFREC_REGISTER_API", base.as_str()),
-        ("HOFFREC_REGISTER_TOKEN", "sim"),
-    ];
-    let (ok, out, err) = lab.command_with_env(
-        &[
-            "connect",
-            "--once",
-            "--source",
-            &order_topic,
-            "--source",
-            &vk_topic,
-            "--source",
-            &register_topic,
-        ],
-        &env,
-    );
+    let (ok, out, err) = connect_once(&lab, &base, &[&order_topic, &vk_topic, &register_topic]);
     assert!(ok, "{err}");
     let passes: Vec<Json> = serde_json::from_str::<Json>(&out).unwrap()["passes"]
         .as_array()
@@ -175,12 +180,7 @@ async fn the_simulated_site_shows_lists_and_customers_react_by_persona() {
             .map(|p| p.id.clone())
             .collect()
     };
-    let catalog = hoffrec::catalog::Catalog::load(&lab.topics_dir, &lab.schemas_dir).unwrap();
-    let recs = catalog
-        .topic_for(hoffrec::catalog::Role::Recommendations)
-        .unwrap()
-        .name
-        .clone();
+    let recs = lab.topic_of(hoffrec::catalog::Role::Recommendations);
     let schemas = lab.schemas();
     let producer = lab.producer();
     for n in 0..40 {
@@ -270,49 +270,15 @@ async fn the_persona_matrix_holds_through_the_connectors() {
     let w = world::generate(SEED, CUSTOMERS);
 
     let (mut collector, collector_addr) = lab.collect().await;
-    let sim_addr = common::free_addr();
-    let mut simulator = lab.hoffrec(
+    let (mut simulator, base) = simulator(&lab, SEED, CUSTOMERS, SESSIONS, &collector_addr).await;
+    let (ok, _, err) = connect_once(
+        &lab,
+        &base,
         &[
-            "simulate",
-            "--seed",
-            &SEED.to_string(),
-            "--customers",
-            &CUSTOMERS.to_string(),
-            "--listen",
-            &sim_addr,
-            "--collector",
-            &format!("http://{collector_addr}"),
-            "--sessions",
-            &SESSIONS.to_string(),
-        ],
-        &[],
-    );
-    // It listens once its consents and sessions are posted.
-    common::poll_until("the simulator to listen", Duration::from_secs(120), || async {
-        std::net::TcpStream::connect(&sim_addr).ok().map(|_| ())
-    })
-    .await;
-    let base = format!("http://{sim_addr}");
-    let env = [
-        ("HOFFREC_ORDERS_API", base.as_str()),
-        ("HOFFREC_ORDERS_TOKEN", "sim"),
-        ("HOFFREC_VK_API", base.as_str()),
-        ("HOFFREC_VK_TOKEN", "sim"),
-        ("HOFFREC_REGISTER_API", base.as_str()),
-        ("HOFFREC_REGISTER_TOKEN", "sim"),
-    ];
-    let (ok, _, err) = lab.command_with_env(
-        &[
-            "connect",
-            "--once",
-            "--source",
             &topic("store.order"),
-            "--source",
             &topic("vk.profile"),
-            "--source",
             &topic("register.real_estate"),
         ],
-        &env,
     );
     assert!(ok, "{err}");
     for (file, source) in [("feed.yml", "store.catalogue"), ("prices.csv", "district.price_index")] {
@@ -423,15 +389,10 @@ async fn the_persona_matrix_holds_through_the_connectors() {
     }
 
     // The lists the site gets obey the rules.
-    let announced = lab.read_topic(&format!("{}.mart", lab.raw.split('.').nth(1).unwrap()));
+    let announced = lab.read_topic(&lab.topic_of(hoffrec::catalog::Role::MartChanges));
     assert!(announced.len() >= CUSTOMERS, "{} changes announced", announced.len());
     let mut recommend = lab.hoffrec(&["recommend"], &[("HOFFREC__RECOMMEND__BATCH_MS", "200")]);
-    let catalog = hoffrec::catalog::Catalog::load(&lab.topics_dir, &lab.schemas_dir).unwrap();
-    let recs = catalog
-        .topic_for(hoffrec::catalog::Role::Recommendations)
-        .unwrap()
-        .name
-        .clone();
+    let recs = lab.topic_of(hoffrec::catalog::Role::Recommendations);
     let schemas = lab.schemas();
     let lists = common::poll_until("a list for every customer", Duration::from_secs(240), || {
         let mut latest = std::collections::HashMap::new();

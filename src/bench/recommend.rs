@@ -234,7 +234,7 @@ fn synthetic_rows(n: usize) -> Vec<TrainingRow> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64);
     (0..n)
         .map(|i| {
-            let mut x = [0.0f64; 11];
+            let mut x = [0.0f64; crate::recommend::model::FEATURES.len()];
             for v in x.iter_mut() {
                 *v = rng.random_range(0.0..1.0);
             }

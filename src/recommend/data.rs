@@ -152,6 +152,34 @@ pub struct CatalogueView {
     pub products: Vec<Product>,
     pub by_id: HashMap<String, usize>,
     pub neighbours: HashMap<String, Vec<Neighbour>>,
+    /// The current collaborative model, once `hoffrec train` has fitted one.
+    pub collab: Option<std::sync::Arc<CollabView>>,
+}
+
+/// The EASE model joined to this catalogue once, not per customer.
+#[derive(Debug, Clone)]
+pub struct CollabView {
+    pub ease: super::collab::Ease,
+    /// EASE product index -> catalogue index (products no longer in the catalogue: none).
+    pub catalogue_of: Vec<Option<usize>>,
+    pub ease_of: HashMap<String, u32>,
+}
+
+impl CollabView {
+    pub fn new(ease: super::collab::Ease, products: &HashMap<String, usize>) -> Self {
+        let catalogue_of = ease.items.iter().map(|p| products.get(p).copied()).collect();
+        let ease_of = ease
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), i as u32))
+            .collect();
+        Self {
+            ease,
+            catalogue_of,
+            ease_of,
+        }
+    }
 }
 
 impl CatalogueView {
@@ -254,6 +282,7 @@ impl Marts {
             products,
             by_id,
             neighbours,
+            collab: None,
         })
     }
 

@@ -4,6 +4,7 @@
 //! the log has exposures, and the production ranker lists products for every customer seen
 //! before the split who bought after it. Baselines are computed from the same events.
 
+use super::collab::{self, Interactions};
 use super::{RecommendError, Recommender, model::Model};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -42,16 +43,32 @@ struct Event {
 /// lists over the catalogue).
 pub type Scores = BTreeMap<String, f64>;
 
+/// One method's scores over every evaluated customer, how long it took to fit and to rank
+/// them all, and its `NDCG@k` per customer segment.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodReport {
+    #[serde(flatten)]
+    pub scores: Scores,
+    pub fit_ms: u64,
+    pub rank_ms: u64,
+    pub ndcg_by_segment: BTreeMap<String, f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EvaluateReport {
     pub events: usize,
     pub customers_evaluated: usize,
     pub catalogue: usize,
     pub model_version: String,
-    pub hoffrec: Scores,
-    pub popularity: Scores,
-    pub recent_popularity: Scores,
-    pub item_knn: Scores,
+    /// Customers per segment: `new` (nothing bought before the split) or `returning`, and
+    /// how many products they touched before it.
+    pub segments: BTreeMap<String, usize>,
+    pub hoffrec: MethodReport,
+    pub popularity: MethodReport,
+    pub recent_popularity: MethodReport,
+    pub item_knn: MethodReport,
+    pub ease: MethodReport,
+    pub als: MethodReport,
 }
 
 fn text(v: &Json) -> String {
@@ -215,6 +232,56 @@ fn by_weight(weights: &HashMap<String, f64>, skip: &HashSet<&str>, k: usize) -> 
     v.into_iter().take(k).map(|(p, _)| p.to_string()).collect()
 }
 
+/// Scores of every product for one customer's (product, weight) history.
+type ScoreRow<'a> = dyn Fn(&[(u32, f32)]) -> Vec<f32> + 'a;
+
+/// The weight of one training event for the collaborative models: what it says about
+/// interest (a purchase most), halved every `collab::HALF_LIFE_DAYS` before the split.
+fn weight(e: &Event, split: i64) -> f64 {
+    let base = match e.kind.as_str() {
+        "purchase" => 5.0,
+        "cart" => 3.0,
+        "click" => 2.0,
+        "view" => 1.0,
+        _ => 0.0,
+    };
+    let age_days = (split - e.ts_ms).max(0) as f64 / 86_400_000.0;
+    base * 0.5f64.powf(age_days / collab::HALF_LIFE_DAYS)
+}
+
+/// Item-kNN with cosine similarity over who touched what, each product keeping its
+/// `NEIGHBOURS` most similar: pairs are counted once over every customer's newest
+/// `MAX_HISTORY` products, so the cost is bounded per customer, not quadratic in the log.
+fn item_knn(x: &Interactions) -> Vec<Vec<(u32, f32)>> {
+    const MAX_HISTORY: usize = 200;
+    let n = x.items.len();
+    let mut reach = vec![0f32; n];
+    let mut co: Vec<HashMap<u32, f32>> = vec![HashMap::new(); n];
+    for row in &x.rows {
+        let mut items: Vec<&(u32, f32)> = row.iter().collect();
+        items.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        items.truncate(MAX_HISTORY);
+        for (a, _) in &items {
+            reach[*a as usize] += 1.0;
+            for (b, _) in items.iter().filter(|(b, _)| b != a) {
+                *co[*a as usize].entry(*b).or_default() += 1.0;
+            }
+        }
+    }
+    co.into_iter()
+        .enumerate()
+        .map(|(a, row)| {
+            let mut v: Vec<(u32, f32)> = row
+                .into_iter()
+                .map(|(b, c)| (b, c / (reach[a] * reach[b as usize]).sqrt()))
+                .collect();
+            v.sort_by(|l, r| r.1.total_cmp(&l.1).then(l.0.cmp(&r.0)));
+            v.truncate(super::collab::NEIGHBOURS);
+            v
+        })
+        .collect()
+}
+
 pub async fn run(
     config: &crate::config::Config,
     file: &Path,
@@ -225,6 +292,8 @@ pub async fn run(
     let k = k.max(1);
     let split =
         parse_time(split_at).ok_or_else(|| RecommendError::Config(format!("--split-at {split_at}: not a time")))?;
+    let phase = indicatif::ProgressBar::new_spinner().with_message(format!("reading {}", file.display()));
+    phase.enable_steady_tick(std::time::Duration::from_millis(200));
     let events = read_log(file).await?;
     let (train, test): (Vec<Event>, Vec<Event>) = events.iter().cloned().partition(|e| e.ts_ms < split);
     let seen: HashSet<&str> = train.iter().map(|e| e.customer.as_str()).collect();
@@ -248,8 +317,49 @@ pub async fn run(
         truth.entry(e.customer.clone()).or_default().insert(e.product.clone());
     }
     let catalogue: BTreeSet<&str> = train.iter().map(|e| e.product.as_str()).collect();
+    let customers: Vec<String> = truth.keys().cloned().collect();
+    let segment_of = |c: &str| -> [String; 2] {
+        let touched = history.get(c).map_or(0, HashSet::len);
+        let length = match touched {
+            0..=4 => "history 1-4",
+            5..=19 => "history 5-19",
+            _ => "history 20+",
+        };
+        let kind = if bought_before.contains_key(c) {
+            "returning"
+        } else {
+            "new"
+        };
+        [kind.to_string(), length.to_string()]
+    };
+    let mut segments: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &customers {
+        for s in segment_of(c) {
+            *segments.entry(s).or_default() += 1;
+        }
+    }
+    let size = catalogue.len();
+    let report = |lists: &HashMap<String, Vec<String>>, fit_ms: u64, rank_ms: u64| {
+        let mut by_segment: BTreeMap<String, HashMap<String, HashSet<String>>> = BTreeMap::new();
+        for (c, relevant) in &truth {
+            for s in segment_of(c) {
+                by_segment.entry(s).or_default().insert(c.clone(), relevant.clone());
+            }
+        }
+        MethodReport {
+            scores: score(lists, &truth, size, k),
+            fit_ms,
+            rank_ms,
+            ndcg_by_segment: by_segment
+                .iter()
+                .map(|(s, t)| (s.clone(), score(lists, t, size, k)[&format!("NDCG@{k}")]))
+                .collect(),
+        }
+    };
 
     // The production pipeline over a scratch lake.
+    phase.set_message("landing the training events and folding the marts");
+    let fit_started = std::time::Instant::now();
     let scratch = std::env::temp_dir().join(format!("hoffrec-evaluate-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| RecommendError::Config(e.to_string()))?;
@@ -264,12 +374,17 @@ pub async fn run(
     crate::mart::fold::fold(&r.lake, &r.catalog, &files)
         .await
         .map_err(|e| RecommendError::Config(e.to_string()))?;
+    phase.set_message("training the ranker");
     let model = match super::train::train_once(&r, 3650, 0.2).await {
         Ok(t) => t.candidate,
         Err(_) => Model::prior(),
     };
-    let customers: Vec<String> = truth.keys().cloned().collect();
-    let progress = indicatif::ProgressBar::new(customers.len() as u64).with_message("ranking");
+    let fit_ms = fit_started.elapsed().as_millis() as u64;
+    phase.finish_and_clear();
+    let ranking =
+        |name: &str| indicatif::ProgressBar::new(customers.len() as u64).with_message(format!("ranking: {name}"));
+    let started = std::time::Instant::now();
+    let progress = ranking("hoffrec");
     let mut ours: HashMap<String, Vec<String>> = HashMap::new();
     for chunk in customers.chunks(200) {
         for e in r.rank(chunk, &model).await? {
@@ -278,9 +393,19 @@ pub async fn run(
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
+    let hoffrec = report(&ours, fit_ms, started.elapsed().as_millis() as u64);
     let _ = std::fs::remove_dir_all(&scratch);
 
     // Baselines from the same training events.
+    let empty = HashSet::new();
+    let skip_for = |c: &str| -> &HashSet<&str> {
+        if exclude_seen {
+            bought_before.get(c).unwrap_or(&empty)
+        } else {
+            &empty
+        }
+    };
+    let started = std::time::Instant::now();
     let mut popular: HashMap<&str, HashSet<&str>> = HashMap::new();
     let mut recent: HashMap<&str, HashSet<&str>> = HashMap::new();
     for e in train.iter().filter(|e| e.kind != "impression") {
@@ -293,54 +418,87 @@ pub async fn run(
         m.iter().map(|(p, c)| (p.to_string(), c.len() as f64)).collect()
     };
     let (popular, recent) = (count(&popular), count(&recent));
-    let mut co: HashMap<(&str, &str), f64> = HashMap::new();
-    for items in history.values() {
-        for a in items {
-            for b in items.iter().filter(|b| *b != a) {
-                *co.entry((*a, *b)).or_default() += 1.0;
-            }
-        }
-    }
-    let item_count: HashMap<&str, f64> = history.values().flatten().fold(HashMap::new(), |mut m, p| {
-        *m.entry(*p).or_default() += 1.0;
-        m
-    });
-    let empty = HashSet::new();
-    let lists = |f: &dyn Fn(&str) -> HashMap<String, f64>| -> HashMap<String, Vec<String>> {
-        customers
+    let fit_ms = started.elapsed().as_millis() as u64;
+    let by_popularity = |weights: &HashMap<String, f64>| {
+        let started = std::time::Instant::now();
+        let lists: HashMap<String, Vec<String>> = customers
+            .iter()
+            .map(|c| (c.clone(), by_weight(weights, skip_for(c), 2 * k)))
+            .collect();
+        (lists, started.elapsed().as_millis() as u64)
+    };
+    let (lists, rank_ms) = by_popularity(&popular);
+    let popularity = report(&lists, fit_ms, rank_ms);
+    let (lists, rank_ms) = by_popularity(&recent);
+    let recent_popularity = report(&lists, fit_ms, rank_ms);
+
+    // Collaborative models over the same customer x product weights.
+    let x = Interactions::from_cells(
+        train
+            .iter()
+            .map(|e| (e.customer.as_str(), e.product.as_str(), weight(e, split))),
+    );
+    let row_of: HashMap<&str, usize> = x.customers.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let collab_lists = |name: &str, score_row: &ScoreRow| {
+        let started = std::time::Instant::now();
+        let progress = ranking(name);
+        let lists: HashMap<String, Vec<String>> = customers
             .iter()
             .map(|c| {
-                let skip = if exclude_seen {
-                    bought_before.get(c.as_str()).unwrap_or(&empty)
-                } else {
-                    &empty
-                };
-                (c.clone(), by_weight(&f(c), skip, 2 * k))
+                progress.inc(1);
+                let row = row_of
+                    .get(c.as_str())
+                    .map(|&i| x.rows[i].as_slice())
+                    .unwrap_or_default();
+                let skip = skip_for(c);
+                let best = collab::top(&score_row(row), 2 * k, |i| skip.contains(x.items[i as usize].as_str()));
+                (
+                    c.clone(),
+                    best.into_iter().map(|i| x.items[i as usize].clone()).collect(),
+                )
             })
-            .collect()
+            .collect();
+        progress.finish_and_clear();
+        (lists, started.elapsed().as_millis() as u64)
     };
-    let popularity = lists(&|_| popular.clone());
-    let recent_popularity = lists(&|_| recent.clone());
-    let knn = lists(&|c| {
-        let mut w: HashMap<String, f64> = HashMap::new();
-        for h in history.get(c).into_iter().flatten() {
-            for ((a, b), n) in co.iter().filter(|((a, _), _)| a == h) {
-                let sim = n / (item_count[a] * item_count[b]).sqrt();
-                *w.entry(b.to_string()).or_default() += sim;
+    let started = std::time::Instant::now();
+    let neighbours = item_knn(&x);
+    let fit_ms = started.elapsed().as_millis() as u64;
+    let (lists, rank_ms) = collab_lists("item-kNN", &|row| {
+        let mut s = vec![0f32; x.items.len()];
+        for (i, _) in row {
+            for (j, sim) in &neighbours[*i as usize] {
+                s[*j as usize] += sim;
             }
         }
-        w
+        s
     });
-    let size = catalogue.len();
+    let item_knn = report(&lists, fit_ms, rank_ms);
+    let started = std::time::Instant::now();
+    let ease_model = collab::Ease::fit(&x, config.recommend.ease_lambda, config.recommend.ease_max_items)
+        .map_err(|e| RecommendError::Config(format!("EASE: {e}")))?;
+    let fit_ms = started.elapsed().as_millis() as u64;
+    let (lists, rank_ms) = collab_lists("EASE", &|row| ease_model.scores(row));
+    let ease = report(&lists, fit_ms, rank_ms);
+    let started = std::time::Instant::now();
+    let als_model =
+        collab::Als::fit(&x, collab::AlsParams::default()).map_err(|e| RecommendError::Config(format!("ALS: {e}")))?;
+    let gram = als_model.gram();
+    let fit_ms = started.elapsed().as_millis() as u64;
+    let (lists, rank_ms) = collab_lists("ALS", &|row| als_model.scores_with(&gram, row));
+    let als = report(&lists, fit_ms, rank_ms);
     Ok(EvaluateReport {
         events: events.len(),
         customers_evaluated: customers.len(),
         catalogue: size,
         model_version: model.version,
-        hoffrec: score(&ours, &truth, size, k),
-        popularity: score(&popularity, &truth, size, k),
-        recent_popularity: score(&recent_popularity, &truth, size, k),
-        item_knn: score(&knn, &truth, size, k),
+        segments,
+        hoffrec,
+        popularity,
+        recent_popularity,
+        item_knn,
+        ease,
+        als,
     })
 }
 
@@ -356,6 +514,46 @@ mod tests {
         assert_eq!(parse_time("2026-01-01T00:00:00Z"), Some(1_767_225_600_000));
         assert_eq!(parse_time("2026-01-01 00:00:00"), Some(1_767_225_600_000));
         assert_eq!(parse_time("soon"), None);
+    }
+
+    #[test]
+    fn item_knn_keeps_the_products_bought_together() {
+        let cells = [
+            ("u1", "a", 1.0),
+            ("u1", "b", 1.0),
+            ("u2", "a", 1.0),
+            ("u2", "b", 1.0),
+            ("u3", "a", 1.0),
+            ("u3", "c", 1.0),
+            ("u4", "x", 1.0),
+        ];
+        let x = Interactions::from_cells(cells);
+        let n = item_knn(&x);
+        let of = |p: &str| &n[x.index[p] as usize];
+        let name = |i: u32| x.items[i as usize].as_str();
+        assert_eq!(of("a").iter().map(|(i, _)| name(*i)).collect::<Vec<_>>(), ["b", "c"]);
+        // cosine: 2 shared customers over sqrt(3 * 2)
+        assert!((of("a")[0].1 - 2.0 / 6f32.sqrt()).abs() < 1e-6);
+        assert!(of("x").is_empty());
+    }
+
+    #[test]
+    fn purchases_weigh_most_and_old_events_least() {
+        let at = |kind: &str, days_before: i64| Event {
+            customer: "c".into(),
+            product: "p".into(),
+            ts_ms: 100 * 86_400_000 - days_before * 86_400_000,
+            kind: kind.into(),
+            quantity: 1.0,
+            price_kopecks: 0,
+            category: None,
+            name: None,
+        };
+        let split = 100 * 86_400_000;
+        assert_eq!(weight(&at("purchase", 0), split), 5.0);
+        assert_eq!(weight(&at("purchase", 30), split), 2.5);
+        assert!(weight(&at("view", 0), split) < weight(&at("cart", 0), split));
+        assert_eq!(weight(&at("impression", 0), split), 0.0);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! id). The model is re-read from the lake every `recommend.model_check_ms` and swapped
 //! in between batches, so no request waits for or misses a swap.
 
+pub mod collab;
 pub mod data;
 pub mod evaluate;
 pub mod model;
@@ -57,8 +58,9 @@ pub struct Summary {
 }
 
 /// The catalogue side of ranking, with the product_features and product_neighbour versions
-/// it was read at.
-type CachedCatalogue = Option<((Option<u64>, Option<u64>), Arc<data::CatalogueView>)>;
+/// and the collaborative model's write stamp it was read at.
+type CatalogueKey = (Option<u64>, Option<u64>, Option<(i64, u64)>);
+type CachedCatalogue = Option<(CatalogueKey, Arc<data::CatalogueView>)>;
 
 /// What ranking needs, loaded once per process.
 pub struct Recommender {
@@ -66,7 +68,10 @@ pub struct Recommender {
     pub catalog: Catalog,
     pub rules: rules::Rules,
     pub top_k: usize,
-    /// Read again only when one of its marts has a new version.
+    /// EASE's regularisation and product cap when `train` refits it.
+    pub ease_lambda: f64,
+    pub ease_max_items: usize,
+    /// Read again only when one of its marts or the collaborative model is new.
     catalogue: tokio::sync::Mutex<CachedCatalogue>,
 }
 
@@ -77,6 +82,8 @@ impl Recommender {
             catalog,
             rules,
             top_k,
+            ease_lambda: crate::config::RecommendConfig::default().ease_lambda,
+            ease_max_items: crate::config::RecommendConfig::default().ease_max_items,
             catalogue: tokio::sync::Mutex::new(None),
         }
     }
@@ -85,13 +92,18 @@ impl Recommender {
         let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
         let lake = LakeUrl::parse(&config.lake.url).map_err(|e| RecommendError::Config(e.to_string()))?;
         let rules = rules::Rules::load(config.recommend.rules_file.as_deref())?;
-        Ok(Self::new(lake, catalog, rules, config.recommend.top_k))
+        let mut r = Self::new(lake, catalog, rules, config.recommend.top_k);
+        r.ease_lambda = config.recommend.ease_lambda;
+        r.ease_max_items = config.recommend.ease_max_items;
+        Ok(r)
     }
 
     async fn catalogue(&self, marts: &data::Marts) -> Result<Arc<data::CatalogueView>, RecommendError> {
+        let stamp = store::ease_stamp(&self.lake).await?;
         let key = (
             marts.versions.get("product_features").copied(),
             marts.versions.get("product_neighbour").copied(),
+            stamp,
         );
         let mut cached = self.catalogue.lock().await;
         if let Some((at, view)) = cached.as_ref()
@@ -99,7 +111,13 @@ impl Recommender {
         {
             return Ok(view.clone());
         }
-        let view = Arc::new(marts.catalogue().await?);
+        let mut view = marts.catalogue().await?;
+        if stamp.is_some()
+            && let Some(ease) = store::current_ease(&self.lake).await?
+        {
+            view.collab = Some(Arc::new(data::CollabView::new(ease, &view.by_id)));
+        }
+        let view = Arc::new(view);
         *cached = Some((key, view.clone()));
         Ok(view)
     }

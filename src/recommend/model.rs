@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Feature names, in vector order; `features::vector` fills them.
-pub const FEATURES: [&str; 11] = [
+pub const FEATURES: [&str; 12] = [
     "neighbour",
     "affinity",
     "complement",
@@ -16,6 +16,7 @@ pub const FEATURES: [&str; 11] = [
     "trend",
     "tier_match",
     "viewed_before",
+    "collab",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,13 +34,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Hand-set weights: evidence from the customer's own behaviour (neighbours of what
-    /// they looked at, their departments, complements) counts most, popularity least.
+    /// Hand-set weights: what the collaborative model learned customers like them do next
+    /// counts most, then evidence from the customer's own behaviour (neighbours of what
+    /// they looked at, their departments, complements), popularity least.
     pub fn prior() -> Self {
         Self {
-            version: "prior-v1".into(),
-            weights: vec![1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2],
-            bias: -2.0,
+            version: "prior-v2".into(),
+            weights: vec![1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2, 8.0],
+            bias: -4.0,
             auc: None,
             ndcg_at_10: None,
             trained_rows: 0,
@@ -58,9 +60,9 @@ mod tests {
     fn the_prior_prefers_behavioural_evidence() {
         let m = super::Model::prior();
         assert_eq!(m.weights.len(), super::FEATURES.len());
-        let mut neighbour = vec![0.0; 11];
+        let mut neighbour = vec![0.0; super::FEATURES.len()];
         neighbour[0] = 1.0;
-        let mut popular = vec![0.0; 11];
+        let mut popular = vec![0.0; super::FEATURES.len()];
         popular[5] = 1.0;
         assert!(m.score(&neighbour) > m.score(&popular));
     }

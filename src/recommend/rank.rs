@@ -2,8 +2,9 @@
 //! rules that remove or reorder them, the ranker's score, and the top K. The same code
 //! serves `recommend` and `explain`, so what a marketer reads is what the site got.
 
+use super::collab;
 use super::data::{CatalogueView, Customer, Product};
-use super::model::Model;
+use super::model::{FEATURES, Model};
 use super::rules::{Rules, names};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,6 +18,8 @@ pub struct Signals {
     pub lifecycle: f64,
     pub repeat: f64,
     pub popular: f64,
+    /// The collaborative model's score, over the customer's best-scored product.
+    pub collab: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +68,8 @@ impl Pool {
 
 const SEEDS: usize = 10;
 const PER_DEPARTMENT: usize = 15;
+/// Products the collaborative model proposes per customer.
+const COLLABORATIVE: usize = 30;
 
 /// Every product proposed for the customer, with why.
 fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet<&str>) -> Pool {
@@ -145,6 +150,44 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet
     for i in popular_in(cat, |_| true, 30) {
         pool.add(i, "popular".into(), |s| s.popular = 1.0);
     }
+    // What customers with a history like theirs went on to (EASE over the whole history,
+    // weighed as it was fitted); every candidate gets its score as evidence.
+    if let Some(cf) = cat.collab.as_deref() {
+        let newest = c
+            .touched
+            .iter()
+            .filter_map(|t| t.last_viewed_ms.max(t.last_purchased_ms))
+            .max()
+            .unwrap_or_default();
+        let history: Vec<(u32, f32)> = c
+            .touched
+            .iter()
+            .filter_map(|t| {
+                let at = t.last_viewed_ms.max(t.last_purchased_ms).unwrap_or(newest);
+                let w = collab::interest(
+                    t.views,
+                    t.carts,
+                    t.purchased_qty > 0.0,
+                    (newest - at) as f64 / 86_400_000.0,
+                );
+                Some((*cf.ease_of.get(&t.product_id)?, w as f32))
+            })
+            .collect();
+        let scores = cf.ease.scores(&history);
+        let best = scores.iter().copied().fold(0.0f32, f32::max);
+        if best > 0.0 {
+            for j in collab::top(&scores, COLLABORATIVE, |j| cf.catalogue_of[j as usize].is_none()) {
+                if let Some(i) = cf.catalogue_of[j as usize] {
+                    pool.add(i, "collaborative".into(), |_| {});
+                }
+            }
+            for (&i, s) in pool.signals.iter_mut() {
+                if let Some(&j) = cf.ease_of.get(&cat.products[i].product_id) {
+                    s.collab = f64::from(scores[j as usize].max(0.0) / best);
+                }
+            }
+        }
+    }
     pool
 }
 
@@ -186,7 +229,7 @@ impl<'a> Context<'a> {
 }
 
 /// The ranker's input for one candidate, in `model::FEATURES` order.
-pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; 11] {
+pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()] {
     [
         s.neighbour,
         s.affinity,
@@ -199,13 +242,19 @@ pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; 11] {
         (q.trend / 3.0).min(1.0),
         f64::from(q.price_tier == ctx.target),
         f64::from(ctx.viewed.contains(q.product_id.as_str())),
+        s.collab,
     ]
 }
 
 /// Features of the given products for a customer, as ranking computes them (products no
 /// candidate source proposed get no evidence, only their own features); `None` for ids
 /// not in the catalogue. The training set uses this so training and serving agree.
-pub fn features_of(c: &Customer, cat: &CatalogueView, rules: &Rules, products: &[&str]) -> Vec<Option<[f64; 11]>> {
+pub fn features_of(
+    c: &Customer,
+    cat: &CatalogueView,
+    rules: &Rules,
+    products: &[&str],
+) -> Vec<Option<[f64; FEATURES.len()]>> {
     let ctx = Context::new(c, cat, rules);
     let pool = candidates(c, cat, rules, &ctx.bought);
     products

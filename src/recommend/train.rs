@@ -4,6 +4,7 @@
 //! on a sliding window of the newest interactions, validates on the newest slice, and
 //! promotes the new model only if it is not worse there than the current one.
 
+use super::collab::{self, Ease};
 use super::data::{Customer, Marts};
 use super::model::{FEATURES, Model};
 use super::{RecommendError, Recommender, store};
@@ -21,7 +22,7 @@ pub struct TrainingRow {
     pub product_id: String,
     pub shown_ms: i64,
     pub label: i32,
-    pub x: [f64; 11],
+    pub x: [f64; FEATURES.len()],
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +44,8 @@ pub struct TrainReport {
     pub current_auc: Option<f64>,
     pub current_ndcg_at_10: Option<f64>,
     pub promoted: bool,
+    /// The EASE model refitted on this run, which candidates now come from.
+    pub collab_version: Option<String>,
 }
 
 /// The exposure-labelled training set over the newest `window_days` of interactions.
@@ -173,11 +176,72 @@ fn ndcg_at(mut list: Vec<(f64, i32)>, k: usize) -> Option<f64> {
 
 /// Builds the set, fits, compares with the current model on the same newest slice, and
 /// promotes the new model if its AUC there is not worse.
+/// One row of `mart.customer_product`, as the collaborative model reads it.
+#[derive(Debug, Clone, Deserialize)]
+struct Dealt {
+    customer_id: String,
+    product_id: String,
+    views: Option<i64>,
+    carts: Option<i64>,
+    purchased_qty: Option<f64>,
+    last_ms: Option<i64>,
+}
+
+/// Refits EASE on what customers did with products in the newest `window_days` (views,
+/// carts, purchases by `collab::interest`) and makes it the one candidates come from.
+/// `None` while no customer has touched a product.
+pub async fn fit_collab(r: &Recommender, window_days: u32) -> Result<Option<Ease>, RecommendError> {
+    let marts = Marts::open(&r.lake).await?;
+    let window_ms = i64::from(window_days) * 86_400_000;
+    let rows: Vec<Dealt> = marts
+        .rows(&format!(
+            "WITH t AS (SELECT customer_id, product_id, views, carts, purchased_qty, \
+                        greatest(coalesce(last_viewed_ms, 0), coalesce(last_purchased_ms, 0)) AS last_ms \
+                        FROM mart.customer_product) \
+             SELECT * FROM t WHERE last_ms >= (SELECT max(last_ms) FROM t) - {window_ms}"
+        ))
+        .await?;
+    let newest = rows.iter().filter_map(|d| d.last_ms).max().unwrap_or_default();
+    let cells: Vec<(&str, &str, f64)> = rows
+        .iter()
+        .map(|d| {
+            let age_days = (newest - d.last_ms.unwrap_or(newest)) as f64 / 86_400_000.0;
+            let w = collab::interest(
+                d.views.unwrap_or(0),
+                d.carts.unwrap_or(0),
+                d.purchased_qty.unwrap_or(0.0) > 0.0,
+                age_days,
+            );
+            (d.customer_id.as_str(), d.product_id.as_str(), w)
+        })
+        .collect();
+    let x = collab::Interactions::from_cells(cells);
+    if x.items.is_empty() {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let mut ease =
+        Ease::fit(&x, r.ease_lambda, r.ease_max_items).map_err(|e| RecommendError::Config(format!("EASE: {e}")))?;
+    ease.version = format!("ease{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    store::promote_ease(&r.lake, &ease).await?;
+    tracing::info!(
+        version = %ease.version,
+        products = x.items.len(),
+        customers = x.rows.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "EASE refitted"
+    );
+    Ok(Some(ease))
+}
+
 pub async fn train_once(
     r: &Recommender,
     window_days: u32,
     validation_share: f64,
 ) -> Result<TrainReport, RecommendError> {
+    // The collaborative model needs no exposures: it is refitted even when the ranker
+    // has nothing to learn from yet.
+    let collab_version = fit_collab(r, window_days).await?.map(|e| e.version);
     let rows = training_set(r, window_days).await?;
     let version = format!("m{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     let (candidate, validation_rows) =
@@ -204,6 +268,7 @@ pub async fn train_once(
         current_auc,
         current_ndcg_at_10: current_ndcg,
         promoted,
+        collab_version,
     })
 }
 
@@ -227,7 +292,7 @@ mod tests {
         // Reactions follow the neighbour signal; popularity is noise.
         let rows: Vec<TrainingRow> = (0..400)
             .map(|i| {
-                let mut x = [0.0; 11];
+                let mut x = [0.0; FEATURES.len()];
                 x[0] = f64::from(i % 2);
                 x[5] = f64::from((i / 2) % 2);
                 TrainingRow {

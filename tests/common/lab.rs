@@ -293,6 +293,13 @@ impl Lab {
         }
     }
 
+    /// The name of this lab's topic that plays `role`.
+    #[allow(dead_code)]
+    pub fn topic_of(&self, role: hoffrec::catalog::Role) -> String {
+        let catalog = Catalog::load(&self.topics_dir, &self.schemas_dir).unwrap();
+        catalog.topic_for(role).unwrap().name.clone()
+    }
+
     pub fn schemas(&self) -> SchemaSet {
         SchemaSet::load_strict(&self.schemas_dir).unwrap()
     }
