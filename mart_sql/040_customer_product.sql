@@ -40,6 +40,8 @@ keys AS (
 bought AS (
     SELECT l.customer_id, l.product_id,
            sum(l.quantity) AS purchased_qty,
+           -- How many orders it was in: a second order is a rebuy, a second unit is not.
+           CAST(count(DISTINCT CASE WHEN l.quantity > 0 THEN l.order_id END) AS BIGINT) AS purchase_orders,
            sum(l.amount_kopecks) AS spend_kopecks,
            max(CASE WHEN l.quantity > 0 THEN l.ordered_ms END) AS last_purchased_ms,
            min(l.ordered_ms) AS first_bought_ms
@@ -55,6 +57,7 @@ SELECT k.customer_id,
        c.last_viewed_ms,
        coalesce(c.carts, CAST(0 AS BIGINT)) AS carts,
        coalesce(b.purchased_qty, 0.0) AS purchased_qty,
+       coalesce(b.purchase_orders, CAST(0 AS BIGINT)) AS purchase_orders,
        coalesce(b.spend_kopecks, CAST(0 AS BIGINT)) AS spend_kopecks,
        b.last_purchased_ms,
        c.first_clicked_ms,

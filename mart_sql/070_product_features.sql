@@ -1,7 +1,7 @@
 -- mart: product_features
 -- key: product_id
 -- Per catalogue product: where it sits (department, category, price tier within the
--- category: 1 budget, 2 middle, 3 premium), how popular it is, and whether interest is
+-- category: 1 budget, 2 middle, 3 premium, 0 no price), how popular it is, and whether interest is
 -- rising (viewers in the 14 days before its newest view vs the 14 days before those).
 SELECT product_id FROM new_raw.site_product_view
 UNION SELECT product_id FROM new_raw.site_cart_add
@@ -12,11 +12,18 @@ UNION SELECT p.product_id
       FROM product p JOIN product q ON q.category_id = p.category_id
       JOIN new_raw.store_catalogue c ON c.product_id = q.product_id;
 
-WITH tiers AS (
-    SELECT product_id,
-           CAST(ntile(3) OVER (PARTITION BY category_id ORDER BY price_kopecks, product_id) AS INT) AS price_tier,
-           count(*) OVER (PARTITION BY category_id) AS category_size
+WITH priced AS (
+    SELECT product_id, category_id, price_kopecks, coalesce(price_kopecks, 0) > 0 AS has_price
     FROM product
+),
+tiers AS (
+    -- A product without a price has no tier (0), and ranking weighs it as neutral.
+    SELECT product_id,
+           CAST(CASE WHEN has_price
+                     THEN ntile(3) OVER (PARTITION BY category_id, has_price ORDER BY price_kopecks, product_id)
+                     ELSE 0 END AS INT) AS price_tier,
+           count(*) OVER (PARTITION BY category_id) AS category_size
+    FROM priced
 ),
 usage AS (
     SELECT cp.product_id,
@@ -24,6 +31,7 @@ usage AS (
            sum(cp.views) AS views,
            sum(cp.carts) AS carts,
            sum(CASE WHEN cp.purchased_qty > 0 THEN 1 ELSE 0 END) AS buyers,
+           sum(CASE WHEN cp.purchase_orders > 1 THEN 1 ELSE 0 END) AS repeat_buyers,
            sum(cp.purchased_qty) AS purchased_qty,
            max(cp.last_viewed_ms) AS last_viewed_ms
     FROM mart.customer_product cp JOIN changed c ON c.product_id = cp.product_id
@@ -54,6 +62,10 @@ SELECT p.product_id,
        coalesce(u.buyers, 0) AS buyers,
        coalesce(u.purchased_qty, 0.0) AS purchased_qty,
        round(coalesce(u.buyers, 0) / greatest(CAST(coalesce(u.viewers, 0) AS DOUBLE), 1.0), 4) AS conversion,
+       coalesce(u.repeat_buyers, 0) AS repeat_buyers,
+       -- Of its buyers, the share who came back for it in another order: what the data
+       -- says about replenishment, whatever the rules call the category.
+       round(coalesce(u.repeat_buyers, 0) / greatest(CAST(coalesce(u.buyers, 0) AS DOUBLE), 1.0), 4) AS repeat_share,
        coalesce(tr.viewers_recent, 0) AS viewers_recent,
        round((coalesce(tr.viewers_recent, 0) + 1.0) / (coalesce(tr.viewers_before, 0) + 1.0), 3) AS trend
 FROM product p

@@ -257,6 +257,10 @@ pub struct RecommendConfig {
     /// EASE is fitted on this many products, those most customers touched (memory and time
     /// grow with its square and cube); ALS covers the rest of the catalogue.
     pub ease_max_items: usize,
+    /// Without both reacted and ignored exposures the ranker learns from next purchases:
+    /// the marts as they were this many days ago give each customer's candidates and
+    /// features, and what they bought since labels them.
+    pub train_label_horizon_days: u32,
 }
 
 impl Default for RecommendConfig {
@@ -273,6 +277,7 @@ impl Default for RecommendConfig {
             train_interval_ms: 15 * 60 * 1000,
             ease_lambda: 50.0,
             ease_max_items: 4000,
+            train_label_horizon_days: 7,
         }
     }
 }

@@ -74,6 +74,45 @@ pub async fn mart_session(
     Ok((ctx, names, versions))
 }
 
+/// A session with each mart in `at` as it was at the version given (Delta time travel):
+/// what the marts said at an earlier moment, for labels that come after it.
+pub async fn mart_session_at(lake: &LakeUrl, at: &MartVersions) -> Result<SessionContext, SessionError> {
+    let ctx = super::fold::session();
+    let mart_schema = Arc::new(MemorySchemaProvider::new());
+    for (mart, &version) in at {
+        let table = super::tables::MartTable::open(lake, mart)
+            .await
+            .map_err(|e| SessionError::Mart(e.to_string()))?;
+        let provider = table
+            .provider_at(&ctx, version)
+            .await
+            .map_err(|e| SessionError::Mart(e.to_string()))?;
+        mart_schema.register_table(mart.clone(), provider)?;
+    }
+    if let Some(default) = ctx.catalog("datafusion") {
+        default.register_schema("mart", mart_schema)?;
+    }
+    Ok(ctx)
+}
+
+/// The version of each mart in `marts` that was current at `at_ms` (commit time); marts
+/// with no commit by then are left out.
+pub async fn mart_versions_at(lake: &LakeUrl, marts: &[&str], at_ms: i64) -> Result<MartVersions, SessionError> {
+    let mut versions = MartVersions::new();
+    let Some(at) = chrono::DateTime::from_timestamp_millis(at_ms) else {
+        return Ok(versions);
+    };
+    for mart in marts {
+        let table = super::tables::MartTable::open(lake, mart)
+            .await
+            .map_err(|e| SessionError::Mart(e.to_string()))?;
+        if let Some(v) = table.version_at(at).await {
+            versions.insert(mart.to_string(), v);
+        }
+    }
+    Ok(versions)
+}
+
 async fn register_raw(
     ctx: &SessionContext,
     lake: &LakeUrl,

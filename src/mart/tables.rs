@@ -233,6 +233,14 @@ impl MartTable {
         Ok(v.map(|v| v as u64))
     }
 
+    /// The newest version committed at or before `at` (None: none was, or no table).
+    pub async fn version_at(&self, at: chrono::DateTime<chrono::Utc>) -> Option<u64> {
+        self.version()?;
+        let mut table = self.table.clone();
+        table.load_with_datetime(at).await.ok()?;
+        table.version()
+    }
+
     /// The mart as it was at `version`.
     pub async fn provider_at(&self, ctx: &SessionContext, version: u64) -> Result<Arc<dyn TableProvider>, TableError> {
         let err = |source| TableError::Delta {

@@ -166,10 +166,12 @@ impl Ease {
 pub const HALF_LIFE_DAYS: f64 = 30.0;
 
 /// What a customer's dealings with one product say about their interest, as the marts
-/// hold them: a purchase most, then a cart, then each view (up to five), halved every
-/// `HALF_LIFE_DAYS` of age. Fitting and serving weigh histories the same way.
-pub fn interest(views: i64, carts: i64, purchased: bool, age_days: f64) -> f64 {
-    let base = if purchased { 5.0 } else { 0.0 } + if carts > 0 { 3.0 } else { 0.0 } + views.clamp(0, 5) as f64;
+/// hold them: each order it was in most (up to `MAX_ORDERS`: what is bought again and
+/// again says more than what was bought once), then a cart, then each view (up to five),
+/// halved every `HALF_LIFE_DAYS` of age. Fitting and serving weigh histories the same way.
+pub fn interest(views: i64, carts: i64, orders: i64, age_days: f64) -> f64 {
+    const MAX_ORDERS: i64 = 20;
+    let base = 5.0 * orders.clamp(0, MAX_ORDERS) as f64 + if carts > 0 { 3.0 } else { 0.0 } + views.clamp(0, 5) as f64;
     base * 0.5f64.powf(age_days.max(0.0) / HALF_LIFE_DAYS)
 }
 

@@ -109,6 +109,8 @@ pub struct Product {
     pub buyers: i64,
     pub conversion: f64,
     pub trend: f64,
+    /// Of its buyers, the share who bought it again in another order.
+    pub repeat_share: f64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -129,6 +131,8 @@ pub struct Touched {
     pub views: i64,
     pub carts: i64,
     pub purchased_qty: f64,
+    /// Orders it was in (a second order is a rebuy).
+    pub purchase_orders: i64,
     pub last_viewed_ms: Option<i64>,
     pub last_purchased_ms: Option<i64>,
 }
@@ -182,6 +186,14 @@ impl CollabView {
     }
 }
 
+impl Product {
+    /// How many customers it reached: its viewers, or its buyers where a log has
+    /// purchases and no clickstream.
+    pub fn reach(&self) -> i64 {
+        self.viewers.max(self.buyers)
+    }
+}
+
 impl CatalogueView {
     pub fn product(&self, id: &str) -> Option<&Product> {
         self.by_id.get(id).map(|&i| &self.products[i])
@@ -232,6 +244,23 @@ impl Marts {
             }
         }
         Ok(Self { ctx, found, versions })
+    }
+
+    /// The marts as they were at the versions given (each of `MARTS` must be there).
+    pub async fn open_at(lake: &LakeUrl, at: &crate::mart::session::MartVersions) -> Result<Self, DataError> {
+        for m in MARTS {
+            if !at.contains_key(m) {
+                return Err(DataError::Lake(format!("mart.{m} had no version then")));
+            }
+        }
+        let ctx = crate::mart::session::mart_session_at(lake, at)
+            .await
+            .map_err(|e| DataError::Lake(e.to_string()))?;
+        Ok(Self {
+            ctx,
+            found: at.keys().map(|m| format!("mart.{m}")).collect(),
+            versions: at.clone(),
+        })
     }
 
     /// Whether `mart.<name>` exists (the interactions appear only once something was shown).

@@ -1,8 +1,10 @@
 //! `hoffrec evaluate`: offline evaluation on any interaction log. The events before the
 //! split are landed in a scratch lake as the raw events they are (views, carts, orders,
-//! impressions, clicks), the production marts are folded over them, a model is trained if
-//! the log has exposures, and the production ranker lists products for every customer seen
-//! before the split who bought after it. Baselines are computed from the same events.
+//! impressions, clicks), the production marts are folded over them, the ranker is trained
+//! as `train` trains it (on exposures if the log has them, else on next purchases after
+//! the marts of `train_label_horizon_days` before the split), and the production ranker
+//! lists products for every customer seen before the split who bought after it. Baselines
+//! are computed from the same events.
 
 use super::collab::{self, Interactions};
 use super::{RecommendError, Recommender, model::Model};
@@ -60,6 +62,10 @@ pub struct EvaluateReport {
     pub customers_evaluated: usize,
     pub catalogue: usize,
     pub model_version: String,
+    /// What the ranker learned from: `exposure`, `next_purchase`, or `none` (the prior).
+    pub ranker_labels: String,
+    /// The ranker's weight per feature, as it was trained (or the prior's).
+    pub ranker_weights: BTreeMap<String, f64>,
     /// Customers per segment: `new` (nothing bought before the split) or `returning`, and
     /// how many products they touched before it.
     pub segments: BTreeMap<String, usize>,
@@ -104,6 +110,13 @@ async fn read_log(path: &Path) -> Result<Vec<Event>, RecommendError> {
     let name = path.display().to_string();
     let df = if name.ends_with(".parquet") {
         ctx.read_parquet(name.as_str(), Default::default()).await
+    } else if name.ends_with(".csv.gz") {
+        let options = datafusion::prelude::CsvReadOptions::new()
+            .file_extension(".csv.gz")
+            .file_compression_type(
+                datafusion::datasource::file_format::file_compression_type::FileCompressionType::GZIP,
+            );
+        ctx.read_csv(name.as_str(), options).await
     } else {
         ctx.read_csv(name.as_str(), Default::default()).await
     }
@@ -365,19 +378,48 @@ pub async fn run(
     std::fs::create_dir_all(&scratch).map_err(|e| RecommendError::Config(e.to_string()))?;
     let mut cfg = config.clone();
     cfg.lake.url = scratch.display().to_string();
-    cfg.recommend.top_k = 2 * k;
+    // The novel view scores the list without what the customer bought before, as it does
+    // the baselines': ranking lists more so that 2k remain.
+    cfg.recommend.top_k = if exclude_seen { 2 * k + 100 } else { 2 * k };
     let r = Recommender::load(&cfg)?;
-    crate::ingest::direct::land_typed(&r.lake, &r.catalog, &raw_events(&train))
-        .await
-        .map_err(RecommendError::Config)?;
+    // Two landings: the marts as they stood `train_label_horizon_days` before the split
+    // are what the ranker learns next purchases from (as `train` reads them by time
+    // travel in production), the marts at the split are what it ranks from.
     let files = crate::mart::files::load(&cfg.mart.sql_dir).map_err(|e| RecommendError::Config(e.to_string()))?;
-    crate::mart::fold::fold(&r.lake, &r.catalog, &files)
-        .await
-        .map_err(|e| RecommendError::Config(e.to_string()))?;
+    let cutoff = split - i64::from(cfg.recommend.train_label_horizon_days) * 86_400_000;
+    let (early, late): (Vec<Json>, Vec<Json>) = raw_events(&train)
+        .into_iter()
+        .partition(|e| e["event_time"].as_i64().unwrap_or(i64::MIN) < cutoff);
+    let mut then = crate::mart::session::MartVersions::new();
+    for (part, events) in [("before the label horizon", early), ("up to the split", late)] {
+        phase.set_message(format!("landing the training events {part} and folding the marts"));
+        if events.is_empty() {
+            continue;
+        }
+        crate::ingest::direct::land_typed(&r.lake, &r.catalog, &events)
+            .await
+            .map_err(RecommendError::Config)?;
+        crate::mart::fold::fold(&r.lake, &r.catalog, &files)
+            .await
+            .map_err(|e| RecommendError::Config(e.to_string()))?;
+        if then.is_empty()
+            && part.starts_with("before")
+            && let Ok(m) = super::data::Marts::open(&r.lake).await
+        {
+            then = m
+                .versions
+                .into_iter()
+                .filter(|(k, _)| super::data::MARTS.contains(&k.as_str()))
+                .collect();
+        }
+    }
     phase.set_message("training the ranker");
-    let model = match super::train::train_once(&r, 3650, 0.2).await {
-        Ok(t) => t.candidate,
-        Err(_) => Model::prior(),
+    let (model, labels) = match super::train::train_once_at(&r, 3650, 0.2, Some(then)).await {
+        Ok(t) => (t.candidate, t.labels),
+        Err(e) => {
+            tracing::info!(error = %e, "nothing to train the ranker on: the prior ranks");
+            (Model::prior(), "none".to_string())
+        }
     };
     let fit_ms = fit_started.elapsed().as_millis() as u64;
     phase.finish_and_clear();
@@ -388,7 +430,15 @@ pub async fn run(
     let mut ours: HashMap<String, Vec<String>> = HashMap::new();
     for chunk in customers.chunks(200) {
         for e in r.rank(chunk, &model).await? {
-            ours.insert(e.customer_id, e.list.into_iter().map(|s| s.product_id).collect());
+            let before = bought_before.get(e.customer_id.as_str());
+            let list = e
+                .list
+                .into_iter()
+                .map(|s| s.product_id)
+                .filter(|p| !exclude_seen || !before.is_some_and(|b| b.contains(p.as_str())))
+                .take(2 * k)
+                .collect();
+            ours.insert(e.customer_id, list);
         }
         progress.inc(chunk.len() as u64);
     }
@@ -491,7 +541,14 @@ pub async fn run(
         events: events.len(),
         customers_evaluated: customers.len(),
         catalogue: size,
-        model_version: model.version,
+        model_version: model.version.clone(),
+        ranker_labels: labels,
+        ranker_weights: super::model::FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .zip(model.weights.iter().copied())
+            .chain([("bias".to_string(), model.bias)])
+            .collect(),
         segments,
         hoffrec,
         popularity,

@@ -71,6 +71,8 @@ pub struct Recommender {
     /// EASE's regularisation and product cap when `train` refits it.
     pub ease_lambda: f64,
     pub ease_max_items: usize,
+    /// How far back the marts are read for next-purchase labels (see the config).
+    pub label_horizon_days: u32,
     /// Read again only when one of its marts or the collaborative model is new.
     catalogue: tokio::sync::Mutex<CachedCatalogue>,
 }
@@ -84,6 +86,7 @@ impl Recommender {
             top_k,
             ease_lambda: crate::config::RecommendConfig::default().ease_lambda,
             ease_max_items: crate::config::RecommendConfig::default().ease_max_items,
+            label_horizon_days: crate::config::RecommendConfig::default().train_label_horizon_days,
             catalogue: tokio::sync::Mutex::new(None),
         }
     }
@@ -95,6 +98,7 @@ impl Recommender {
         let mut r = Self::new(lake, catalog, rules, config.recommend.top_k);
         r.ease_lambda = config.recommend.ease_lambda;
         r.ease_max_items = config.recommend.ease_max_items;
+        r.label_horizon_days = config.recommend.train_label_horizon_days;
         Ok(r)
     }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Feature names, in vector order; `features::vector` fills them.
-pub const FEATURES: [&str; 12] = [
+pub const FEATURES: [&str; 15] = [
     "neighbour",
     "affinity",
     "complement",
@@ -17,6 +17,9 @@ pub const FEATURES: [&str; 12] = [
     "tier_match",
     "viewed_before",
     "collab",
+    "bought_share",
+    "recency",
+    "repeat_share",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,13 +37,16 @@ pub struct Model {
 }
 
 impl Model {
-    /// Hand-set weights: what the collaborative model learned customers like them do next
-    /// counts most, then evidence from the customer's own behaviour (neighbours of what
-    /// they looked at, their departments, complements), popularity least.
+    /// Hand-set weights for a deployment with nothing to learn from yet: what the
+    /// collaborative model learned customers like them do next counts most, then evidence
+    /// from the customer's own behaviour (neighbours of what they looked at, their
+    /// departments, complements, what they keep rebuying), popularity least.
     pub fn prior() -> Self {
         Self {
-            version: "prior-v2".into(),
-            weights: vec![1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2, 8.0],
+            version: "prior-v3".into(),
+            weights: vec![
+                1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2, 8.0, 2.0, 0.3, 0.5,
+            ],
             bias: -4.0,
             auc: None,
             ndcg_at_10: None,

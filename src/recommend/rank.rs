@@ -20,6 +20,11 @@ pub struct Signals {
     pub popular: f64,
     /// The collaborative model's score, over the customer's best-scored product.
     pub collab: f64,
+    /// Of the customer's orders, the share this product was in.
+    pub bought_share: f64,
+    /// How recently they touched it, next to their newest touch (halves every
+    /// `RECENCY_HALF_LIFE_DAYS`).
+    pub recency: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,7 +74,10 @@ impl Pool {
 const SEEDS: usize = 10;
 const PER_DEPARTMENT: usize = 15;
 /// Products the collaborative model proposes per customer.
-const COLLABORATIVE: usize = 30;
+const COLLABORATIVE: usize = 50;
+/// Products of their own the customer may be offered again, most often bought first.
+const BUY_AGAIN: usize = 50;
+const RECENCY_HALF_LIFE_DAYS: f64 = 14.0;
 
 /// Every product proposed for the customer, with why.
 fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet<&str>) -> Pool {
@@ -147,18 +155,48 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet
             pool.add(i, "replenish".into(), |s| s.repeat = 1.0);
         }
     }
+    // What they keep buying, where rules or data say it comes back; and how recently and
+    // how often they touched each of their products, wherever it was proposed from.
+    let newest = c
+        .touched
+        .iter()
+        .filter_map(|t| t.last_viewed_ms.max(t.last_purchased_ms))
+        .max()
+        .unwrap_or_default();
+    let orders = p
+        .orders
+        .max(c.touched.iter().map(|t| t.purchase_orders).max().unwrap_or(0))
+        .max(1) as f64;
+    let mut again: Vec<(&super::data::Touched, usize)> = c
+        .touched
+        .iter()
+        .filter(|t| t.purchase_orders > 0)
+        .filter_map(|t| Some((t, index(&t.product_id)?)))
+        .filter(|(_, i)| rules.is_replenished(&cat.products[*i]))
+        .collect();
+    again.sort_by(|a, b| {
+        b.0.purchase_orders
+            .cmp(&a.0.purchase_orders)
+            .then(b.0.last_purchased_ms.cmp(&a.0.last_purchased_ms))
+            .then(a.1.cmp(&b.1))
+    });
+    for (_, i) in again.into_iter().take(BUY_AGAIN) {
+        pool.add(i, "buy_again".into(), |_| {});
+    }
     for i in popular_in(cat, |_| true, 30) {
         pool.add(i, "popular".into(), |s| s.popular = 1.0);
+    }
+    for t in &c.touched {
+        let Some(s) = index(&t.product_id).and_then(|i| pool.signals.get_mut(&i)) else {
+            continue;
+        };
+        let age_days = (newest - t.last_viewed_ms.max(t.last_purchased_ms).unwrap_or(newest)) as f64 / 86_400_000.0;
+        s.recency = 0.5f64.powf(age_days.max(0.0) / RECENCY_HALF_LIFE_DAYS);
+        s.bought_share = (t.purchase_orders as f64 / orders).min(1.0);
     }
     // What customers with a history like theirs went on to (EASE over the whole history,
     // weighed as it was fitted); every candidate gets its score as evidence.
     if let Some(cf) = cat.collab.as_deref() {
-        let newest = c
-            .touched
-            .iter()
-            .filter_map(|t| t.last_viewed_ms.max(t.last_purchased_ms))
-            .max()
-            .unwrap_or_default();
         let history: Vec<(u32, f32)> = c
             .touched
             .iter()
@@ -167,7 +205,7 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet
                 let w = collab::interest(
                     t.views,
                     t.carts,
-                    t.purchased_qty > 0.0,
+                    t.purchase_orders.max(i64::from(t.purchased_qty > 0.0)),
                     (newest - at) as f64 / 86_400_000.0,
                 );
                 Some((*cf.ease_of.get(&t.product_id)?, w as f32))
@@ -176,7 +214,15 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet
         let scores = cf.ease.scores(&history);
         let best = scores.iter().copied().fold(0.0f32, f32::max);
         if best > 0.0 {
-            for j in collab::top(&scores, COLLABORATIVE, |j| cf.catalogue_of[j as usize].is_none()) {
+            // The best overall (often what they already buy) and the best they never touched.
+            let touched: HashSet<u32> = history.iter().map(|(j, _)| *j).collect();
+            let novel = collab::top(&scores, COLLABORATIVE, |j| {
+                cf.catalogue_of[j as usize].is_none() || touched.contains(&j)
+            });
+            for j in collab::top(&scores, COLLABORATIVE, |j| cf.catalogue_of[j as usize].is_none())
+                .into_iter()
+                .chain(novel)
+            {
                 if let Some(i) = cf.catalogue_of[j as usize] {
                     pool.add(i, "collaborative".into(), |_| {});
                 }
@@ -197,7 +243,7 @@ pub struct Context<'a> {
     bought_categories: HashSet<&'a str>,
     viewed: HashSet<&'a str>,
     target: i64,
-    max_viewers: f64,
+    max_reach: f64,
 }
 
 impl<'a> Context<'a> {
@@ -223,7 +269,7 @@ impl<'a> Context<'a> {
                 .map(|t| t.product_id.as_str())
                 .collect(),
             target: rules.target_tier(&c.portrait),
-            max_viewers: cat.products.iter().map(|q| q.viewers).max().unwrap_or(0).max(1) as f64,
+            max_reach: cat.products.iter().map(Product::reach).max().unwrap_or(0).max(1) as f64,
         }
     }
 }
@@ -237,12 +283,15 @@ pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()
         s.lifecycle,
         s.repeat,
         s.popular,
-        (1.0 + q.viewers as f64).ln() / (1.0 + ctx.max_viewers).ln(),
+        (1.0 + q.reach() as f64).ln() / (1.0 + ctx.max_reach).ln(),
         q.conversion,
         (q.trend / 3.0).min(1.0),
         f64::from(q.price_tier == ctx.target),
         f64::from(ctx.viewed.contains(q.product_id.as_str())),
         s.collab,
+        s.bought_share,
+        s.recency,
+        q.repeat_share,
     ]
 }
 
@@ -267,6 +316,42 @@ pub fn features_of(
         .collect()
 }
 
+/// Why the rules keep a candidate off the customer's list, if they do.
+fn removed_by(q: &Product, ctx: &Context, exclusions: &[&super::rules::Exclude], rules: &Rules) -> Option<String> {
+    if !q.available {
+        Some("unavailable".to_string())
+    } else if let Some(e) = exclusions.iter().find(|e| e.applies_to(q)) {
+        Some(e.rule.clone())
+    } else if rules.is_durable(q) && ctx.bought_categories.contains(q.category_id.as_str()) {
+        Some("durable_already_bought".to_string())
+    } else if ctx.bought.contains(q.product_id.as_str()) && !rules.is_replenished(q) {
+        Some("already_bought".to_string())
+    } else {
+        None
+    }
+}
+
+/// Every candidate the rules let onto the customer's list, with the ranker's features:
+/// what ranking scores, so a ranker trained on these rows learns what it will be asked.
+pub fn listable(c: &Customer, cat: &CatalogueView, rules: &Rules) -> Vec<(String, [f64; FEATURES.len()])> {
+    let ctx = Context::new(c, cat, rules);
+    let pool = candidates(c, cat, rules, &ctx.bought);
+    let exclusions = rules.exclusions(&c.portrait);
+    let mut out: Vec<(String, [f64; FEATURES.len()])> = pool
+        .reasons
+        .keys()
+        .map(|&i| &cat.products[i])
+        .filter(|q| removed_by(q, &ctx, &exclusions, rules).is_none())
+        .map(|q| {
+            let i = cat.by_id[&q.product_id];
+            let s = pool.signals.get(&i).copied().unwrap_or_default();
+            (q.product_id.clone(), features(q, &s, &ctx))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Ranks the catalogue for one customer; `k` items in the list.
 pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: usize) -> Explanation {
     let p = &c.portrait;
@@ -278,21 +363,10 @@ pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: 
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
     let exclusions = rules.exclusions(p);
     let target = ctx.target;
-    let (bought, bought_categories) = (&ctx.bought, &ctx.bought_categories);
     let mut list: Vec<Scored> = Vec::new();
     for (i, reasons) in pool.reasons {
         let q = &cat.products[i];
-        let removed_by = if !q.available {
-            Some("unavailable".to_string())
-        } else if let Some(e) = exclusions.iter().find(|e| e.applies_to(q)) {
-            Some(e.rule.clone())
-        } else if rules.is_durable(q) && bought_categories.contains(q.category_id.as_str()) {
-            Some("durable_already_bought".to_string())
-        } else if bought.contains(q.product_id.as_str()) && !rules.is_replenished(q) {
-            Some("already_bought".to_string())
-        } else {
-            None
-        };
+        let removed_by = removed_by(q, &ctx, &exclusions, rules);
         if let Some(rule) = removed_by {
             *applied.entry(rule).or_default() += 1;
             continue;
@@ -337,12 +411,12 @@ pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: 
     }
 }
 
-/// The `n` most viewed products matching `keep`, best first.
+/// The `n` products matching `keep` that reached the most customers, best first.
 fn popular_in(cat: &CatalogueView, keep: impl Fn(&super::data::Product) -> bool, n: usize) -> Vec<usize> {
     let mut found: Vec<usize> = (0..cat.products.len()).filter(|&i| keep(&cat.products[i])).collect();
     found.sort_by(|&a, &b| {
         let (p, q) = (&cat.products[a], &cat.products[b]);
-        q.viewers.cmp(&p.viewers).then(p.product_id.cmp(&q.product_id))
+        q.reach().cmp(&p.reach()).then(p.product_id.cmp(&q.product_id))
     });
     found.truncate(n);
     found

@@ -16,7 +16,7 @@ pub struct Rules {
     #[serde(default)]
     pub exclude: Vec<Exclude>,
     pub durable: Categories,
-    pub replenish: Categories,
+    pub replenish: Replenish,
     #[serde(default)]
     pub complements: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -37,6 +37,22 @@ pub struct Exclude {
 #[serde(deny_unknown_fields)]
 pub struct Categories {
     pub categories: Vec<String>,
+}
+
+/// What comes back: the categories the business names, and any product the data shows
+/// customers buy again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replenish {
+    pub categories: Vec<String>,
+    /// A product at least this share of whose buyers bought it again in another order
+    /// (`product_features.repeat_share`) is replenished whatever its category.
+    #[serde(default = "default_repeat_share")]
+    pub repeat_share: f64,
+}
+
+fn default_repeat_share() -> f64 {
+    0.1
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,7 +129,12 @@ impl Rules {
             .unwrap_or(t.default)
     }
 
+    /// How much a product's price tier suits the target; a product without a price (tier
+    /// 0) is neither here nor there.
     pub fn tier_weight(&self, target: i64, tier: i64) -> f64 {
+        if tier == 0 {
+            return 1.0;
+        }
         let w = &self.price_tier.weight_by_distance;
         let d = (target - tier).unsigned_abs() as usize;
         w.get(d).or(w.last()).copied().unwrap_or(1.0)
@@ -137,7 +158,8 @@ impl Rules {
     }
 
     pub fn is_replenished(&self, product: &Product) -> bool {
-        self.replenish.categories.iter().any(|c| names(c, product))
+        product.repeat_share >= self.replenish.repeat_share
+            || self.replenish.categories.iter().any(|c| names(c, product))
     }
 
     /// The categories that complement this product's.
@@ -207,6 +229,11 @@ mod tests {
         assert_eq!(r.lifecycle_weight("decorating", &product("Кухни", "Кухни")), 1.0);
         assert!(r.is_durable(&product("Сад", "Качели")));
         assert!(r.is_replenished(&flowers));
+        // Groceries nobody named: the data says they come back.
+        let mut milk = product("Молочное", "Молоко");
+        assert!(!r.is_replenished(&milk));
+        milk.repeat_share = 0.4;
+        assert!(r.is_replenished(&milk));
         let swing = product("Сад", "Качели");
         let complements: Vec<&String> = r.complements_of(&swing).collect();
         assert_eq!(complements, ["Аксессуары для качелей"]);

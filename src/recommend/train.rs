@@ -46,6 +46,9 @@ pub struct TrainReport {
     pub promoted: bool,
     /// The EASE model refitted on this run, which candidates now come from.
     pub collab_version: Option<String>,
+    /// What labelled the rows: `exposure` (shown and reacted or ignored) or
+    /// `next_purchase` (listable then, bought since or not).
+    pub labels: String,
 }
 
 /// The exposure-labelled training set over the newest `window_days` of interactions.
@@ -184,18 +187,17 @@ struct Dealt {
     views: Option<i64>,
     carts: Option<i64>,
     purchased_qty: Option<f64>,
+    purchase_orders: Option<i64>,
     last_ms: Option<i64>,
 }
 
-/// Refits EASE on what customers did with products in the newest `window_days` (views,
-/// carts, purchases by `collab::interest`) and makes it the one candidates come from.
-/// `None` while no customer has touched a product.
-pub async fn fit_collab(r: &Recommender, window_days: u32) -> Result<Option<Ease>, RecommendError> {
-    let marts = Marts::open(&r.lake).await?;
+/// What customers did with products in the newest `window_days` of these marts (views,
+/// carts, purchases by `collab::interest`), as the collaborative models read it.
+async fn collab_interactions(marts: &Marts, window_days: u32) -> Result<collab::Interactions, RecommendError> {
     let window_ms = i64::from(window_days) * 86_400_000;
     let rows: Vec<Dealt> = marts
         .rows(&format!(
-            "WITH t AS (SELECT customer_id, product_id, views, carts, purchased_qty, \
+            "WITH t AS (SELECT customer_id, product_id, views, carts, purchased_qty, purchase_orders, \
                         greatest(coalesce(last_viewed_ms, 0), coalesce(last_purchased_ms, 0)) AS last_ms \
                         FROM mart.customer_product) \
              SELECT * FROM t WHERE last_ms >= (SELECT max(last_ms) FROM t) - {window_ms}"
@@ -209,13 +211,20 @@ pub async fn fit_collab(r: &Recommender, window_days: u32) -> Result<Option<Ease
             let w = collab::interest(
                 d.views.unwrap_or(0),
                 d.carts.unwrap_or(0),
-                d.purchased_qty.unwrap_or(0.0) > 0.0,
+                d.purchase_orders
+                    .unwrap_or(0)
+                    .max(i64::from(d.purchased_qty.unwrap_or(0.0) > 0.0)),
                 age_days,
             );
             (d.customer_id.as_str(), d.product_id.as_str(), w)
         })
         .collect();
-    let x = collab::Interactions::from_cells(cells);
+    Ok(collab::Interactions::from_cells(cells))
+}
+
+/// EASE over these marts' window; `None` while no customer has touched a product.
+async fn ease_of(r: &Recommender, marts: &Marts, window_days: u32) -> Result<Option<Ease>, RecommendError> {
+    let x = collab_interactions(marts, window_days).await?;
     if x.items.is_empty() {
         return Ok(None);
     }
@@ -223,15 +232,103 @@ pub async fn fit_collab(r: &Recommender, window_days: u32) -> Result<Option<Ease
     let mut ease =
         Ease::fit(&x, r.ease_lambda, r.ease_max_items).map_err(|e| RecommendError::Config(format!("EASE: {e}")))?;
     ease.version = format!("ease{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
-    store::promote_ease(&r.lake, &ease).await?;
     tracing::info!(
         version = %ease.version,
         products = x.items.len(),
         customers = x.rows.len(),
         ms = started.elapsed().as_millis() as u64,
-        "EASE refitted"
+        "EASE fitted"
     );
     Ok(Some(ease))
+}
+
+/// Refits EASE on the newest `window_days` of the marts and makes it the one candidates
+/// come from. `None` while no customer has touched a product.
+pub async fn fit_collab(r: &Recommender, window_days: u32) -> Result<Option<Ease>, RecommendError> {
+    let marts = Marts::open(&r.lake).await?;
+    let ease = ease_of(r, &marts, window_days).await?;
+    if let Some(e) = &ease {
+        store::promote_ease(&r.lake, e).await?;
+    }
+    Ok(ease)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Bought {
+    customer_id: String,
+    product_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Newest {
+    newest_ms: Option<i64>,
+}
+
+/// Next-purchase rows, for a log without exposures: `then` (the marts as they were
+/// earlier) gives each customer the candidates ranking would have listed and their
+/// features, with an EASE fitted on `then` alone; a candidate is a positive if `now` shows
+/// it bought after everything `then` knew, a negative otherwise. Customers who bought
+/// nothing since give no rows.
+pub async fn next_purchase_set(
+    r: &Recommender,
+    then: &Marts,
+    now: &Marts,
+    window_days: u32,
+) -> Result<Vec<TrainingRow>, RecommendError> {
+    let newest: Vec<Newest> = then
+        .rows(
+            "SELECT max(greatest(coalesce(last_viewed_ms, 0), coalesce(last_purchased_ms, 0))) AS newest_ms \
+             FROM mart.customer_product",
+        )
+        .await?;
+    let Some(cutoff) = newest.first().and_then(|n| n.newest_ms) else {
+        return Ok(Vec::new());
+    };
+    let after: Vec<Bought> = now
+        .rows(&format!(
+            "SELECT customer_id, product_id FROM mart.customer_product WHERE last_purchased_ms > {cutoff}"
+        ))
+        .await?;
+    let mut bought: BTreeMap<&str, std::collections::HashSet<&str>> = BTreeMap::new();
+    for b in &after {
+        bought
+            .entry(b.customer_id.as_str())
+            .or_default()
+            .insert(b.product_id.as_str());
+    }
+    let mut catalogue = then.catalogue().await?;
+    if let Some(ease) = ease_of(r, then, window_days).await? {
+        catalogue.collab = Some(std::sync::Arc::new(super::data::CollabView::new(
+            ease,
+            &catalogue.by_id,
+        )));
+    }
+    let ids: Vec<String> = bought.keys().map(|s| s.to_string()).collect();
+    let mut rows = Vec::new();
+    for chunk in ids.chunks(1_000) {
+        let mut customers = then.customers(chunk).await?;
+        customers.sort_by(|a, b| a.portrait.customer_id.cmp(&b.portrait.customer_id));
+        for c in customers {
+            let id = c.portrait.customer_id.as_str();
+            let Some(next) = bought.get(id) else { continue };
+            for (product_id, x) in super::rank::listable(&c, &catalogue, &r.rules) {
+                rows.push(TrainingRow {
+                    customer_id: id.to_string(),
+                    list_id: id.to_string(),
+                    label: i32::from(next.contains(product_id.as_str())),
+                    product_id,
+                    shown_ms: cutoff,
+                    x,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Whether rows hold both reacted and ignored examples.
+fn both_labels(rows: &[TrainingRow]) -> bool {
+    rows.iter().any(|r| r.label == 1) && rows.iter().any(|r| r.label == 0)
 }
 
 pub async fn train_once(
@@ -239,10 +336,39 @@ pub async fn train_once(
     window_days: u32,
     validation_share: f64,
 ) -> Result<TrainReport, RecommendError> {
+    train_once_at(r, window_days, validation_share, None).await
+}
+
+/// `train_once`, with the marts' earlier versions for next-purchase labels given (an
+/// offline evaluation folds its log in two steps) instead of read at
+/// `label_horizon_days` ago by commit time.
+pub async fn train_once_at(
+    r: &Recommender,
+    window_days: u32,
+    validation_share: f64,
+    then: Option<crate::mart::session::MartVersions>,
+) -> Result<TrainReport, RecommendError> {
     // The collaborative model needs no exposures: it is refitted even when the ranker
     // has nothing to learn from yet.
     let collab_version = fit_collab(r, window_days).await?.map(|e| e.version);
-    let rows = training_set(r, window_days).await?;
+    let mut rows = training_set(r, window_days).await?;
+    let mut labels = "exposure";
+    if !both_labels(&rows) {
+        let then = match then {
+            Some(v) => v,
+            None => {
+                let at = chrono::Utc::now().timestamp_millis() - i64::from(r.label_horizon_days) * 86_400_000;
+                crate::mart::session::mart_versions_at(&r.lake, &super::data::MARTS, at)
+                    .await
+                    .map_err(|e| RecommendError::Config(e.to_string()))?
+            }
+        };
+        let earlier = Marts::open_at(&r.lake, &then)
+            .await
+            .map_err(|e| RecommendError::Config(format!("next-purchase labels: {e}")))?;
+        rows = next_purchase_set(r, &earlier, &Marts::open(&r.lake).await?, window_days).await?;
+        labels = "next_purchase";
+    }
     let version = format!("m{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     let (candidate, validation_rows) =
         fit(&rows, validation_share, version).map_err(|e| RecommendError::Config(format!("training: {e}")))?;
@@ -269,6 +395,7 @@ pub async fn train_once(
         current_ndcg_at_10: current_ndcg,
         promoted,
         collab_version,
+        labels: labels.to_string(),
     })
 }
 
