@@ -194,6 +194,70 @@ async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor
     assert_eq!(third["cursor"], "2026-03-02T10:00:00");
 }
 
+/// One order dated far in the future (a wrong clock at the source) is produced but does
+/// not become the cursor, so later orders still arrive; and with a lookback, an order that
+/// shows up late with a time before the cursor is still fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_future_dated_item_does_not_poison_the_cursor_and_the_lookback_finds_late_items() {
+    let lab = Lab::new(1).await;
+    let topic = lab.add_topic("raw.store.order.toml", "order");
+    let file = lab.topics_dir.join(format!("{topic}.toml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let declared = r#"incremental = { param = "updatedFrom", field = "updatedAt" }"#;
+    assert!(text.contains(declared));
+    let with_lookback = r#"incremental = { param = "updatedFrom", field = "updatedAt", lookback_ms = 3600000 }"#;
+    std::fs::write(&file, text.replace(declared, with_lookback)).unwrap();
+    lab.apply_catalog().await;
+    let api: Shared = Arc::new(Mutex::new(Api {
+        orders: vec![
+            order(1, "2026-03-01T10:00:00", "PAID"),
+            order(2, "2099-01-01T00:00:00", "PAID"),
+            order(3, "2026-03-01T12:00:00", "PAID"),
+        ],
+        token: "s3cret".into(),
+        ..Default::default()
+    }));
+    let base = serve(api.clone()).await;
+    let env = [
+        ("HOFFREC_ORDERS_API", base.as_str()),
+        ("HOFFREC_ORDERS_TOKEN", "s3cret"),
+    ];
+    let run = || {
+        let out = lab.command_with_env(&["connect", "--once", "--source", &topic], &env);
+        assert!(out.0, "connect failed: {}", out.2);
+        serde_json::from_str::<Json>(&out.1).unwrap()["passes"][0].clone()
+    };
+    let first = run();
+    assert_eq!(first["records"], 3, "the future-dated order is still produced: {first}");
+    assert_eq!(first["future_items"], 1, "{first}");
+    assert_eq!(first["cursor"], "2026-03-01T12:00:00", "{first}");
+
+    // A new order, and one that became visible late with an earlier time than the cursor.
+    api.lock().unwrap().orders.extend([
+        order(4, "2026-03-02T09:00:00", "PAID"),
+        order(5, "2026-03-01T11:30:00", "PAID"),
+    ]);
+    api.lock().unwrap().seen.clear();
+    let second = run();
+    assert_eq!(
+        api.lock().unwrap().seen[0].get("updatedFrom").map(String::as_str),
+        Some("2026-03-01T11:00:00"),
+        "an hour before the cursor"
+    );
+    assert_eq!(second["cursor"], "2026-03-02T09:00:00", "{second}");
+    let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
+    let orders: std::collections::BTreeSet<String> = lab
+        .read_topic(&topic)
+        .iter()
+        .map(|(v, _)| match field(&schemas.decode(v, "order").unwrap(), "order_id") {
+            apache_avro::types::Value::String(s) => s.clone(),
+            _ => panic!(),
+        })
+        .collect();
+    let want: std::collections::BTreeSet<String> = (1..=5).map(|i| i.to_string()).collect();
+    assert_eq!(orders, want);
+}
+
 /// Killed after producing the first page of a pass, the connector's records stay invisible
 /// (its transaction never commits); the restarted one aborts it, redoes the pass from the
 /// stored cursor, and readers see every order exactly once.

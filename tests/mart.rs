@@ -220,20 +220,84 @@ async fn one_fold_and_twenty_increments_give_identical_marts() {
     assert!(again.marts.iter().all(|m| m.changed == 0), "{again:?}");
 }
 
+/// Ingest compacts raw tables on its own schedule, also while the marts are behind (every
+/// 10 minutes, and all the while `mart run` is down). The rows of compacted files must
+/// still reach every mart; once vacuum has deleted them, the mart starts over from every
+/// row rather than miss them.
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_compaction_and_vacuum_between_folds_lose_no_rows_on_hdfs() {
+    let events = history::events();
+    let once_dir = tempfile::tempdir().unwrap();
+    let once = local_lake(&once_dir);
+    history::land(&once, &events, 1, |_| async {}).await;
+    fold(&once).await;
+
+    let lake = hdfs_lake();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    history::land(&lake, &events, 12, |slice| {
+        let (lake, log) = (lake.clone(), log.clone());
+        async move {
+            let entry = match slice {
+                // Slices 1-3 land unfolded, then compaction merges their files with
+                // folded ones: out of the live set, still on storage.
+                1 | 2 | 5 | 6 | 7 => "landed".to_string(),
+                3 => format!("compacted {} (kept)", compact_raw(&lake, 168).await.0),
+                // Vacuum at once: files of slices 5-8, not folded yet, are gone.
+                8 => format!("vacuumed {}", compact_raw(&lake, 0).await.1),
+                _ => {
+                    let r = fold(&lake).await;
+                    format!("fold rebuilt {}", r.marts.iter().filter(|m| m.rebuilt).count())
+                }
+            };
+            log.lock().unwrap().push(entry);
+        }
+    })
+    .await;
+    let log = log.lock().unwrap().clone();
+    assert!(!log[3].starts_with("compacted 0"), "nothing compacted: {log:?}");
+    assert_eq!(
+        log[4], "fold rebuilt 0",
+        "files compacted but kept need no rebuild: {log:?}"
+    );
+    assert!(!log[8].ends_with(" 0"), "nothing vacuumed: {log:?}");
+    assert!(
+        !log[9].ends_with(" 0"),
+        "vacuumed rows since the last fold must rebuild: {log:?}"
+    );
+    let (a, b) = (dump(&once).await, dump(&lake).await);
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(!x.is_empty(), "{name} is empty");
+        assert_eq!(x, y, "{name} differs ({log:?})");
+    }
+}
+
+/// Ingest's maintenance pass (compact, checkpoint, vacuum files unreferenced for longer
+/// than `retention_hours`) over every raw table: files compacted and files vacuumed.
+async fn compact_raw(lake: &LakeUrl, retention_hours: u64) -> (u64, usize) {
+    let mut config = hoffrec::config::MartConfig::default();
+    config.maintenance.min_commits = 0;
+    config.maintenance.vacuum_retention_hours = retention_hours;
+    let (mut removed, mut vacuumed) = (0, 0);
+    for topic in catalog().raw_topics() {
+        let table = hoffrec::ingest::table::table_name(&topic.name);
+        match hoffrec::lake::maintenance::run(lake, &table, &config.maintenance, config.target_file_bytes, None).await {
+            Ok(r) => {
+                removed += r.files_removed;
+                vacuumed += r.files_vacuumed;
+            }
+            Err(deltalake::errors::DeltaTableError::NotATable(_)) => {}
+            Err(e) => panic!("{table}: {e}"),
+        }
+    }
+    (removed, vacuumed)
+}
+
 /// One maintenance pass (compact, checkpoint, vacuum) over every raw table and mart, as
 /// ingest and `mart run` schedule them; returns how many files compaction replaced.
 async fn compact_everything(lake: &LakeUrl) -> u64 {
     let mut config = hoffrec::config::MartConfig::default();
     config.maintenance.min_commits = 0;
-    let mut removed = 0;
-    for topic in catalog().raw_topics() {
-        let table = hoffrec::ingest::table::table_name(&topic.name);
-        match hoffrec::lake::maintenance::run(lake, &table, &config.maintenance, config.target_file_bytes, None).await {
-            Ok(r) => removed += r.files_removed,
-            Err(deltalake::errors::DeltaTableError::NotATable(_)) => {}
-            Err(e) => panic!("{table}: {e}"),
-        }
-    }
+    let mut removed = compact_raw(lake, config.maintenance.vacuum_retention_hours).await.0;
     for mart in files().into_iter().filter(|f| f.is_mart()) {
         match hoffrec::mart::maintain(lake, &mart.name, &config, None).await {
             Ok(r) => removed += r.files_removed,

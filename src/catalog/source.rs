@@ -156,6 +156,20 @@ pub struct Incremental {
     pub param: String,
     /// Dotted path in each item, e.g. `updatedAt` or `id`.
     pub field: String,
+    /// Where the mapping reads `field` as a time: how far past now a value may be (clock
+    /// skew). A later-dated item is still produced but never moves the cursor, so one bad
+    /// date cannot skip every later item for good.
+    #[serde(default = "default_max_future_ms")]
+    pub max_future_ms: u64,
+    /// Where `field` is a time: each pass asks again from this long before the cursor, so
+    /// items that show up late with an earlier time still arrive. Repeats carry the same
+    /// event id and ingest drops them.
+    #[serde(default)]
+    pub lookback_ms: u64,
+}
+
+fn default_max_future_ms() -> u64 {
+    300_000
 }
 
 /// How one Avro field is filled from a source item. A bare string is a path.

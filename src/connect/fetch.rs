@@ -111,13 +111,18 @@ impl Fetcher {
             (Some(token), None) => request = request.bearer_auth(token),
             _ => {}
         }
-        let response = request.send().await.map_err(|e| FetchError::Transient(e.to_string()))?;
+        // reqwest's errors carry the whole URL, token parameter included, and every retry
+        // logs the error: name the endpoint without its query instead.
+        let response = request
+            .send()
+            .await
+            .map_err(|e| FetchError::Transient(format!("{}: {}", endpoint(url), e.without_url())))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
-            .map_err(|e| FetchError::Transient(format!("reading the body: {e}")))?;
+            .map_err(|e| FetchError::Transient(format!("{}: reading the body: {}", endpoint(url), e.without_url())))?;
         if self.spec.errors == Dialect::Graph
             && let Some(usage) = headers.get("x-app-usage").and_then(|v| v.to_str().ok())
             && app_usage_percent(usage) >= 90.0
@@ -149,6 +154,12 @@ impl Fetcher {
         };
         tokio::time::sleep_until(start.into()).await;
     }
+}
+
+/// Where a request went, without query or credentials (tokens and API keys ride there).
+fn endpoint(url: &reqwest::Url) -> String {
+    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path())
+        + &url.port().map_or(String::new(), |p| format!(" (port {p})"))
 }
 
 /// The largest of the percentages in a Graph `X-App-Usage` header (absent or odd: 0).
@@ -243,6 +254,26 @@ fn classify(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn transport_errors_name_the_endpoint_but_never_the_token() {
+        let spec: HttpSpec = toml::from_str(
+            r#"url = "http://127.0.0.1:1/method/users.get"
+               token_param = "access_token"
+               paging = { style = "none" }
+               items = "response"
+               max_attempts = 1"#,
+        )
+        .unwrap();
+        let fetcher = Fetcher::new(&spec, Some("vk1.secret-token".into())).unwrap();
+        let url = reqwest::Url::parse("http://127.0.0.1:1/method/users.get?apiKey=partner-key&v=5.199").unwrap();
+        let error = fetcher.get(&url).await.unwrap_err().to_string();
+        assert!(error.contains("http://127.0.0.1/method/users.get"), "{error}");
+        assert!(
+            !error.contains("secret-token") && !error.contains("partner-key"),
+            "{error}"
+        );
+    }
 
     fn vk(code: i64) -> Result<Json, FetchError> {
         let body = json!({"error": {"error_code": code, "error_msg": "x"}});

@@ -155,6 +155,48 @@ fn template(item: &Json, template: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// The time format and zone the mapping reads the item's `path` with, if it reads it as
+/// a time (the order API's `updatedAt` for `event_time`).
+pub(super) fn time_format_of<'a>(
+    mapping: &'a BTreeMap<String, FieldSpec>,
+    path: &str,
+) -> Option<(&'a str, Option<&'a str>)> {
+    mapping.values().find_map(|spec| match spec {
+        FieldSpec::Full(m) if m.path.as_deref() == Some(path) => {
+            m.time_format.as_deref().map(|f| (f, m.time_zone.as_deref()))
+        }
+        _ => None,
+    })
+}
+
+/// A cursor value as epoch milliseconds, read as the mapping reads it.
+pub(super) fn cursor_ms(value: &str, format: &str, zone: Option<&str>) -> Option<i64> {
+    epoch_ms(&Json::String(value.to_string()), format, zone).ok()
+}
+
+/// Epoch milliseconds written back in the source's own format, for a query parameter.
+pub(super) fn format_ms(ms: i64, format: &str, zone: Option<&str>) -> Option<String> {
+    match format {
+        "unix_s" => return Some((ms.div_euclid(1000)).to_string()),
+        "unix_ms" => return Some(ms.to_string()),
+        "rfc3339" => {
+            return DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
+        }
+        _ => {}
+    }
+    let offset = offset_of(zone)?;
+    Some(offset.timestamp_millis_opt(ms).single()?.format(format).to_string())
+}
+
+fn offset_of(zone: Option<&str>) -> Option<FixedOffset> {
+    match zone {
+        None | Some("UTC") | Some("Z") => FixedOffset::east_opt(0),
+        Some(z) => DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{z}"))
+            .ok()
+            .map(|t| *t.offset()),
+    }
+}
+
 fn epoch_ms(value: &Json, format: &str, zone: Option<&str>) -> Result<i64, String> {
     let bad = |why: &str| format!("time {value} does not match {format}: {why}");
     match format {
@@ -181,13 +223,7 @@ fn epoch_ms(value: &Json, format: &str, zone: Option<&str>) -> Result<i64, Strin
             .map(|t| t.timestamp_millis())
             .map_err(|e| bad(&e.to_string()));
     }
-    let offset = match zone {
-        None | Some("UTC") | Some("Z") => FixedOffset::east_opt(0),
-        Some(z) => DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{z}"))
-            .ok()
-            .map(|t| *t.offset()),
-    }
-    .ok_or_else(|| bad("time_zone must be an offset such as +03:00"))?;
+    let offset = offset_of(zone).ok_or_else(|| bad("time_zone must be an offset such as +03:00"))?;
     let naive = NaiveDateTime::parse_from_str(&raw, format)
         .or_else(|_| NaiveDate::parse_from_str(&raw, format).map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default()))
         .map_err(|e| bad(&e.to_string()))?;
@@ -219,6 +255,25 @@ mod tests {
 
     fn spec(toml_text: &str) -> BTreeMap<String, FieldSpec> {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn cursor_times_round_trip_in_the_source_format() {
+        for (value, format, zone) in [
+            ("2026-03-01T11:00:00", "%Y-%m-%dT%H:%M:%S", Some("+03:00")),
+            ("2019-02-15T17:29:03+0000", "%Y-%m-%dT%H:%M:%S%z", None),
+            ("2026-03-01T08:00:00Z", "rfc3339", None),
+            ("1772352000", "unix_s", None),
+        ] {
+            let ms = cursor_ms(value, format, zone).unwrap();
+            assert_eq!(format_ms(ms, format, zone).as_deref(), Some(value), "{format}");
+        }
+        // 11:00 in Moscow is 08:00 UTC.
+        assert_eq!(
+            cursor_ms("2026-03-01T11:00:00", "%Y-%m-%dT%H:%M:%S", Some("+03:00")),
+            cursor_ms("2026-03-01T08:00:00Z", "rfc3339", None)
+        );
+        assert_eq!(cursor_ms("12345", "%Y-%m-%dT%H:%M:%S", None), None);
     }
 
     #[test]

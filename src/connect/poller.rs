@@ -51,6 +51,8 @@ pub struct PassSummary {
     pub cursor: Option<String>,
     /// Why the pass ended early (auth, quota, access), if it did.
     pub stopped: Option<String>,
+    /// Items dated beyond now + `max_future_ms`: produced, but left out of the cursor.
+    pub future_items: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -309,6 +311,7 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
         cursor: cursor.clone(),
         ..Default::default()
     };
+    let clock = spec.incremental.as_ref().and_then(|inc| CursorClock::new(source, inc));
     let mut first = source.url.clone();
     {
         let mut query = first.query_pairs_mut();
@@ -316,7 +319,8 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
             query.append_pair(k, v);
         }
         if let (Some(inc), Some(c)) = (&spec.incremental, &cursor) {
-            query.append_pair(&inc.param, c);
+            let from = clock.as_ref().and_then(|k| k.looked_back(c));
+            query.append_pair(&inc.param, from.as_deref().unwrap_or(c));
         }
     }
     let mut pager = Pager::new(&source.fetcher, &spec.paging, &spec.items, first);
@@ -349,12 +353,21 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
         for item in &items {
             if let Some(inc) = &spec.incremental
                 && let Some(value) = lookup(item, &inc.field).and_then(text)
-                && best.as_deref().is_none_or(|b| later(&value, b))
             {
-                best = Some(value);
+                if clock.as_ref().is_some_and(|k| k.in_future(&value)) {
+                    summary.future_items += 1;
+                } else if best.as_deref().is_none_or(|b| later(&value, b)) {
+                    best = Some(value);
+                }
             }
         }
         summary.records += produce_items(shared, source, &items, &mut summary.dead_letters).await?;
+    }
+    if summary.future_items > 0 {
+        warn!(
+            items = summary.future_items,
+            "items dated beyond now + max_future_ms were produced but do not move the cursor"
+        );
     }
     // Items may come in any order within a pass, so the cursor moves only after a whole
     // pass; a repeat after a crash is harmless, since event ids are derived from the item.
@@ -373,6 +386,41 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
         summary.cursor = best;
     }
     Ok(summary)
+}
+
+/// A time cursor read as the mapping reads its field: bounded by now + skew, and moved
+/// back by the lookback when sent. `None` for cursors that are not times (record ids).
+struct CursorClock<'a> {
+    format: &'a str,
+    zone: Option<&'a str>,
+    ceiling_ms: i64,
+    lookback_ms: i64,
+}
+
+impl<'a> CursorClock<'a> {
+    fn new(source: &'a Source, inc: &crate::catalog::source::Incremental) -> Option<Self> {
+        let mapping = &source.topic.source.as_ref()?.mapping;
+        let (format, zone) = super::mapping::time_format_of(mapping, &inc.field)?;
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX / 2);
+        Some(Self {
+            format,
+            zone,
+            ceiling_ms: chrono::Utc::now().timestamp_millis() + ms(inc.max_future_ms),
+            lookback_ms: ms(inc.lookback_ms),
+        })
+    }
+
+    fn in_future(&self, value: &str) -> bool {
+        super::mapping::cursor_ms(value, self.format, self.zone).is_some_and(|ms| ms > self.ceiling_ms)
+    }
+
+    fn looked_back(&self, cursor: &str) -> Option<String> {
+        if self.lookback_ms == 0 {
+            return None;
+        }
+        let ms = super::mapping::cursor_ms(cursor, self.format, self.zone)?;
+        super::mapping::format_ms(ms - self.lookback_ms, self.format, self.zone)
+    }
 }
 
 /// Whether cursor value `a` comes after `b`: numerically when both are numbers, else as text

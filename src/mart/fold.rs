@@ -9,7 +9,7 @@
 //! one simply further behind.
 
 use super::files::{Kind, MartFile, for_datafusion};
-use super::tables::{MartTable, RawTable, TableError, folded_app_id};
+use super::tables::{Added, MartTable, RawTable, TableError, folded_app_id};
 use crate::catalog::Catalog;
 use crate::lake::LakeUrl;
 use arrow::array::{Array, RecordBatch};
@@ -71,6 +71,9 @@ pub struct MartReport {
     /// Of which computing the rows, and writing them (MERGE and commit).
     pub query_ms: u64,
     pub write_ms: u64,
+    /// Started over from every row: what landed since the last fold was no longer in the
+    /// lake (vacuumed), or an input mart's earlier version was gone.
+    pub rebuilt: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -237,6 +240,26 @@ struct Sources<'a> {
     prev: &'a MemorySchemaProvider,
 }
 
+/// What landed in each raw table since `mart` folded it, in `raw` order; `None` when a
+/// commit or file that says so is no longer in the lake, so the mart must start over.
+async fn raw_added(
+    ctx: &SessionContext,
+    raw: &[RawTable],
+    mart: &MartTable,
+) -> Result<Option<Vec<Arc<dyn datafusion::catalog::TableProvider>>>, FoldError> {
+    let mut added = Vec::with_capacity(raw.len());
+    for t in raw {
+        match t.added_since(ctx, mart.folded(&t.sql_name).await?).await? {
+            Added::Rows(rows) => added.push(rows),
+            Added::Gone(why) => {
+                tracing::warn!(mart = %mart.name, why, "raw rows since the last fold are gone; rebuilding the mart");
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(added))
+}
+
 async fn fold_one(
     ctx: &SessionContext,
     sources: &Sources<'_>,
@@ -260,9 +283,10 @@ async fn fold_one(
     let err = |s| sql_error(&file_name, s);
     let mut folded = BTreeMap::new();
     let mut behind = mart.version().is_none();
+    let added = raw_added(ctx, sources.raw, mart).await?;
+    let mut rebuild = added.is_none();
     // Earlier marts as this one last saw them. A version no longer in the log (vacuumed)
-    // means starting this mart over from everything.
-    let mut rebuild = false;
+    // means starting over too.
     for input in inputs {
         let seen_as = format!("mart.{input}");
         let seen = mart.folded(&seen_as).await?;
@@ -300,15 +324,17 @@ async fn fold_one(
                 .map_err(err)?;
         }
     }
+    let mut added = added.into_iter().flatten();
     for t in sources.raw {
         let since = if rebuild { None } else { mart.folded(&t.sql_name).await? };
         let current = t.version();
         behind |= current.is_some() && since != current;
+        let rows = match (rebuild, added.next()) {
+            (false, Some(rows)) => rows,
+            _ => t.full(ctx).await?,
+        };
         sources.new_raw.deregister_table(&t.sql_name).map_err(err)?;
-        sources
-            .new_raw
-            .register_table(t.sql_name.clone(), t.added_since(ctx, since).await?)
-            .map_err(err)?;
+        sources.new_raw.register_table(t.sql_name.clone(), rows).map_err(err)?;
         if let Some(v) = current {
             folded.insert(t.sql_name.clone(), v);
         }
@@ -317,6 +343,7 @@ async fn fold_one(
         mart: file.name.clone(),
         version: mart.version(),
         folded: folded.clone(),
+        rebuilt: rebuild,
         ..Default::default()
     };
     if !behind {

@@ -9,7 +9,8 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, cast, col};
 use deltalake::DeltaTable;
 use deltalake::errors::DeltaTableError;
-use std::collections::HashSet;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,12 @@ pub enum TableError {
         table: String,
         #[source]
         source: Box<DeltaTableError>,
+    },
+    #[error("lake table {table}: commit {version} cannot be read: {reason}")]
+    Log {
+        table: String,
+        version: u64,
+        reason: String,
     },
     #[error("lake table {table}: {source}")]
     Read {
@@ -49,6 +56,13 @@ pub async fn open(lake: &LakeUrl, relative: &str) -> Result<DeltaTable, TableErr
 
 fn existing(table: DeltaTable) -> Option<DeltaTable> {
     table.version().is_some().then_some(table)
+}
+
+/// What landed in a raw table since a mart last folded it.
+pub enum Added {
+    Rows(Arc<dyn TableProvider>),
+    /// Why it can no longer be told; the mart starts over from every row.
+    Gone(String),
 }
 
 /// One raw topic's table as of the start of a fold.
@@ -109,48 +123,67 @@ impl RawTable {
     }
 
     /// The rows that landed after `version` (all of them for `None`), up to the pinned
-    /// version. Raw tables are append-only, so these are the live data files that commits
-    /// after `version` added with `dataChange` set. Compaction's files (`dataChange`
-    /// false) hold rows that were there before: counting them would make combining marts
-    /// add those rows twice.
-    pub async fn added_since(
-        &self,
-        ctx: &SessionContext,
-        version: Option<u64>,
-    ) -> Result<Arc<dyn TableProvider>, TableError> {
+    /// version, read from what the commits after `version` added with `dataChange` set.
+    /// Those files may have been compacted away since: compaction removes them from the
+    /// live set but leaves them on storage until vacuum, and their rows are still new to a
+    /// mart that has not folded them. Compaction's own files (`dataChange` false) hold rows
+    /// that were there before: counting them would make combining marts add those twice.
+    /// When a commit or a file it added is gone (log cleanup or vacuum while the mart was
+    /// behind), what landed can no longer be told: `Added::Gone`, never an empty view.
+    pub async fn added_since(&self, ctx: &SessionContext, version: Option<u64>) -> Result<Added, TableError> {
         let (Some(table), Some(since)) = (&self.table, version) else {
-            return self.full(ctx).await;
+            return Ok(Added::Rows(self.full(ctx).await?));
         };
         let current = self.version().unwrap_or_default();
         if since >= current {
-            return self.empty_provider();
+            return Ok(Added::Rows(self.empty_provider()?));
         }
-        let mut added = HashSet::new();
+        let mut added = Vec::new();
         for v in since + 1..=current {
-            let entry = table.log_store().read_commit_entry(v).await.map_err(self.err())?;
-            for line in entry.as_deref().unwrap_or_default().split(|b| *b == b'\n') {
-                if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line)
-                    && let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str())
+            let Some(entry) = table.log_store().read_commit_entry(v).await.map_err(self.err())? else {
+                return Ok(Added::Gone(format!(
+                    "{}: commit {v} is no longer in the log",
+                    self.path
+                )));
+            };
+            for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| TableError::Log {
+                    table: self.path.clone(),
+                    version: v,
+                    reason: e.to_string(),
+                })?;
+                if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str())
                     && action.pointer("/add/dataChange").and_then(|c| c.as_bool()) != Some(false)
                 {
-                    added.insert(decode(path));
+                    added.push(Path::parse(path).unwrap_or_else(|_| Path::from(decode(path))));
                 }
             }
         }
-        let files: Vec<String> = table
-            .get_file_uris()
-            .map_err(self.err())?
-            .filter(|uri| added.iter().any(|p| decode(uri).ends_with(p.as_str())))
-            .collect();
-        if files.is_empty() {
-            return self.empty_provider();
+        if added.is_empty() {
+            return Ok(Added::Rows(self.empty_provider()?));
+        }
+        let store = table.log_store().object_store(None);
+        let mut files = Vec::with_capacity(added.len());
+        for path in &added {
+            match store.head(path).await {
+                Ok(_) => files.push(table.log_store().to_uri(path)),
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Ok(Added::Gone(format!(
+                        "{}: {path}, added after version {since}, was vacuumed",
+                        self.path
+                    )));
+                }
+                Err(e) => {
+                    return Err(self.err()(DeltaTableError::ObjectStore { source: e }));
+                }
+            }
         }
         table.update_datafusion_session(&ctx.state()).map_err(self.err())?;
         let rows = self.read_files(ctx, files).await.map_err(|source| TableError::Read {
             table: self.path.clone(),
             source: Box::new(source),
         })?;
-        Ok(rows.into_view())
+        Ok(Added::Rows(rows.into_view()))
     }
 
     /// Reads data files with the table's schema; the partition column, which Delta keeps in
