@@ -258,6 +258,34 @@ async fn a_future_dated_item_does_not_poison_the_cursor_and_the_lookback_finds_l
     assert_eq!(orders, want);
 }
 
+/// A source that cannot start (its token is not set) is reported, and the other sources'
+/// passes still run and land; `--once` then exits non-zero naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_without_its_token_does_not_stop_the_others() {
+    let lab = Lab::new(1).await;
+    let orders = lab.add_topic("raw.store.order.toml", "order");
+    let partner = lab.add_topic("raw.partner.uyutdom.order.toml", "partner_order");
+    lab.apply_catalog().await;
+    let api: Shared = Arc::new(Mutex::new(Api {
+        orders: vec![
+            order(1, "2026-03-01T10:00:00", "PAID"),
+            order(2, "2026-03-01T11:00:00", "PAID"),
+        ],
+        token: "s3cret".into(),
+        ..Default::default()
+    }));
+    let base = serve(api.clone()).await;
+    let env = [
+        ("HOFFREC_ORDERS_API", base.as_str()),
+        ("HOFFREC_ORDERS_TOKEN", "s3cret"),
+        ("HOFFREC_UYUTDOM_TOKEN", ""),
+    ];
+    let (ok, _, err) = lab.command_with_env(&["connect", "--once", "--source", &orders, "--source", &partner], &env);
+    assert!(!ok, "a source that cannot start fails --once");
+    assert!(err.contains(&partner) && err.contains("HOFFREC_UYUTDOM_TOKEN"), "{err}");
+    assert_eq!(lab.read_topic(&orders).len(), 2, "the orders source still ran: {err}");
+}
+
 /// Killed after producing the first page of a pass, the connector's records stay invisible
 /// (its transaction never commits); the restarted one aborts it, redoes the pass from the
 /// stored cursor, and readers see every order exactly once.

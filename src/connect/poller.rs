@@ -33,6 +33,9 @@ pub enum ConnectError {
     Fetch { source_topic: String, error: FetchError },
     #[error("{0}: the broker did not take the pass's records; the cursor stays where it was")]
     Delivery(String),
+    /// `--once`: these sources failed or could not start; the others' passes are done.
+    #[error("passes failed: {0}")]
+    Failed(String),
 }
 
 /// One pass of one source.
@@ -53,6 +56,8 @@ pub struct PassSummary {
     pub stopped: Option<String>,
     /// Items dated beyond now + `max_future_ms`: produced, but left out of the cursor.
     pub future_items: u64,
+    /// Why the pass failed (nothing of it became visible) or the source could not start.
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -104,7 +109,7 @@ pub async fn run(
     telemetry: &Telemetry,
     shutdown: CancellationToken,
 ) -> Result<Summary, ConnectError> {
-    let sources = declared(catalog, kafka, only)?;
+    let sources = declared(catalog, only)?;
     let role = |r: Role| {
         catalog
             .topic_for(r)
@@ -127,77 +132,87 @@ pub async fn run(
     let stored = tokio::task::block_in_place(|| offsets::load(kafka, &shared.offsets, shared.schemas))?;
     info!(sources = sources.len(), cursors = stored.len(), "connect: polling");
     telemetry.set_ready(true);
-    let loops = sources.iter().map(|source| {
-        let cursor = stored.get(&(source.topic.name.clone(), "default".into())).cloned();
-        let span = info_span!("source", topic = %source.topic.name);
-        poll_loop(&shared, source, cursor, once, shutdown.clone()).instrument(span)
+    let loops = sources.iter().map(|topic| {
+        let cursor = stored.get(&(topic.name.clone(), "default".into())).cloned();
+        let span = info_span!("source", topic = %topic.name);
+        source_loop(&shared, topic, cursor, once, shutdown.clone()).instrument(span)
     });
     let mut summary = Summary::default();
-    for result in futures::future::join_all(loops).await {
-        summary.passes.extend(result?);
+    for passes in futures::future::join_all(loops).await {
+        summary.passes.extend(passes);
+    }
+    let failed: Vec<String> = summary
+        .passes
+        .iter()
+        .filter_map(|p| p.failed.as_ref().map(|f| format!("{}: {f}", p.source)))
+        .collect();
+    if once && !failed.is_empty() {
+        return Err(ConnectError::Failed(failed.join("; ")));
     }
     Ok(summary)
 }
 
-fn declared(catalog: &Catalog, kafka: &KafkaConfig, only: &[String]) -> Result<Vec<Source>, ConnectError> {
+/// One source from setup to shutdown. A source that cannot start (a token not set, a bad
+/// URL) is reported and tried again every `interval_ms`; the other sources go on.
+async fn source_loop(
+    shared: &Shared<'_>,
+    topic: &Topic,
+    cursor: Option<String>,
+    once: bool,
+    shutdown: CancellationToken,
+) -> Vec<PassSummary> {
+    let mut passes = Vec::new();
+    loop {
+        match open(topic, shared) {
+            Ok(source) => {
+                passes.extend(poll_loop(shared, &source, cursor, once, shutdown).await);
+                return passes;
+            }
+            Err(problem) => {
+                warn!(%problem, "source cannot start; trying again after its interval");
+                passes.push(PassSummary {
+                    source: topic.name.clone(),
+                    failed: Some(format!("cannot start: {problem}")),
+                    ..Default::default()
+                });
+                let interval = topic
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.http.as_ref())
+                    .map_or(60_000, |h| h.interval_ms);
+                if once {
+                    return passes;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return passes,
+                    _ = tokio::time::sleep(Duration::from_millis(interval)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The raw topics to poll: `only`, or every one declaring `[source.http]`. Problems of
+/// the catalog (an unknown topic, a schema not loaded) stop the command, all listed.
+fn declared<'a>(catalog: &'a Catalog, only: &[String]) -> Result<Vec<&'a Topic>, ConnectError> {
     let mut problems = Vec::new();
     let mut sources = Vec::new();
     for topic in catalog.raw_topics() {
         if !only.is_empty() && !only.contains(&topic.name) {
             continue;
         }
-        let Some(spec) = topic.source.as_ref().and_then(|s| s.http.clone()) else {
+        if topic.source.as_ref().and_then(|s| s.http.as_ref()).is_none() {
             if only.contains(&topic.name) {
                 problems.push(format!("{} declares no [source.http]", topic.name));
             }
             continue;
-        };
+        }
         let event = topic.value_schema.clone().unwrap_or_default();
-        let Some(version) = catalog.schemas.current(&event).cloned() else {
+        if catalog.schemas.current(&event).is_none() {
             problems.push(format!("{}: schema {event} is not loaded", topic.name));
             continue;
-        };
-        let url = match Url::parse(&expand(&spec.url)) {
-            Ok(u) => u,
-            Err(e) => {
-                problems.push(format!("{}: url {}: {e}", topic.name, spec.url));
-                continue;
-            }
-        };
-        let token = match &spec.token_env {
-            Some(var) => match std::env::var(var) {
-                Ok(t) if !t.is_empty() => Some(t),
-                _ => {
-                    problems.push(format!(
-                        "{}: environment variable {var} (the API token) is not set",
-                        topic.name
-                    ));
-                    continue;
-                }
-            },
-            None => None,
-        };
-        let fetcher = match Fetcher::new(&spec, token) {
-            Ok(f) => f,
-            Err(e) => {
-                problems.push(format!("{}: HTTP client: {e}", topic.name));
-                continue;
-            }
-        };
-        let producer: FutureProducer = crate::kafka::client_config(kafka)
-            .set("transactional.id", format!("hoffrec-connect-{}", topic.name))
-            .set("transaction.timeout.ms", "900000")
-            .create()?;
-        // Also aborts whatever a killed predecessor left open.
-        tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT))?;
-        sources.push(Source {
-            topic: topic.clone(),
-            spec,
-            version,
-            url,
-            fetcher,
-            producer,
-        });
+        }
+        sources.push(topic);
     }
     for name in only {
         if catalog.topic(name).is_none() {
@@ -212,6 +227,45 @@ fn declared(catalog: &Catalog, kafka: &KafkaConfig, only: &[String]) -> Result<V
     } else {
         Err(ConnectError::Config(problems.join("; ")))
     }
+}
+
+/// Everything one source needs to poll: its URL, token, HTTP client and transactional
+/// producer (whose start aborts whatever a killed predecessor left open).
+fn open(topic: &Topic, shared: &Shared<'_>) -> Result<Source, String> {
+    let spec = topic
+        .source
+        .as_ref()
+        .and_then(|s| s.http.clone())
+        .ok_or("no [source.http]")?;
+    let event = topic.value_schema.clone().unwrap_or_default();
+    let version = shared
+        .schemas
+        .current(&event)
+        .cloned()
+        .ok_or_else(|| format!("schema {event} is not loaded"))?;
+    let url = Url::parse(&expand(&spec.url)).map_err(|e| format!("url {}: {e}", spec.url))?;
+    let token = match &spec.token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(t) if !t.is_empty() => Some(t),
+            _ => return Err(format!("environment variable {var} (the API token) is not set")),
+        },
+        None => None,
+    };
+    let fetcher = Fetcher::new(&spec, token).map_err(|e| format!("HTTP client: {e}"))?;
+    let producer: FutureProducer = crate::kafka::client_config(&shared.kafka)
+        .set("transactional.id", format!("hoffrec-connect-{}", topic.name))
+        .set("transaction.timeout.ms", "900000")
+        .create()
+        .map_err(|e| format!("kafka producer: {e}"))?;
+    tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT)).map_err(|e| format!("kafka: {e}"))?;
+    Ok(Source {
+        topic: topic.clone(),
+        spec,
+        version,
+        url,
+        fetcher,
+        producer,
+    })
 }
 
 /// `${NAME:-default}` and `${NAME}` from the environment.
@@ -244,24 +298,26 @@ async fn poll_loop(
     mut cursor: Option<String>,
     once: bool,
     shutdown: CancellationToken,
-) -> Result<Vec<PassSummary>, ConnectError> {
+) -> Vec<PassSummary> {
     let labels = vec![("source", source.topic.name.clone())];
     let mut passes = Vec::new();
     loop {
-        tokio::task::block_in_place(|| source.producer.begin_transaction())?;
-        let outcome = pass(shared, source, cursor.clone()).await;
-        let outcome = match outcome {
-            Ok(p) => tokio::task::block_in_place(|| source.producer.commit_transaction(TXN_TIMEOUT))
-                .map(|()| p)
-                .map_err(ConnectError::from),
-            Err(e) => {
-                // Nothing of a failed pass becomes visible; the next one starts from the same cursor.
-                if let Err(abort) = tokio::task::block_in_place(|| source.producer.abort_transaction(TXN_TIMEOUT)) {
-                    warn!(error = %abort, "aborting the pass's transaction failed");
-                }
-                Err(e)
-            }
+        let outcome = match tokio::task::block_in_place(|| source.producer.begin_transaction()) {
+            Ok(()) => pass(shared, source, cursor.clone()).await,
+            Err(e) => Err(e.into()),
         };
+        let outcome = outcome.and_then(|p| {
+            tokio::task::block_in_place(|| source.producer.commit_transaction(TXN_TIMEOUT))
+                .map(|()| p)
+                .map_err(ConnectError::from)
+        });
+        if outcome.is_err() {
+            // Nothing of a failed pass becomes visible (a failed commit included), and the
+            // producer is ready for the next pass, which starts from the same cursor.
+            if let Err(abort) = tokio::task::block_in_place(|| source.producer.abort_transaction(TXN_TIMEOUT)) {
+                warn!(error = %abort, "aborting the pass's transaction failed");
+            }
+        }
         let (requests, retries) = (
             source.fetcher.requests.swap(0, Ordering::Relaxed),
             source.fetcher.retries.swap(0, Ordering::Relaxed),
@@ -288,14 +344,23 @@ async fn poll_loop(
                 cursor = p.cursor.clone();
                 passes.push(p);
             }
-            Err(e) if once => return Err(e),
-            Err(e) => warn!(error = %e, "pass failed; the next pass starts from the same cursor"),
+            Err(e) => {
+                warn!(error = %e, "pass failed; the next pass starts from the same cursor");
+                passes.push(PassSummary {
+                    source: source.topic.name.clone(),
+                    cursor: cursor.clone(),
+                    requests,
+                    retries,
+                    failed: Some(e.to_string()),
+                    ..Default::default()
+                });
+            }
         }
         if once {
-            return Ok(passes);
+            return passes;
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(passes),
+            _ = shutdown.cancelled() => return passes,
             _ = tokio::time::sleep(Duration::from_millis(source.spec.interval_ms)) => {}
         }
     }
