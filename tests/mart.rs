@@ -426,6 +426,75 @@ async fn a_killed_fold_reruns_to_identical_marts_and_announces_changes() {
     }
 }
 
+/// Stopped right after the portrait's commit and before its announcement (as a kill -9
+/// there would), the stage announces those customers when it starts again, though the
+/// fold itself has nothing left to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_committed_but_not_announced_are_announced_at_restart() {
+    let lab = common::lab::Lab::new(1).await;
+    lab.add_raw_topics().await;
+    history::land(&lab.lake_url(), &history::events(), 1, |_| async {}).await;
+    let changes = lab.topic_of(hoffrec::catalog::Role::MartChanges);
+    let (ok, _, err) = lab.command_with_env(
+        &["mart", "run", "--once"],
+        &[("HOFFREC_TEST_ABORT_BEFORE_ANNOUNCE", "1")],
+    );
+    assert!(!ok, "the process was to stop before announcing: {err}");
+    assert!(lab.read_topic(&changes).is_empty(), "nothing announced yet");
+    let portrait_version = rows(
+        &lab.lake_url(),
+        &format!("SELECT count(*) AS n FROM mart.customer_portrait WHERE customer_id = '{WORKED}'"),
+    )
+    .await;
+    assert_eq!(portrait_version[0]["n"], 1, "the portrait was committed");
+
+    let (ok, out, err) = lab.run(&["mart", "run", "--once"]);
+    assert!(ok, "{out}\n{err}");
+    let schemas = lab.schemas();
+    let announced: Vec<(String, i64)> = lab
+        .read_topic(&changes)
+        .iter()
+        .map(|(payload, _)| {
+            let v = schemas.decode(payload, "mart_change").unwrap();
+            match (
+                common::lab::field(&v, "customer_id"),
+                common::lab::field(&v, "mart_version"),
+            ) {
+                (apache_avro::types::Value::String(c), apache_avro::types::Value::Long(n)) => (c.clone(), *n),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    for c in [WORKED, "c-renter"] {
+        assert!(announced.iter().any(|(a, _)| a == c), "{c} not in {announced:?}");
+    }
+    assert!(err.contains("not announced"), "the restart says what it does: {err}");
+
+    // Once announced, a further start announces nothing again.
+    let before = announced.len();
+    let (ok, _, err) = lab.run(&["mart", "run", "--once"]);
+    assert!(ok, "{err}");
+    assert_eq!(lab.read_topic(&changes).len(), before);
+}
+
+/// A change of more customers than the producer's queue holds (librdkafka's default is
+/// 100,000 messages; a catalogue import marks every customer) waits for deliveries
+/// instead of failing, and every customer is announced.
+#[tokio::test(flavor = "multi_thread")]
+async fn announcing_200k_changed_customers_applies_backpressure() {
+    let lab = common::lab::Lab::new(1).await;
+    let changes = lab.topic_of(hoffrec::catalog::Role::MartChanges);
+    let kafka = hoffrec::config::KafkaConfig {
+        brokers: common::kafka_bootstrap(),
+        ..Default::default()
+    };
+    let announcer =
+        hoffrec::mart::announce::Announcer::new(&kafka, &changes, std::sync::Arc::new(lab.schemas())).unwrap();
+    let customers: Vec<String> = (0..200_000).map(|i| format!("c-{i:06}")).collect();
+    announcer.announce(Some(7), &customers).await.unwrap();
+    assert_eq!(lab.read_topic(&changes).len(), 200_000);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_running_stage_folds_when_a_lake_commit_is_announced() {
     use rdkafka::producer::FutureRecord;

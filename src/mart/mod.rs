@@ -5,6 +5,7 @@
 //! that landed since each mart last folded, and announces the customers whose portrait
 //! changed on `mart.changes`. `hoffrec mart status` shows how far behind each mart is.
 
+pub mod announce;
 pub mod files;
 pub mod fold;
 mod functions;
@@ -16,10 +17,9 @@ use crate::catalog::{Catalog, CatalogError, Role};
 use crate::config::Config;
 use crate::lake::LakeUrl;
 use crate::telemetry::Telemetry;
-use apache_avro::types::Value;
+use announce::Announcer;
 use fold::{FoldError, FoldReport};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -82,7 +82,8 @@ impl Marts {
 /// Folds once and announces the changed customers; `hoffrec mart run --once`.
 pub async fn once(config: &Config, telemetry: &Telemetry) -> Result<Summary, MartError> {
     let marts = Marts::load(config)?;
-    let announcer = Announcer::new(config, &marts)?;
+    let announcer = announcer(config, &marts)?;
+    announcer.recover(&marts.lake).await?;
     let mut summary = Summary::default();
     fold_and_announce(&marts, &announcer, telemetry, &mut summary).await?;
     Ok(summary)
@@ -93,7 +94,9 @@ pub async fn once(config: &Config, telemetry: &Telemetry) -> Result<Summary, Mar
 /// trigger; a fold that fails on the SQL stops the stage with the file and the reason.
 pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationToken) -> Result<Summary, MartError> {
     let marts = Marts::load(config)?;
-    let announcer = Announcer::new(config, &marts)?;
+    let announcer = announcer(config, &marts)?;
+    // Portrait commits a stopped stage did not announce are announced before folding on.
+    announcer.recover(&marts.lake).await?;
     let commits_topic = marts.topic(Role::LakeCommits)?;
     let consumer: StreamConsumer = crate::kafka::client_config(&config.kafka)
         .set("group.id", &config.mart.group)
@@ -242,55 +245,12 @@ async fn fold_and_announce(
     Ok(())
 }
 
-/// Publishes the customers whose portrait changed, keyed by customer id so one
-/// customer's changes stay in order for the recommender.
-struct Announcer {
-    producer: FutureProducer,
-    topic: String,
-    schemas: std::sync::Arc<crate::codec::SchemaSet>,
-}
-
-impl Announcer {
-    fn new(config: &Config, marts: &Marts) -> Result<Self, MartError> {
-        let producer = crate::kafka::client_config(&config.kafka)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "20")
-            .create()?;
-        let schemas = crate::codec::SchemaSet::load_strict(&config.catalog.schemas_dir)
-            .map_err(|p| MartError::Config(format!("{p:?}")))?;
-        Ok(Self {
-            producer,
-            topic: marts.topic(Role::MartChanges)?,
-            schemas: std::sync::Arc::new(schemas),
-        })
-    }
-
-    async fn announce(&self, portrait_version: Option<u64>, customers: &[String]) -> Result<(), MartError> {
-        let version = portrait_version.unwrap_or_default() as i64;
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut pending = Vec::with_capacity(customers.len());
-        for customer in customers {
-            let value = Value::Record(vec![
-                ("customer_id".into(), Value::String(customer.clone())),
-                ("mart".into(), Value::String(fold::PORTRAIT.into())),
-                ("mart_version".into(), Value::Long(version)),
-                ("changed_at".into(), Value::TimestampMillis(now)),
-            ]);
-            let payload = self.schemas.encode("mart_change", value)?;
-            let record = FutureRecord::to(&self.topic).key(customer.as_str()).payload(&payload);
-            let delivery = self
-                .producer
-                .send_result(record)
-                .map_err(|(e, _)| MartError::Kafka(e))?;
-            pending.push(delivery);
-        }
-        for d in pending {
-            match d.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(MartError::Kafka(e)),
-                Err(_) => return Err(MartError::Config("the producer went away".into())),
-            }
-        }
-        Ok(())
-    }
+fn announcer(config: &Config, marts: &Marts) -> Result<Announcer, MartError> {
+    let schemas = crate::codec::SchemaSet::load_strict(&config.catalog.schemas_dir)
+        .map_err(|p| MartError::Config(format!("{p:?}")))?;
+    Announcer::new(
+        &config.kafka,
+        &marts.topic(Role::MartChanges)?,
+        std::sync::Arc::new(schemas),
+    )
 }

@@ -138,46 +138,11 @@ impl RawTable {
         if since >= current {
             return Ok(Added::Rows(self.empty_provider()?));
         }
-        let mut added = Vec::new();
-        for v in since + 1..=current {
-            let Some(entry) = table.log_store().read_commit_entry(v).await.map_err(self.err())? else {
-                return Ok(Added::Gone(format!(
-                    "{}: commit {v} is no longer in the log",
-                    self.path
-                )));
-            };
-            for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| TableError::Log {
-                    table: self.path.clone(),
-                    version: v,
-                    reason: e.to_string(),
-                })?;
-                if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str())
-                    && action.pointer("/add/dataChange").and_then(|c| c.as_bool()) != Some(false)
-                {
-                    added.push(Path::parse(path).unwrap_or_else(|_| Path::from(decode(path))));
-                }
-            }
-        }
-        if added.is_empty() {
-            return Ok(Added::Rows(self.empty_provider()?));
-        }
-        let store = table.log_store().object_store(None);
-        let mut files = Vec::with_capacity(added.len());
-        for path in &added {
-            match store.head(path).await {
-                Ok(_) => files.push(table.log_store().to_uri(path)),
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Ok(Added::Gone(format!(
-                        "{}: {path}, added after version {since}, was vacuumed",
-                        self.path
-                    )));
-                }
-                Err(e) => {
-                    return Err(self.err()(DeltaTableError::ObjectStore { source: e }));
-                }
-            }
-        }
+        let files = match written(table, &self.path, since + 1..=current).await? {
+            Written::Files(files) if files.is_empty() => return Ok(Added::Rows(self.empty_provider()?)),
+            Written::Files(files) => files,
+            Written::Gone(why) => return Ok(Added::Gone(why)),
+        };
         table.update_datafusion_session(&ctx.state()).map_err(self.err())?;
         let rows = self.read_files(ctx, files).await.map_err(|source| TableError::Read {
             table: self.path.clone(),
@@ -206,6 +171,56 @@ impl RawTable {
         let df = ctx.read_parquet(files, options).await?;
         df.with_column(partition, cast(col("event_time"), DataType::Date32))
     }
+}
+
+/// What a range of commits wrote.
+enum Written {
+    /// The data files they added with `dataChange` (compaction's own files left out),
+    /// live or since compacted away: compacted files stay on storage until vacuum.
+    Files(Vec<String>),
+    /// A commit or one of those files is no longer in the lake (log cleanup, vacuum).
+    Gone(String),
+}
+
+async fn written(
+    table: &DeltaTable,
+    name: &str,
+    versions: std::ops::RangeInclusive<u64>,
+) -> Result<Written, TableError> {
+    let err = |source| TableError::Delta {
+        table: name.to_string(),
+        source: Box::new(source),
+    };
+    let mut added = Vec::new();
+    for v in versions {
+        let Some(entry) = table.log_store().read_commit_entry(v).await.map_err(err)? else {
+            return Ok(Written::Gone(format!("{name}: commit {v} is no longer in the log")));
+        };
+        for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| TableError::Log {
+                table: name.to_string(),
+                version: v,
+                reason: e.to_string(),
+            })?;
+            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str())
+                && action.pointer("/add/dataChange").and_then(|c| c.as_bool()) != Some(false)
+            {
+                added.push(Path::parse(path).unwrap_or_else(|_| Path::from(decode(path))));
+            }
+        }
+    }
+    let store = table.log_store().object_store(None);
+    let mut files = Vec::with_capacity(added.len());
+    for path in &added {
+        match store.head(path).await {
+            Ok(_) => files.push(table.log_store().to_uri(path)),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Ok(Written::Gone(format!("{name}: {path} was vacuumed")));
+            }
+            Err(e) => return Err(err(DeltaTableError::ObjectStore { source: e })),
+        }
+    }
+    Ok(Written::Files(files))
 }
 
 fn decode(path: &str) -> String {
@@ -272,6 +287,52 @@ impl MartTable {
         let mut table = self.table.clone();
         table.load_with_datetime(at).await.ok()?;
         table.version()
+    }
+
+    /// The `key` values in what commits `from..=to` wrote: a superset of the keys they
+    /// changed, since a MERGE rewrites whole files. When a commit or file is gone, every
+    /// key the mart holds now.
+    pub async fn keys_written(&self, key: &str, from: u64, to: u64) -> Result<Vec<String>, TableError> {
+        let ctx = super::fold::session();
+        let read = |source| TableError::Read {
+            table: self.path.clone(),
+            source: Box::new(source),
+        };
+        self.table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|source| TableError::Delta {
+                table: self.path.clone(),
+                source: Box::new(source),
+            })?;
+        let rows = match written(&self.table, &self.path, from..=to).await? {
+            Written::Files(files) if files.is_empty() => return Ok(Vec::new()),
+            Written::Files(files) => ctx
+                .read_parquet(files, ParquetReadOptions::default())
+                .await
+                .map_err(read)?,
+            Written::Gone(why) => {
+                tracing::warn!(why, "announcing every customer of the portrait");
+                match self.provider(&ctx).await? {
+                    Some(p) => ctx.read_table(p).map_err(read)?,
+                    None => return Ok(Vec::new()),
+                }
+            }
+        };
+        let batches = rows
+            .select_columns(&[key])
+            .and_then(|d| d.distinct())
+            .map_err(read)?
+            .collect()
+            .await
+            .map_err(read)?;
+        let mut keys = Vec::new();
+        for b in &batches {
+            let column = arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| read(e.into()))?;
+            if let Some(values) = column.as_any().downcast_ref::<arrow::array::StringArray>() {
+                keys.extend(values.iter().flatten().map(str::to_string));
+            }
+        }
+        Ok(keys)
     }
 
     /// The mart as it was at `version`.
