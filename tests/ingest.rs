@@ -131,6 +131,30 @@ async fn workers_joining_and_leaving_keep_exactly_once() {
     assert!(first.stop(), "{}", tail(&first.log));
 }
 
+/// The lake failing after a commit landed (its checkpoint write, say) is told apart from
+/// a refused batch by the log itself: every row is committed once, none is dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_after_the_commit_landed_dead_letters_nothing() {
+    let lab = Lab::new(1).await;
+    let group = common::unique("g");
+    let schemas = lab.schemas();
+    let producer = lab.producer();
+    lab.send_all(&producer, &events(&schemas, 0, 2_000)).await;
+    let mut worker = lab.ingest(&group, &[("HOFFREC_TEST_REJECT_AFTER_COMMIT", "1")]);
+    let (rows, distinct) = wait_for_rows(&lab, 2_000, &[worker.log.as_path()], 120).await;
+    assert_eq!((rows, distinct), (2_000, 2_000));
+    assert!(worker.stop(), "{}", tail(&worker.log));
+    let log = tail(&worker.log);
+    assert!(log.contains("failed after the commit landed"), "{log}");
+    let dead = lab.read_topic(&lab.dlq);
+    assert!(
+        dead.is_empty(),
+        "{} dead letters, first: {:?}",
+        dead.len(),
+        dead.first().map(|d| &d.1)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_records_reach_the_dead_letter_topic_with_their_class() {
     let lab = Lab::new(1).await;

@@ -271,13 +271,36 @@ impl RawTable {
             .map(|(&p, &(_, last))| Transaction::new(app_id(&self.group, &self.topic, p), last))
             .collect();
         let props = CommitProperties::default().with_application_transactions(txns);
+        let (version, files) = match self.write(rows, props).await {
+            Ok(done) => done,
+            // An error after the commit landed (its checkpoint, reading the table back) is
+            // not the rows' fault: the log says whether they are in, and if they are, the
+            // batch is committed and nothing may be dead-lettered.
+            Err(e) => match self.landed_despite(offsets).await {
+                Some(version) => {
+                    tracing::warn!(error = %e, version, "the lake failed after the commit landed; the batch is committed");
+                    (version, self.added_files(version).await)
+                }
+                None => return Err(e),
+            },
+        };
+        self.committed_offsets(read_at, version, offsets);
+        Ok(Committed {
+            version,
+            rows: count,
+            files,
+        })
+    }
+
+    /// One commit of the rows with the offsets' transactions: its version and files.
+    async fn write(&mut self, rows: Rows, props: CommitProperties) -> Result<(u64, u32), TableError> {
         let classify = |e: DeltaTableError| classify(&self.name, e);
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: None,
             predicate: None,
         };
-        let (version, files) = match rows {
+        let done = match rows {
             Rows::Staged(staged) => {
                 let files = staged.adds.len() as u32;
                 let snapshot = self.table.snapshot().map_err(classify)?;
@@ -323,12 +346,27 @@ impl RawTable {
                 (version, self.added_files(version).await)
             }
         };
-        self.committed_offsets(read_at, version, offsets);
-        Ok(Committed {
-            version,
-            rows: count,
-            files,
-        })
+        // Lets a test make the lake fail after the commit landed, as a checkpoint write can.
+        if std::env::var_os("HOFFREC_TEST_REJECT_AFTER_COMMIT").is_some() {
+            return Err(TableError::Rejected {
+                table: self.name.clone(),
+                source: DeltaTableError::Generic("injected: the checkpoint after the commit failed".into()),
+            });
+        }
+        Ok(done)
+    }
+
+    /// The version that holds these offsets' commit, if the log has it (every partition
+    /// stored at its last offset: a commit sets all of them or none).
+    async fn landed_despite(&mut self, offsets: &BTreeMap<i32, (Option<i64>, i64)>) -> Option<u64> {
+        self.refresh().await.ok()?;
+        for (&partition, &(expected, last)) in offsets {
+            let stored = self.stored(partition).await.ok()?;
+            if stored != Some(last) || expected == Some(last) {
+                return None;
+            }
+        }
+        self.table.version()
     }
 
     /// Data files a commit added, read from its log entry.
