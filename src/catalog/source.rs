@@ -40,6 +40,12 @@ pub struct HttpSpec {
     pub max_attempts: u32,
     #[serde(default = "default_backoff_ms")]
     pub backoff_ms: u64,
+    /// A larger response is dead-lettered (its first 64 KiB) instead of read.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// A pass that pages further stops (an API paging in circles, or without end).
+    #[serde(default = "default_max_pages_per_pass")]
+    pub max_pages_per_pass: u64,
     /// When the API reports heavy usage (Graph `X-App-Usage` >= 90 %), wait this long.
     #[serde(default = "default_usage_pause_ms")]
     pub usage_pause_ms: u64,
@@ -101,6 +107,12 @@ fn default_attempts() -> u32 {
 }
 fn default_backoff_ms() -> u64 {
     500
+}
+fn default_max_response_bytes() -> u64 {
+    32 * 1024 * 1024
+}
+fn default_max_pages_per_pass() -> u64 {
+    100_000
 }
 fn default_usage_pause_ms() -> u64 {
     60_000

@@ -32,6 +32,9 @@ pub enum FetchError {
     /// The API refused the request or answered something unusable: dead-letter the body.
     #[error("{reason}")]
     Malformed { reason: String, body: Vec<u8> },
+    /// The body is larger than `max_response_bytes`; its beginning is kept.
+    #[error("{reason}")]
+    TooLarge { reason: String, body: Vec<u8> },
 }
 
 impl FetchError {
@@ -43,6 +46,7 @@ impl FetchError {
             Self::Quota(_) => "quota",
             Self::Denied(_) => "denied",
             Self::Malformed { .. } => "malformed_response",
+            Self::TooLarge { .. } => "oversize_response",
         }
     }
 
@@ -57,6 +61,12 @@ impl FetchError {
         }
     }
 }
+
+/// A `Retry-After` longer than this is taken as this: a server asking for hours would stall
+/// the source past its next passes.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// How much of an oversize body a dead letter keeps.
+const KEPT_OF_OVERSIZE: usize = 64 * 1024;
 
 pub struct Fetcher {
     http: reqwest::Client,
@@ -82,6 +92,10 @@ impl Fetcher {
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         })
+    }
+
+    pub fn spec(&self) -> &HttpSpec {
+        &self.spec
     }
 
     /// GETs `url` and returns its JSON body, retrying what is worth retrying.
@@ -119,10 +133,7 @@ impl Fetcher {
             .map_err(|e| FetchError::Transient(format!("{}: {}", endpoint(url), e.without_url())))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| FetchError::Transient(format!("{}: reading the body: {}", endpoint(url), e.without_url())))?;
+        let body = self.read_body(response, url).await?;
         if self.spec.errors == Dialect::Graph
             && let Some(usage) = headers.get("x-app-usage").and_then(|v| v.to_str().ok())
             && app_usage_percent(usage) >= 90.0
@@ -131,13 +142,37 @@ impl Fetcher {
             *slot = (*slot).max(Instant::now() + Duration::from_millis(self.spec.usage_pause_ms));
             tracing::warn!(usage, "the API reports heavy app usage; pausing this source");
         }
-        let retry_after = headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(&headers);
         let json = serde_json::from_slice::<Json>(&body);
         classify(self.spec.errors, status.as_u16(), retry_after, json.ok(), body.to_vec())
+    }
+
+    /// The body, up to `max_response_bytes`: a larger one is refused with its beginning
+    /// (64 KiB) kept for the dead letter, never read whole into memory.
+    async fn read_body(&self, mut response: reqwest::Response, url: &reqwest::Url) -> Result<Vec<u8>, FetchError> {
+        let cap = usize::try_from(self.spec.max_response_bytes).unwrap_or(usize::MAX);
+        let too_large = |mut kept: Vec<u8>| {
+            kept.truncate(KEPT_OF_OVERSIZE);
+            FetchError::TooLarge {
+                reason: format!(
+                    "{}: the response is larger than max_response_bytes = {cap}",
+                    endpoint(url)
+                ),
+                body: kept,
+            }
+        };
+        let mut body = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                FetchError::Transient(format!("{}: reading the body: {}", endpoint(url), e.without_url()))
+            })?;
+            let Some(chunk) = chunk else { return Ok(body) };
+            if body.len() + chunk.len() > cap {
+                body.extend_from_slice(&chunk[..KEPT_OF_OVERSIZE.saturating_sub(body.len()).min(chunk.len())]);
+                return Err(too_large(body));
+            }
+            body.extend_from_slice(&chunk);
+        }
     }
 
     async fn pace(&self) {
@@ -154,6 +189,15 @@ impl Fetcher {
         };
         tokio::time::sleep_until(start.into()).await;
     }
+}
+
+/// The `Retry-After` seconds, at most `MAX_RETRY_AFTER`.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
 }
 
 /// Where a request went, without query or credentials (tokens and API keys ride there).
@@ -273,6 +317,15 @@ mod tests {
             !error.contains("secret-token") && !error.contains("partner-key"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
     }
 
     fn vk(code: i64) -> Result<Json, FetchError> {

@@ -10,11 +10,25 @@ use serde_json::Value as Json;
 #[derive(Debug)]
 pub enum PageError {
     Fetch(FetchError),
-    /// The response has no array where the items should be; the body is kept.
-    NoItems {
+    /// This page cannot be used or paged on; `class` says why for the dead letter, and
+    /// the body (or its beginning) is kept.
+    Refused {
+        class: &'static str,
         reason: String,
         body: Vec<u8>,
     },
+}
+
+impl From<FetchError> for PageError {
+    fn from(e: FetchError) -> Self {
+        let class = e.class();
+        match e {
+            FetchError::Malformed { reason, body } | FetchError::TooLarge { reason, body } => {
+                Self::Refused { class, reason, body }
+            }
+            other => Self::Fetch(other),
+        }
+    }
 }
 
 pub struct Pager<'a> {
@@ -24,6 +38,8 @@ pub struct Pager<'a> {
     first: Url,
     next: Option<Url>,
     offset: u64,
+    /// Every URL asked for in this walk: an API that sends one again pages in circles.
+    visited: std::collections::HashSet<String>,
 }
 
 impl<'a> Pager<'a> {
@@ -51,6 +67,7 @@ impl<'a> Pager<'a> {
             first,
             next: Some(next),
             offset: 0,
+            visited: Default::default(),
         }
     }
 
@@ -59,13 +76,33 @@ impl<'a> Pager<'a> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
-        let body = self.fetcher.get(&url).await.map_err(PageError::Fetch)?;
+        let refused = |class, reason| PageError::Refused {
+            class,
+            reason,
+            body: Vec::new(),
+        };
+        let max_pages = self.fetcher.spec().max_pages_per_pass;
+        if self.visited.len() as u64 >= max_pages {
+            return Err(refused(
+                "too_many_pages",
+                format!("more than max_pages_per_pass = {max_pages} pages"),
+            ));
+        }
+        if !self.visited.insert(url.to_string()) {
+            // Named without the query: a Graph `next` link carries the access token.
+            return Err(refused(
+                "paging_loop",
+                format!("the API sent page {} again", url.path()),
+            ));
+        }
+        let body = self.fetcher.get(&url).await?;
         // An object where the items are is one item (a Graph `GET /{user-id}`).
         let items = match lookup(&body, self.items) {
             Some(Json::Array(items)) => items.clone(),
             Some(one @ Json::Object(_)) => vec![one.clone()],
             _ => {
-                return Err(PageError::NoItems {
+                return Err(PageError::Refused {
+                    class: "malformed_response",
                     reason: format!("the response has no array or object at '{}'", self.items),
                     body: serde_json::to_vec(&body).unwrap_or_default(),
                 });
@@ -85,9 +122,23 @@ impl<'a> Pager<'a> {
                     .then(|| with_param(&self.first, offset_param, &self.offset.to_string()))
             }
             // Graph pages may be empty and still have `next`: only its absence ends the walk.
-            Paging::CursorNext { next } => lookup(&body, next)
-                .and_then(Json::as_str)
-                .and_then(|n| Url::parse(n).ok()),
+            // The token goes with every request, so a link is followed only to the
+            // source's own scheme, host and port.
+            Paging::CursorNext { next } => match lookup(&body, next).and_then(Json::as_str).map(Url::parse) {
+                Some(Ok(n)) if n.origin() != self.first.origin() => {
+                    return Err(PageError::Refused {
+                        class: "foreign_next_link",
+                        reason: format!(
+                            "the next link leads to {} instead of {}",
+                            n.host_str().unwrap_or("no host"),
+                            self.first.host_str().unwrap_or("no host")
+                        ),
+                        body: serde_json::to_vec(&body).unwrap_or_default(),
+                    });
+                }
+                Some(Ok(n)) => Some(n),
+                _ => None,
+            },
             Paging::PageToken { param, next } => lookup(&body, next)
                 .and_then(text)
                 .filter(|t| !t.is_empty())
@@ -140,6 +191,8 @@ mod tests {
             interval_ms: 1000,
             max_attempts: 2,
             backoff_ms: 10,
+            max_response_bytes: 1 << 20,
+            max_pages_per_pass: 100,
             usage_pause_ms: 10,
             incremental: None,
             per_customer: None,
@@ -162,6 +215,63 @@ mod tests {
             pages.push(items);
         }
         pages
+    }
+
+    /// What the first pages of a walk give, the refusal's class and kept body included.
+    async fn first_outcomes(spec: &HttpSpec, url: &str, n: usize) -> Vec<Result<usize, (&'static str, usize)>> {
+        let fetcher = Fetcher::new(spec, None).unwrap();
+        let mut pager = Pager::new(&fetcher, &spec.paging, &spec.items, Url::parse(url).unwrap());
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(match pager.next().await {
+                Ok(Some(items)) => Ok(items.len()),
+                Ok(None) => break,
+                Err(PageError::Refused { class, body, .. }) => Err((class, body.len())),
+                Err(PageError::Fetch(e)) => panic!("{e}"),
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn next_links_elsewhere_loops_and_oversize_bodies_are_refused() {
+        let cursor = spec(Paging::CursorNext {
+            next: "paging.next".into(),
+        });
+        // The token goes with every request: a link to another host is not followed.
+        let elsewhere = serve(axum::Router::new().route(
+            "/media",
+            get(|| async {
+                json!({"data": [{"id": "1"}], "paging": {"next": "http://evil.example/steal"}}).to_string()
+            }),
+        ))
+        .await;
+        let got = first_outcomes(&cursor, &format!("{elsewhere}/media"), 3).await;
+        assert!(matches!(got[..], [Err(("foreign_next_link", n))] if n > 0), "{got:?}");
+
+        // A next link back to a page already read ends the walk instead of circling.
+        let base = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+        let b = base.clone();
+        let circle = serve(axum::Router::new().route(
+            "/media",
+            get(move || {
+                let b = b.get().cloned().unwrap_or_default();
+                async move { json!({"data": [{"id": "1"}], "paging": {"next": format!("{b}/media")}}).to_string() }
+            }),
+        ))
+        .await;
+        base.set(circle.clone()).unwrap();
+        let got = first_outcomes(&cursor, &format!("{circle}/media"), 3).await;
+        assert_eq!(got, [Ok(1), Err(("paging_loop", 0))]);
+
+        // A body over max_response_bytes (1 MiB here) is refused, its first 64 KiB kept.
+        let huge = serve(axum::Router::new().route(
+            "/media",
+            get(|| async { format!("{{\"data\": [\"{}\"]}}", "x".repeat(2 << 20)) }),
+        ))
+        .await;
+        let got = first_outcomes(&cursor, &format!("{huge}/media"), 1).await;
+        assert_eq!(got, [Err(("oversize_response", 64 * 1024))]);
     }
 
     #[tokio::test]

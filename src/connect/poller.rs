@@ -395,8 +395,8 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
         let items = match pager.next().await {
             Ok(Some(items)) => items,
             Ok(None) => break,
-            Err(PageError::NoItems { reason, body } | PageError::Fetch(FetchError::Malformed { reason, body })) => {
-                dead_letter(shared, source, &body, "malformed_response", &reason).await?;
+            Err(PageError::Refused { class, reason, body }) => {
+                dead_letter(shared, source, &body, class, &reason).await?;
                 summary.dead_letters += 1;
                 complete = false;
                 break;

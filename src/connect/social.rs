@@ -152,8 +152,8 @@ async fn walk(
                 all.extend(items);
             }
             Ok(None) => return Ok(Ok(all)),
-            Err(PageError::NoItems { reason, body } | PageError::Fetch(FetchError::Malformed { reason, body })) => {
-                dead_letter(shared, source, &body, "malformed_response", &reason).await?;
+            Err(PageError::Refused { class, reason, body }) => {
+                dead_letter(shared, source, &body, class, &reason).await?;
                 summary.dead_letters += 1;
                 return Ok(Err(Stop::Customer));
             }
