@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Feature names, in vector order; `features::vector` fills them.
-pub const FEATURES: [&str; 15] = [
+pub const FEATURES: [&str; 18] = [
     "neighbour",
     "affinity",
     "complement",
@@ -20,6 +20,12 @@ pub const FEATURES: [&str; 15] = [
     "bought_share",
     "recency",
     "repeat_share",
+    // Never bought by this customer, and the collaborative score and popularity again for
+    // those only: buying again and buying something new follow different evidence, and a
+    // linear model needs the crosses to give each its own slope.
+    "novel",
+    "novel_collab",
+    "novel_popularity",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,7 +51,7 @@ impl Model {
         Self {
             version: "prior-v3".into(),
             weights: vec![
-                1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2, 8.0, 2.0, 0.3, 0.5,
+                1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2, 8.0, 2.0, 0.3, 0.5, 0.0, 0.0, 0.0,
             ],
             bias: -4.0,
             auc: None,

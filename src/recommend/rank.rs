@@ -276,6 +276,8 @@ impl<'a> Context<'a> {
 
 /// The ranker's input for one candidate, in `model::FEATURES` order.
 pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()] {
+    let popularity = (1.0 + q.reach() as f64).ln() / (1.0 + ctx.max_reach).ln();
+    let novel = f64::from(!ctx.bought.contains(q.product_id.as_str()));
     [
         s.neighbour,
         s.affinity,
@@ -283,7 +285,7 @@ pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()
         s.lifecycle,
         s.repeat,
         s.popular,
-        (1.0 + q.reach() as f64).ln() / (1.0 + ctx.max_reach).ln(),
+        popularity,
         q.conversion,
         (q.trend / 3.0).min(1.0),
         f64::from(q.price_tier == ctx.target),
@@ -292,6 +294,9 @@ pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()
         s.bought_share,
         s.recency,
         q.repeat_share,
+        novel,
+        novel * s.collab,
+        novel * popularity,
     ]
 }
 
