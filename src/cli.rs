@@ -367,8 +367,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collect(_) => {
             let (catalog, config) = (load_catalog(&config)?, &config);
             run_stage(config, |telemetry, shutdown| async move {
-                crate::connect::collector::run(&catalog, &config.kafka, &config.collector.listen, &telemetry, shutdown)
-                    .await
+                crate::connect::collector::run(&catalog, &config.kafka, &config.collector, &telemetry, shutdown).await
             })
         }
         Command::Connect(args) => {

@@ -128,12 +128,26 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
     pub listen: String,
+    /// Who may post: a TOML file of producers, each with the SHA-256 of its bearer key and
+    /// the event types it may send. Empty: anyone who reaches `listen` may post.
+    pub keys_file: String,
+    /// Larger bodies are answered 413.
+    pub max_body_bytes: u64,
+    /// More events in one request are answered 413.
+    pub max_events_per_request: u64,
+    /// Events dated later than now + this are refused: a far-future time would outrank
+    /// every later decision (a consent withdrawal, say).
+    pub max_future_ms: u64,
 }
 
 impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8088".into(),
+            keys_file: String::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_events_per_request: 1000,
+            max_future_ms: 300_000,
         }
     }
 }
@@ -447,6 +461,9 @@ impl Config {
                 "collector.listen '{}' is not host:port (e.g. 127.0.0.1:8088)",
                 self.collector.listen
             ));
+        }
+        if self.collector.max_events_per_request == 0 || self.collector.max_body_bytes == 0 {
+            problems.push("collector.max_events_per_request and collector.max_body_bytes must be above 0".into());
         }
         problems.extend(self.ingest.validate());
         if self.mart.target_file_bytes == 0 {

@@ -103,13 +103,16 @@ pub async fn run(
             telemetry.clone(),
             shutdown.clone(),
         );
-        let listen = args.collector_addr.clone();
+        let collector = crate::config::CollectorConfig {
+            listen: args.collector_addr.clone(),
+            ..config.collector.clone()
+        };
         tasks.push((
             "collect",
             tokio::spawn(async move {
                 stage(
                     "collect",
-                    crate::connect::collector::run(&catalog, &kafka, &listen, &t, s).await,
+                    crate::connect::collector::run(&catalog, &kafka, &collector, &t, s).await,
                 )
             }),
         ));

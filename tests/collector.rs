@@ -10,11 +10,16 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 fn post(addr: &str, body: &str) -> std::io::Result<(u16, Value)> {
+    post_as(addr, body, None)
+}
+
+fn post_as(addr: &str, body: &str, key: Option<&str>) -> std::io::Result<(u16, Value)> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
     write!(
         s,
-        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut out = String::new();
@@ -162,4 +167,92 @@ async fn a_new_collector_source_needs_only_a_topic_file_and_a_schema() {
     assert_eq!(items, Some(60), "two items per saved room");
     assert!(collector.stop());
     assert!(ingest.stop());
+}
+
+/// With producer keys, strangers get 401 and leave nothing behind; a key sends only its
+/// event types; far-future times, odd social account ids and oversized requests are
+/// refused whoever sends them.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_known_producers_post_and_only_what_they_may() {
+    let lab = Lab::new(1).await;
+    let consent = lab.add_topic("raw.site.consent.toml", "consent");
+    lab.apply_catalog().await;
+    let keys = lab.topics_dir.parent().unwrap().join("collector-keys.toml");
+    let hash = |k: &str| hoffrec::connect::producers::sha256_hex(k);
+    std::fs::write(
+        &keys,
+        format!(
+            "[producers.site]\nkey_sha256 = \"{}\"\nevents = [\"product_view\"]\n\n[producers.app]\nkey_sha256 = \"{}\"\nevents = [\"*\"]\n",
+            hash("site-key"),
+            hash("app-key")
+        ),
+    )
+    .unwrap();
+    let addr = common::free_addr();
+    let mut collector = lab.hoffrec(
+        &["collect", "--listen", &addr],
+        &[
+            ("HOFFREC__COLLECTOR__KEYS_FILE", keys.to_str().unwrap()),
+            ("HOFFREC__COLLECTOR__MAX_EVENTS_PER_REQUEST", "5"),
+        ],
+    );
+    common::poll_until("the collector to listen", Duration::from_secs(60), || async {
+        std::net::TcpStream::connect(&addr).ok().map(|_| ())
+    })
+    .await;
+    let view = json!({"type": "product_view", "event_id": "v1", "event_time": "2026-11-25T12:00:00+03:00",
+                      "customer_id": "c1", "session_id": "s1", "product_id": "p1", "dwell_ms": 100});
+    let consent_event = |id: &str, time: &str, account: &str| {
+        json!({"type": "consent", "event_id": id, "event_time": time, "customer_id": "c1",
+               "purpose": "social_profile", "action": "given", "networks": [account], "channel": "site"})
+    };
+    let body = |events: Vec<Value>| json!({ "events": events }).to_string();
+
+    for key in [None, Some("guess")] {
+        let (status, answer) = post_as(&addr, &body(vec![view.clone()]), key).unwrap();
+        assert_eq!((status, &answer["retry"]), (401, &json!(false)), "{answer}");
+    }
+    let (status, answer) = post_as(
+        &addr,
+        &body(vec![
+            view.clone(),
+            consent_event("k1", "2026-11-25T12:00:00Z", "vk:123"),
+        ]),
+        Some("site-key"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert_eq!(answer["rejected"][0]["class"], "forbidden_event_type", "{answer}");
+
+    let (status, answer) = post_as(
+        &addr,
+        &body(vec![
+            consent_event("k2", "2026-11-25T12:00:00Z", "vk:123"),
+            consent_event("k3", "2026-11-25T12:00:00Z", "vk:1,2,3"),
+            consent_event("k4", "2026-11-25T12:00:00Z", "instagram:../../me"),
+            consent_event("k5", "2099-01-01T00:00:00Z", "vk:123"),
+        ]),
+        Some("app-key"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let classes: Vec<&str> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["invalid_account", "invalid_account", "event_from_the_future"]);
+
+    let (status, _) = post_as(&addr, &body(vec![view.clone(); 6]), Some("app-key")).unwrap();
+    assert_eq!(status, 413);
+
+    // What reached the broker: two accepted events, and dead letters only for the refused
+    // events of known producers (one forbidden type, three refused consents).
+    let on = |t: &str, partitions| lab.end_offsets(t, partitions).iter().sum::<i64>();
+    assert_eq!((on(&lab.raw, 1), on(&consent, 6)), (1, 1));
+    assert_eq!(on(&lab.dlq, 3), 4, "{}", tail(&collector.log));
+    assert!(collector.stop());
 }

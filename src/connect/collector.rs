@@ -7,12 +7,14 @@
 //! event carries its type and the fields of that type's schema.
 
 use super::json::to_avro;
+use super::producers::{Producer, Producers};
 use crate::catalog::{Catalog, Role, SourceKind, Topic};
 use crate::codec::{SchemaVersion, encode_with};
+use crate::config::CollectorConfig;
 use crate::telemetry::Telemetry;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
@@ -30,6 +32,8 @@ pub enum CollectorError {
     NoDeadLetterTopic,
     #[error("cannot create the Kafka producer: {0}")]
     Kafka(#[source] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Keys(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -48,6 +52,9 @@ struct Shared {
     routes: HashMap<String, Route>,
     dlq: String,
     telemetry: Telemetry,
+    producers: Producers,
+    max_events: usize,
+    max_future_ms: i64,
 }
 
 /// One refused event of a batch.
@@ -76,11 +83,12 @@ pub struct Summary {
 pub async fn run(
     catalog: &Catalog,
     kafka: &crate::config::KafkaConfig,
-    listen: &str,
+    config: &CollectorConfig,
     telemetry: &Telemetry,
     shutdown: CancellationToken,
 ) -> Result<Summary, CollectorError> {
-    let (router, _) = router(catalog, kafka, telemetry)?;
+    let listen = config.listen.as_str();
+    let (router, _) = router(catalog, kafka, config, telemetry)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| CollectorError::Bind {
@@ -102,6 +110,7 @@ pub async fn run(
 pub fn router(
     catalog: &Catalog,
     kafka: &crate::config::KafkaConfig,
+    config: &CollectorConfig,
     telemetry: &Telemetry,
 ) -> Result<(Router, Vec<String>), CollectorError> {
     let mut routes = HashMap::new();
@@ -131,21 +140,42 @@ pub fn router(
         .set("linger.ms", "5")
         .create()
         .map_err(CollectorError::Kafka)?;
-    let types = routes.keys().cloned().collect();
+    let types: Vec<String> = routes.keys().cloned().collect();
+    let producers = Producers::load(&config.keys_file, &types).map_err(CollectorError::Keys)?;
+    if !producers.required() {
+        tracing::warn!("collector.keys_file is not set: anyone who reaches the collector may post events");
+    }
     let shared = Arc::new(Shared {
         producer,
         routes,
         dlq,
         telemetry: telemetry.clone(),
+        producers,
+        max_events: usize::try_from(config.max_events_per_request).unwrap_or(usize::MAX),
+        max_future_ms: i64::try_from(config.max_future_ms).unwrap_or(i64::MAX / 2),
     });
     let router = Router::new()
         .route("/v1/events", post(events))
-        .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+        ))
         .with_state(shared);
     Ok((router, types))
 }
 
-async fn events(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Reply {
+async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> Reply {
+    // Strangers are answered, never dead-lettered: they must not be able to fill the topic.
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let sender = match s.producers.authenticate(authorization) {
+        Ok(p) => p,
+        Err(reason) => {
+            count(&s, "unknown", "unauthorized");
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": reason, "retry": false }),
+            );
+        }
+    };
     let parsed: Result<JsonValue, _> = serde_json::from_slice(&body);
     let events = match parsed {
         Ok(JsonValue::Object(mut o)) => match o.remove("events") {
@@ -155,10 +185,19 @@ async fn events(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Reply 
         Ok(_) => return malformed(&s, &body, "the body must be {\"events\": [...]}").await,
         Err(e) => return malformed(&s, &body, &format!("the body is not JSON: {e}")).await,
     };
+    if events.len() > s.max_events {
+        count(&s, "unknown", "too_many_events");
+        let error = format!("{} events in one request; at most {}", events.len(), s.max_events);
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({ "error": error, "retry": false }),
+        );
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let mut rejected = Vec::new();
     let mut sends = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        match prepare(&s, event) {
+        match prepare(&s, sender, now_ms, event) {
             Ok((topic, key, payload, event_type)) => sends.push((index, topic, key, payload, event_type)),
             Err((class, reason)) => rejected.push((index, class, reason, event.to_string())),
         }
@@ -221,11 +260,22 @@ fn reply(status: StatusCode, body: &JsonValue) -> Reply {
 
 type Prepared = (String, Option<String>, Vec<u8>, String);
 
-fn prepare(s: &Shared, event: &JsonValue) -> Result<Prepared, (&'static str, String)> {
+fn prepare(
+    s: &Shared,
+    sender: Option<&Producer>,
+    now_ms: i64,
+    event: &JsonValue,
+) -> Result<Prepared, (&'static str, String)> {
     let event_type = event
         .get("type")
         .and_then(JsonValue::as_str)
         .ok_or(("missing_type", "the event has no \"type\"".to_string()))?;
+    if let Some(p) = sender.filter(|p| !p.may_send(event_type)) {
+        return Err((
+            "forbidden_event_type",
+            format!("producer {} may not send {event_type} events", p.name),
+        ));
+    }
     let route = s.routes.get(event_type).ok_or_else(|| {
         let mut known: Vec<&str> = s.routes.keys().map(String::as_str).collect();
         known.sort_unstable();
@@ -235,9 +285,45 @@ fn prepare(s: &Shared, event: &JsonValue) -> Result<Prepared, (&'static str, Str
         )
     })?;
     let value = to_avro(event, &route.version.schema).map_err(|e| ("invalid_event", e))?;
+    check_value(&value, now_ms + s.max_future_ms)?;
     let key = route.topic.key_of(&value);
     let payload = encode_with(&route.version, value).map_err(|e| ("invalid_event", e.to_string()))?;
     Ok((route.topic.name.clone(), key, payload, event_type.to_string()))
+}
+
+/// What a valid event may still not say: a time past `latest_ms`, or a linked social
+/// account that is not `<network>:<numeric id>` (the id goes into API calls and URLs).
+fn check_value(value: &apache_avro::types::Value, latest_ms: i64) -> Result<(), (&'static str, String)> {
+    use apache_avro::types::Value;
+    let Value::Record(fields) = value else { return Ok(()) };
+    for (name, v) in fields {
+        match (name.as_str(), v) {
+            ("event_time", Value::TimestampMillis(ms)) if *ms > latest_ms => {
+                return Err((
+                    "event_from_the_future",
+                    format!("event_time {ms} is later than now allows ({latest_ms})"),
+                ));
+            }
+            ("networks", Value::Array(accounts)) => {
+                for a in accounts {
+                    let Value::String(a) = a else { continue };
+                    let valid = a.split_once(':').is_some_and(|(network, id)| {
+                        matches!(network, "vk" | "instagram")
+                            && (1..=20).contains(&id.len())
+                            && id.bytes().all(|b| b.is_ascii_digit())
+                    });
+                    if !valid {
+                        return Err((
+                            "invalid_account",
+                            format!("linked account {a:?} is not vk:<id> or instagram:<id> with a numeric id"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 async fn malformed(s: &Shared, body: &[u8], reason: &str) -> Reply {

@@ -60,7 +60,8 @@ pub fn consenting(
             networks
                 .iter()
                 .find_map(|n| n.strip_prefix(&prefix).map(str::to_string))
-                .filter(|account| !account.is_empty())
+                // The id goes into API calls (`user_ids=`) and URL paths: digits only.
+                .filter(|account| !account.is_empty() && account.bytes().all(|b| b.is_ascii_digit()))
                 .map(|account| (customer, account))
         })
         .collect();

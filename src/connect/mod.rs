@@ -13,4 +13,5 @@ pub mod offsets;
 pub mod pager;
 pub mod poller;
 pub mod produce;
+pub mod producers;
 pub mod social;

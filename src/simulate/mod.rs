@@ -150,13 +150,17 @@ async fn post(url: &str, events: &[serde_json::Value]) -> Result<usize, Simulate
     let client = reqwest::Client::new();
     for chunk in events.chunks(500) {
         let body = serde_json::json!({ "events": chunk }).to_string();
-        let answer = client
+        let mut request = client
             .post(format!("{}/v1/events", url.trim_end_matches('/')))
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| refused(e.to_string()))?;
+            .body(body);
+        // A collector with producer keys wants the simulated site's.
+        if let Ok(key) = std::env::var("HOFFREC_COLLECTOR_KEY")
+            && !key.is_empty()
+        {
+            request = request.bearer_auth(key);
+        }
+        let answer = request.send().await.map_err(|e| refused(e.to_string()))?;
         let status = answer.status();
         let text = answer.text().await.map_err(|e| refused(e.to_string()))?;
         let rejected = serde_json::from_str::<serde_json::Value>(&text)
