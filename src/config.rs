@@ -121,6 +121,9 @@ pub struct HttpConfig {
     pub listen: String,
     /// Other stages' `/metrics` URLs the dashboard adds to this process's own metrics.
     pub scrape_urls: Vec<String>,
+    /// When set, the dashboard's JSON API (customer data) answers only requests with
+    /// `Authorization: Bearer <token>`; the page passes `#token=...` from its address.
+    pub dashboard_token: Secret,
 }
 
 /// The site's event collector (`POST /v1/events`).

@@ -84,6 +84,17 @@ async fn serve(api: Shared) -> String {
     serve_router(Router::new().route("/v2/orders", get(orders)).with_state(api)).await
 }
 
+/// The order API serving `orders` to the token `s3cret`, and its address.
+async fn order_api(orders: Vec<Json>) -> (Shared, String) {
+    let api: Shared = Arc::new(Mutex::new(Api {
+        orders,
+        token: "s3cret".into(),
+        ..Default::default()
+    }));
+    let base = serve(api.clone()).await;
+    (api, base)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor() {
     let lab = Lab::new(1).await;
@@ -208,16 +219,12 @@ async fn a_future_dated_item_does_not_poison_the_cursor_and_the_lookback_finds_l
     let with_lookback = r#"incremental = { param = "updatedFrom", field = "updatedAt", lookback_ms = 3600000 }"#;
     std::fs::write(&file, text.replace(declared, with_lookback)).unwrap();
     lab.apply_catalog().await;
-    let api: Shared = Arc::new(Mutex::new(Api {
-        orders: vec![
-            order(1, "2026-03-01T10:00:00", "PAID"),
-            order(2, "2099-01-01T00:00:00", "PAID"),
-            order(3, "2026-03-01T12:00:00", "PAID"),
-        ],
-        token: "s3cret".into(),
-        ..Default::default()
-    }));
-    let base = serve(api.clone()).await;
+    let (api, base) = order_api(vec![
+        order(1, "2026-03-01T10:00:00", "PAID"),
+        order(2, "2099-01-01T00:00:00", "PAID"),
+        order(3, "2026-03-01T12:00:00", "PAID"),
+    ])
+    .await;
     let env = [
         ("HOFFREC_ORDERS_API", base.as_str()),
         ("HOFFREC_ORDERS_TOKEN", "s3cret"),
@@ -266,15 +273,11 @@ async fn a_source_without_its_token_does_not_stop_the_others() {
     let orders = lab.add_topic("raw.store.order.toml", "order");
     let partner = lab.add_topic("raw.partner.uyutdom.order.toml", "partner_order");
     lab.apply_catalog().await;
-    let api: Shared = Arc::new(Mutex::new(Api {
-        orders: vec![
-            order(1, "2026-03-01T10:00:00", "PAID"),
-            order(2, "2026-03-01T11:00:00", "PAID"),
-        ],
-        token: "s3cret".into(),
-        ..Default::default()
-    }));
-    let base = serve(api.clone()).await;
+    let (_api, base) = order_api(vec![
+        order(1, "2026-03-01T10:00:00", "PAID"),
+        order(2, "2026-03-01T11:00:00", "PAID"),
+    ])
+    .await;
     let env = [
         ("HOFFREC_ORDERS_API", base.as_str()),
         ("HOFFREC_ORDERS_TOKEN", "s3cret"),

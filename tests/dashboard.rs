@@ -140,3 +140,39 @@ async fn the_dashboard_shows_the_pipeline_a_customer_and_the_models_in_a_browser
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with('{')), "no summary: {stdout}");
 }
+
+/// With `http.dashboard_token` set, the JSON API (customer data) answers only the token;
+/// the static page and `/metrics` stay as they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_api_needs_its_token_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = common::free_addr();
+    let _dashboard = Running(Some(
+        Command::new(env!("CARGO_BIN_EXE_hoffrec"))
+            .current_dir(common::repo())
+            .args(["--lake", dir.path().to_str().unwrap(), "dashboard", "--http", &addr])
+            .env("HOFFREC__HTTP__DASHBOARD_TOKEN", "let-me-in")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let status = |path: &'static str, token: Option<&'static str>| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let mut request = http.get(format!("{base}{path}"));
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            request.send().await.ok().map(|r| r.status().as_u16())
+        }
+    };
+    common::poll_until("the dashboard to answer", Duration::from_secs(60), || status("/", None)).await;
+    assert_eq!(status("/api/models", None).await, Some(401));
+    assert_eq!(status("/api/models", Some("guess")).await, Some(401));
+    assert_eq!(status("/api/models", Some("let-me-in")).await, Some(200));
+    assert_eq!(status("/", None).await, Some(200));
+    assert_eq!(status("/metrics", None).await, Some(200));
+}

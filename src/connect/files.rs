@@ -50,9 +50,10 @@ fn decode(bytes: &[u8], label: Option<&str>) -> Result<String, FileError> {
 fn xml_encoding(bytes: &[u8]) -> Option<String> {
     let head = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
     let decl = head.strip_prefix("<?xml")?.split("?>").next()?.to_string();
-    let at = decl.find("encoding=")? + "encoding=".len();
-    let quote = decl[at..].chars().next()?;
-    decl[at + 1..].split(quote).next().map(str::to_string)
+    let value = &decl[decl.find("encoding=")? + "encoding=".len()..];
+    // The quote may be any character in a broken file (the fuzz suite found a multi-byte one).
+    let quote = value.chars().next()?;
+    value[quote.len_utf8()..].split(quote).next().map(str::to_string)
 }
 
 fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
@@ -269,6 +270,14 @@ mod tests {
   <oldprice>52990</oldprice><currencyId>RUB</currencyId><categoryId>11</categoryId>
   <param name="Цвет">серый</param><param name="Ширина" unit="см">240</param></offer>
   <offer id="2" available="false"><name>Петля</name><price>10</price><categoryId>7</categoryId></offer></offers></shop></yml_catalog>"#;
+
+    #[test]
+    fn an_xml_declaration_quoted_oddly_does_not_panic() {
+        // Found by tests/fuzz.rs: a multi-byte character where the quote should be.
+        let decl = "<?xml version=\"1.0\" encoding=\u{fffd}UTF-8\u{fffd}?><a/>";
+        assert_eq!(xml_encoding(decl.as_bytes()).as_deref(), Some("UTF-8"));
+        assert_eq!(xml_encoding(b"<?xml encoding=").as_deref(), None);
+    }
 
     #[test]
     fn yml_in_windows_1251_gives_offers_with_category_paths() {

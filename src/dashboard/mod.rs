@@ -54,6 +54,8 @@ pub struct Dashboard {
     scrape_urls: Vec<String>,
     http: reqwest::Client,
     rates: Mutex<pipeline::Rates>,
+    /// `http.dashboard_token`, if set.
+    token: Option<String>,
 }
 
 /// One line of the customer search.
@@ -108,6 +110,34 @@ struct Search {
 
 const PAGE: &str = include_str!("page.html");
 
+/// With `http.dashboard_token` set, the API answers only that bearer token.
+async fn bearer(
+    State(token): State<Arc<Option<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = token.as_deref() else {
+        return next.run(request).await;
+    };
+    let sent = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compared in constant time, so the answer's timing says nothing about the token.
+    let same = sent.len() == token.len() && sent.bytes().zip(token.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+    if same {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"error": "the dashboard API needs its token"})),
+        )
+            .into_response()
+    }
+}
+
 impl Dashboard {
     pub fn load(config: &Config, telemetry: &Telemetry) -> Result<Self, DashboardError> {
         let mart_files = crate::mart::Marts::load(config).map_err(|e| DashboardError::Config(e.to_string()))?;
@@ -122,17 +152,25 @@ impl Dashboard {
             scrape_urls: config.http.scrape_urls.clone(),
             http,
             rates: Mutex::new(pipeline::Rates::default()),
+            token: config
+                .http
+                .dashboard_token
+                .is_set()
+                .then(|| config.http.dashboard_token.expose().to_string()),
         })
     }
 
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/", get(|| async { Html(PAGE) }))
+        let token = Arc::new(self.token.clone());
+        let api = Router::new()
             .route("/api/pipeline", get(api_pipeline))
             .route("/api/customers", get(api_customers))
             .route("/api/customer/{id}", get(api_customer))
             .route("/api/models", get(api_models))
-            .with_state(Arc::new(self))
+            .route_layer(axum::middleware::from_fn_with_state(token, bearer))
+            .with_state(Arc::new(self));
+        // The page itself is static and holds no data.
+        Router::new().route("/", get(|| async { Html(PAGE) })).merge(api)
     }
 
     pub async fn health(&self) -> pipeline::Health {
