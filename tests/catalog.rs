@@ -105,6 +105,13 @@ fn broken_catalog_lists_every_problem() {
         "partitions = 6\nreplicas = 3",
     );
 
+    // 7. A commit interval a transaction cannot hold.
+    edit(
+        "raw.partner.stroydom.order.toml",
+        "interval_ms = 300000",
+        "interval_ms = 300000\ncommit_interval_ms = 600000",
+    );
+
     let err = Catalog::load(&topics, &schemas).unwrap_err();
     let CatalogError::Invalid(problems) = &err;
     let text = err.to_string();
@@ -118,6 +125,10 @@ fn broken_catalog_lists_every_problem() {
         ("raw.site.cart_add.toml", "key field 'quantity' is not a string"),
         ("search_v2.avsc", "not a valid Avro schema"),
         ("raw.site.rec_click.toml", "unknown field `replicas`"),
+        (
+            "raw.partner.stroydom.order.toml",
+            "commit_interval_ms (600000) must be at most half of transaction_timeout_ms (900000)",
+        ),
     ];
     for (file, message) in expect {
         assert!(
@@ -136,7 +147,7 @@ fn broken_catalog_lists_every_problem() {
     let out = hoffrec(&["topics", "validate"], &topics, &schemas);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("6 problem(s)"), "{stderr}");
+    assert!(stderr.contains("7 problem(s)"), "{stderr}");
     for (file, message) in expect {
         assert!(
             stderr.contains(file) && stderr.contains(message),

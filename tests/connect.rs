@@ -15,6 +15,7 @@ use hoffrec::codec::SchemaSet;
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Default)]
 struct Api {
@@ -26,6 +27,10 @@ struct Api {
     token: String,
     /// A page token whose request hangs, to kill the connector in the middle of a pass.
     stall: Option<String>,
+    /// How long every answer takes, for passes longer than a transaction may stay open.
+    delay_ms: u64,
+    /// With `stall`: the stalled request answers after this long, once, instead of hanging.
+    stall_once_ms: u64,
 }
 
 type Shared = Arc<Mutex<Api>>;
@@ -35,10 +40,20 @@ async fn orders(State(api): State<Shared>, headers: HeaderMap, RawQuery(raw): Ra
     let q: HashMap<String, String> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
+    let delay = api.lock().unwrap().delay_ms;
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     let stalled = api.lock().unwrap().stall.clone();
     if stalled.is_some() && q.get("pageToken") == stalled.as_ref() {
-        api.lock().unwrap().seen.push(q.clone());
-        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+        let once_ms = {
+            let mut api = api.lock().unwrap();
+            api.seen.push(q.clone());
+            if api.stall_once_ms > 0 {
+                api.stall = None;
+            }
+            api.stall_once_ms
+        };
+        let ms = if once_ms > 0 { once_ms } else { 120_000 };
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let mut api = api.lock().unwrap();
     api.seen.push(q.clone());
@@ -287,6 +302,98 @@ async fn a_source_without_its_token_does_not_stop_the_others() {
     assert!(!ok, "a source that cannot start fails --once");
     assert!(err.contains(&partner) && err.contains("HOFFREC_UYUTDOM_TOKEN"), "{err}");
     assert_eq!(lab.read_topic(&orders).len(), 2, "the orders source still ran: {err}");
+}
+
+/// A pass that takes longer than its Kafka transaction may stay open (a backfill) makes
+/// its records visible in commits along the way and completes; with items in ascending
+/// order the cursor moves with each commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_longer_than_its_transaction_commits_along_the_way() {
+    let lab = Lab::new(1).await;
+    let topic = lab.add_topic("raw.store.order.toml", "order");
+    let file = lab.topics_dir.join(format!("{topic}.toml"));
+    let declared = r#"incremental = { param = "updatedFrom", field = "updatedAt" }"#;
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(declared));
+    let chunked = "incremental = { param = \"updatedFrom\", field = \"updatedAt\", ascending = true }\n\
+                   commit_interval_ms = 1000\ntransaction_timeout_ms = 5000";
+    std::fs::write(&file, text.replace(declared, chunked)).unwrap();
+    lab.apply_catalog().await;
+    // 20 pages of two orders, 900 ms each: 18 s, past the 5 s transaction timeout and
+    // the broker's 10 s sweep for timed-out transactions.
+    let (api, base) = order_api(
+        (1..=40)
+            .map(|i| order(i, &format!("2026-03-01T10:{i:02}:00"), "PAID"))
+            .collect(),
+    )
+    .await;
+    api.lock().unwrap().delay_ms = 900;
+    let env = [
+        ("HOFFREC_ORDERS_API", base.as_str()),
+        ("HOFFREC_ORDERS_TOKEN", "s3cret"),
+    ];
+    let (ok, out, err) = lab.command_with_env(&["connect", "--once", "--source", &topic], &env);
+    assert!(ok, "{err}");
+    let pass = serde_json::from_str::<Json>(&out).unwrap()["passes"][0].clone();
+    assert_eq!(pass["records"], 40, "{pass}");
+    assert!(pass["commits"].as_u64() >= Some(5), "{pass}");
+    assert_eq!(pass["cursor"], "2026-03-01T10:40:00", "{pass}");
+    assert_eq!(lab.read_topic(&topic).len(), 40);
+}
+
+/// A page slower than the transaction may stay open: the broker aborts the transaction and
+/// fences the source's producer, so the pass fails; the source opens again with a new
+/// producer, and its next pass delivers every order once, without a restart of `connect`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fenced_source_opens_again_and_delivers_everything_once() {
+    let lab = Lab::new(1).await;
+    let topic = lab.add_topic("raw.store.order.toml", "order");
+    let file = lab.topics_dir.join(format!("{topic}.toml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("interval_ms = 60000\n"));
+    let fast = "interval_ms = 500\ntimeout_ms = 30000\ncommit_interval_ms = 2000\ntransaction_timeout_ms = 5000\n";
+    std::fs::write(&file, text.replace("interval_ms = 60000\n", fast)).unwrap();
+    lab.apply_catalog().await;
+    let (api, base) = order_api(
+        (1..=6)
+            .map(|i| order(i, &format!("2026-03-01T10:{i:02}:00"), "PAID"))
+            .collect(),
+    )
+    .await;
+    // The second page answers after 16 s, once: past the 5 s timeout and the broker's
+    // 10 s sweep, with the first page's records already in the open transaction.
+    {
+        let mut api = api.lock().unwrap();
+        api.stall = Some("2".into());
+        api.stall_once_ms = 16_000;
+    }
+    let env = [
+        ("HOFFREC_ORDERS_API", base.as_str()),
+        ("HOFFREC_ORDERS_TOKEN", "s3cret"),
+    ];
+    let mut connect = lab.hoffrec(&["connect", "--source", &topic], &env);
+    let schemas = SchemaSet::load_strict(&lab.schemas_dir).unwrap();
+    let distinct = || {
+        lab.read_topic(&topic)
+            .iter()
+            .map(|(v, _)| format!("{:?}", field(&schemas.decode(v, "order").unwrap(), "event_id")))
+            .collect::<std::collections::HashSet<String>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while distinct().len() < 6 {
+        let log = common::lab::tail(&connect.log);
+        assert!(std::time::Instant::now() < deadline, "not every order arrived: {log}");
+        assert!(connect.exited().is_none(), "connect keeps running: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    connect.stop();
+    let log = std::fs::read_to_string(&connect.log).unwrap();
+    assert!(log.contains("opening the source again"), "{log}");
+    // Later passes send the cursor back and the inclusive API repeats its last order,
+    // which ingest drops by event id; nothing else appears twice.
+    let (records, ids) = (lab.read_topic(&topic).len(), distinct().len());
+    assert_eq!(ids, 6);
+    assert!(records - ids < records / 2, "{records} records for {ids} orders");
 }
 
 /// Killed after producing the first page of a pass, the connector's records stay invisible

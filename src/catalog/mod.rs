@@ -308,6 +308,17 @@ fn check_topics(
             if source.http.is_some() && source.kind != SourceKind::HttpPoll {
                 problem("[source.http] belongs to sources of kind http_poll".into());
             }
+            if let Some(http) = source
+                .http
+                .as_ref()
+                .filter(|h| h.commit_interval_ms * 2 > h.transaction_timeout_ms)
+            {
+                problem(format!(
+                    "[source.http] commit_interval_ms ({}) must be at most half of transaction_timeout_ms ({}): \
+                     a commit interval plus the slowest page must fit in one transaction",
+                    http.commit_interval_ms, http.transaction_timeout_ms
+                ));
+            }
             if source.http.is_some() && source.mapping.is_empty() {
                 problem("an http_poll source needs a [source.mapping] onto its schema".into());
             }

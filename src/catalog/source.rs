@@ -46,6 +46,14 @@ pub struct HttpSpec {
     /// A pass that pages further stops (an API paging in circles, or without end).
     #[serde(default = "default_max_pages_per_pass")]
     pub max_pages_per_pass: u64,
+    /// A pass's records become visible in commits at least this often, so a long pass (a
+    /// backfill) never outlives its Kafka transaction.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// How long the broker lets one transaction stay open (`transaction.timeout.ms`): a
+    /// commit interval plus the slowest page with its retries must fit in it.
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
     /// When the API reports heavy usage (Graph `X-App-Usage` >= 90 %), wait this long.
     #[serde(default = "default_usage_pause_ms")]
     pub usage_pause_ms: u64,
@@ -114,6 +122,12 @@ fn default_max_response_bytes() -> u64 {
 fn default_max_pages_per_pass() -> u64 {
     100_000
 }
+fn default_commit_interval_ms() -> u64 {
+    60_000
+}
+fn default_transaction_timeout_ms() -> u64 {
+    900_000
+}
 fn default_usage_pause_ms() -> u64 {
     60_000
 }
@@ -178,6 +192,11 @@ pub struct Incremental {
     /// event id and ingest drops them.
     #[serde(default)]
     pub lookback_ms: u64,
+    /// The API returns items in ascending `field` order (an `updatedFrom` filter sorted by
+    /// update time): a commit in the middle of a pass may then carry the cursor, so a
+    /// restart resumes there instead of redoing the pass.
+    #[serde(default)]
+    pub ascending: bool,
 }
 
 fn default_max_future_ms() -> u64 {

@@ -193,6 +193,8 @@ mod tests {
             backoff_ms: 10,
             max_response_bytes: 1 << 20,
             max_pages_per_pass: 100,
+            commit_interval_ms: 60_000,
+            transaction_timeout_ms: 900_000,
             usage_pause_ms: 10,
             incremental: None,
             per_customer: None,

@@ -56,8 +56,11 @@ pub struct PassSummary {
     pub stopped: Option<String>,
     /// Items dated beyond now + `max_future_ms`: produced, but left out of the cursor.
     pub future_items: u64,
-    /// Why the pass failed (nothing of it became visible) or the source could not start.
+    /// Why the pass failed (what it had not committed yet stays invisible) or the source
+    /// could not start.
     pub failed: Option<String>,
+    /// Commits made in the middle of the pass (`commit_interval_ms`).
+    pub commits: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -157,17 +160,17 @@ pub async fn run(
 async fn source_loop(
     shared: &Shared<'_>,
     topic: &Topic,
-    cursor: Option<String>,
+    mut cursor: Option<String>,
     once: bool,
     shutdown: CancellationToken,
 ) -> Vec<PassSummary> {
     let mut passes = Vec::new();
     loop {
         match open(topic, shared) {
-            Ok(source) => {
-                passes.extend(poll_loop(shared, &source, cursor, once, shutdown).await);
-                return passes;
-            }
+            Ok(source) => match poll_loop(shared, &source, &mut cursor, once, &shutdown, &mut passes).await {
+                Next::Stop => return passes,
+                Next::Reopen => continue,
+            },
             Err(problem) => {
                 warn!(%problem, "source cannot start; trying again after its interval");
                 passes.push(PassSummary {
@@ -254,7 +257,9 @@ fn open(topic: &Topic, shared: &Shared<'_>) -> Result<Source, String> {
     let fetcher = Fetcher::new(&spec, token).map_err(|e| format!("HTTP client: {e}"))?;
     let producer: FutureProducer = crate::kafka::client_config(&shared.kafka)
         .set("transactional.id", format!("hoffrec-connect-{}", topic.name))
-        .set("transaction.timeout.ms", "900000")
+        .set("transaction.timeout.ms", spec.transaction_timeout_ms.to_string())
+        // librdkafka refuses a socket timeout beyond the transaction's (default 60 s).
+        .set("socket.timeout.ms", spec.transaction_timeout_ms.min(60_000).to_string())
         .create()
         .map_err(|e| format!("kafka producer: {e}"))?;
     tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT)).map_err(|e| format!("kafka: {e}"))?;
@@ -292,18 +297,26 @@ pub(super) fn expand(template: &str) -> String {
     out
 }
 
+/// What a source does when its poll loop ends.
+enum Next {
+    Stop,
+    /// The producer hit a fatal error (fenced after its transaction timed out, or by
+    /// another instance): open the source again, whose new producer fences the old one.
+    Reopen,
+}
+
 async fn poll_loop(
     shared: &Shared<'_>,
     source: &Source,
-    mut cursor: Option<String>,
+    cursor: &mut Option<String>,
     once: bool,
-    shutdown: CancellationToken,
-) -> Vec<PassSummary> {
+    shutdown: &CancellationToken,
+    passes: &mut Vec<PassSummary>,
+) -> Next {
     let labels = vec![("source", source.topic.name.clone())];
-    let mut passes = Vec::new();
     loop {
         let outcome = match tokio::task::block_in_place(|| source.producer.begin_transaction()) {
-            Ok(()) => pass(shared, source, cursor.clone()).await,
+            Ok(()) => pass(shared, source, cursor).await,
             Err(e) => Err(e.into()),
         };
         let outcome = outcome.and_then(|p| {
@@ -341,7 +354,7 @@ async fn poll_loop(
             Ok(mut p) => {
                 (p.requests, p.retries) = (requests, retries);
                 info!(pages = p.pages, records = p.records, dead = p.dead_letters, stopped = ?p.stopped, "pass done");
-                cursor = p.cursor.clone();
+                cursor.clone_from(&p.cursor);
                 passes.push(p);
             }
             Err(e) => {
@@ -357,16 +370,27 @@ async fn poll_loop(
             }
         }
         if once {
-            return passes;
+            return Next::Stop;
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return passes,
+            _ = shutdown.cancelled() => return Next::Stop,
             _ = tokio::time::sleep(Duration::from_millis(source.spec.interval_ms)) => {}
+        }
+        if let Some((code, reason)) = source.producer.client().fatal_error() {
+            warn!(?code, %reason, "the source's producer is unusable; opening the source again");
+            return Next::Reopen;
         }
     }
 }
 
-async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> Result<PassSummary, ConnectError> {
+/// One pass from `committed`, which a commit in the middle of the pass moves along, so a
+/// pass that fails later resumes from there.
+async fn pass(
+    shared: &Shared<'_>,
+    source: &Source,
+    committed: &mut Option<String>,
+) -> Result<PassSummary, ConnectError> {
+    let cursor = committed.clone();
     if let Some(per) = &source.spec.per_customer {
         return super::social::pass(shared, source, per).await;
     }
@@ -391,6 +415,8 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
     let mut pager = Pager::new(&source.fetcher, &spec.paging, &spec.items, first);
     let mut best = cursor.clone();
     let mut complete = true;
+    let commit_every = Duration::from_millis(spec.commit_interval_ms);
+    let mut opened = std::time::Instant::now();
     loop {
         let items = match pager.next().await {
             Ok(Some(items)) => items,
@@ -427,6 +453,32 @@ async fn pass(shared: &Shared<'_>, source: &Source, cursor: Option<String>) -> R
             }
         }
         summary.records += produce_items(shared, source, &items, &mut summary.dead_letters).await?;
+        if opened.elapsed() >= commit_every {
+            // A long pass makes what it has visible well inside its transaction's timeout.
+            // With items in ascending cursor order the cursor goes along, so a restart
+            // resumes here; otherwise it redoes the pass and ingest drops the repeats.
+            let moved = best
+                .as_ref()
+                .filter(|b| spec.incremental.as_ref().is_some_and(|i| i.ascending) && committed.as_ref() != Some(*b));
+            if let Some(b) = moved {
+                offsets::save(
+                    &source.producer,
+                    &shared.offsets,
+                    shared.schemas,
+                    &source.topic.name,
+                    "default",
+                    b,
+                )
+                .await?;
+            }
+            source.checkpoint()?;
+            if let Some(b) = moved {
+                *committed = Some(b.clone());
+                summary.cursor = Some(b.clone());
+            }
+            summary.commits += 1;
+            opened = std::time::Instant::now();
+        }
     }
     if summary.future_items > 0 {
         warn!(
