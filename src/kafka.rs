@@ -24,3 +24,45 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     }
     cfg
 }
+
+/// Whether a client error means the stage cannot go on (credentials refused, a fatal
+/// client state). The rest (brokers down or restarting, a coordinator moving, timeouts)
+/// librdkafka recovers from by itself, so the stage waits and reads on.
+pub fn error_is_fatal(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::Fatal
+                | C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidConfig
+                | C::UnsupportedFeature
+        )
+    )
+}
+
+/// Consumer errors during a broker outage, logged now and then: librdkafka queues one per
+/// failed connection attempt, hundreds in a minute-long restart.
+#[derive(Default)]
+pub struct Outage {
+    last_logged: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl Outage {
+    pub fn note(&mut self, e: &rdkafka::error::KafkaError, what: &str) {
+        self.since += 1;
+        if self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10))
+        {
+            tracing::warn!(error = %e, errors = self.since, "{what}");
+            self.last_logged = Some(std::time::Instant::now());
+            self.since = 0;
+        }
+    }
+}

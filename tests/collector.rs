@@ -182,9 +182,11 @@ async fn only_known_producers_post_and_only_what_they_may() {
     std::fs::write(
         &keys,
         format!(
-            "[producers.site]\nkey_sha256 = \"{}\"\nevents = [\"product_view\"]\n\n[producers.app]\nkey_sha256 = \"{}\"\nevents = [\"*\"]\n",
+            "[producers.site]\nkey_sha256 = \"{}\"\nevents = [\"product_view\"]\n\n[producers.app]\nkey_sha256 = \"{}\"\nevents = [\"*\"]\n\n\
+             [producers.partner]\nkey_sha256 = \"{}\"\nevents = [\"product_view\"]\nmax_events_per_s = 0.2\nburst_events = 5\n",
             hash("site-key"),
-            hash("app-key")
+            hash("app-key"),
+            hash("partner-key")
         ),
     )
     .unwrap();
@@ -254,5 +256,19 @@ async fn only_known_producers_post_and_only_what_they_may() {
     let on = |t: &str, partitions| lab.end_offsets(t, partitions).iter().sum::<i64>();
     assert_eq!((on(&lab.raw, 1), on(&consent, 6)), (1, 1));
     assert_eq!(on(&lab.dlq, 3), 4, "{}", tail(&collector.log));
+
+    // A rate-limited producer gets its burst, then 429 with a retry hint, nothing dead-
+    // lettered; the others are not slowed by it.
+    let (status, answer) = post_as(&addr, &body(vec![view.clone(); 5]), Some("partner-key")).unwrap();
+    assert_eq!((status, &answer["accepted"]), (200, &json!(5)), "{answer}");
+    let (status, answer) = post_as(&addr, &body(vec![view.clone()]), Some("partner-key")).unwrap();
+    assert_eq!((status, &answer["retry"]), (429, &json!(true)), "{answer}");
+    assert!(
+        answer["retry_after_s"].as_u64().is_some_and(|s| (1..=6).contains(&s)),
+        "{answer}"
+    );
+    let (status, answer) = post_as(&addr, &body(vec![view.clone(); 5]), Some("app-key")).unwrap();
+    assert_eq!((status, &answer["accepted"]), (200, &json!(5)), "{answer}");
+    assert_eq!((on(&lab.raw, 1), on(&lab.dlq, 3)), (11, 4));
     assert!(collector.stop());
 }

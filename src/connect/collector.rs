@@ -141,7 +141,8 @@ pub fn router(
         .create()
         .map_err(CollectorError::Kafka)?;
     let types: Vec<String> = routes.keys().cloned().collect();
-    let producers = Producers::load(&config.keys_file, &types).map_err(CollectorError::Keys)?;
+    let producers =
+        Producers::load(&config.keys_file, &types, config.max_events_per_request).map_err(CollectorError::Keys)?;
     if !producers.required() {
         tracing::warn!("collector.keys_file is not set: anyone who reaches the collector may post events");
     }
@@ -192,6 +193,17 @@ async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum::bo
             StatusCode::PAYLOAD_TOO_LARGE,
             &serde_json::json!({ "error": error, "retry": false }),
         );
+    }
+    if let Some(Err(wait)) = sender.map(|p| p.admit(events.len())) {
+        count(&s, "unknown", "rate_limited");
+        let seconds = wait.as_secs() + 1;
+        let error = format!("over this producer's max_events_per_s; retry after {seconds} s");
+        let mut answer = reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({ "error": error, "retry": true, "retry_after_s": seconds }),
+        );
+        answer.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        return answer;
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut rejected = Vec::new();
@@ -252,10 +264,11 @@ async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum::bo
     reply(StatusCode::OK, &serde_json::to_value(answer).unwrap_or_default())
 }
 
-type Reply = (StatusCode, [(header::HeaderName, &'static str); 1], String);
+type Reply = axum::response::Response;
 
 fn reply(status: StatusCode, body: &JsonValue) -> Reply {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+    use axum::response::IntoResponse;
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 type Prepared = (String, Option<String>, Vec<u8>, String);

@@ -7,7 +7,7 @@ use arrow::datatypes::{Date32Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use delta_kernel::expressions::Scalar;
 use deltalake::errors::DeltaTableError;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
@@ -430,22 +430,21 @@ pub struct Staged {
 }
 
 fn classify(table: &str, source: DeltaTableError) -> TableError {
-    let transient = matches!(
-        &source,
-        DeltaTableError::ObjectStore { .. }
-            | DeltaTableError::Io { .. }
-            | DeltaTableError::VersionAlreadyExists(_)
-            // Where delta-rs reports the unexpected, a panicked task among them: nothing says
-            // the rows are at fault, and a retried commit is safe (it finds its own offsets).
-            | DeltaTableError::Generic(_)
-            | DeltaTableError::GenericError { .. }
-            | DeltaTableError::Transaction {
-                source: TransactionError::CommitConflict(_)
-                    | TransactionError::VersionAlreadyExists(_)
-                    | TransactionError::ObjectStore { .. }
-                    | TransactionError::MaxCommitAttempts(_)
-            }
-    );
+    // Only what says the rows themselves are at fault rejects them (to the dead-letter
+    // topic). Everything else, storage above all (a NameNode in safe mode, a DataNode
+    // restarting: delta-rs reports these as kernel, object store, I/O or "generic" errors),
+    // is retried: a retried commit is safe, it finds its own offsets.
+    let rows_at_fault = match &source {
+        DeltaTableError::Arrow { .. }
+        | DeltaTableError::InvalidData { .. }
+        | DeltaTableError::SchemaMismatch { .. }
+        | DeltaTableError::PartitionError { .. }
+        | DeltaTableError::CommitValidation { .. }
+        | DeltaTableError::InvalidDateTimeString { .. } => true,
+        DeltaTableError::Parquet { source } => !matches!(source, deltalake::parquet::errors::ParquetError::External(_)),
+        _ => false,
+    };
+    let transient = !rows_at_fault;
     if transient {
         TableError::Transient {
             table: table.to_string(),

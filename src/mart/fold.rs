@@ -51,7 +51,32 @@ impl FoldError {
     /// Worth retrying on the next trigger (the lake was busy or unreachable), as opposed
     /// to a mistake in the SQL that needs a person.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Table(TableError::Delta { .. }) | Self::Write { .. })
+        match self {
+            Self::Table(TableError::Delta { .. }) | Self::Write { .. } => true,
+            // A query fails on storage too (a DataNode or NameNode restarting), not only on
+            // a mistake in the SQL.
+            Self::Sql { source, .. } => storage_trouble(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a query failed reading the lake rather than on its own terms.
+fn storage_trouble(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as E;
+    match e {
+        E::ObjectStore(_) | E::IoError(_) => true,
+        E::Context(_, inner) | E::Diagnostic(_, inner) => storage_trouble(inner),
+        E::Shared(inner) => storage_trouble(inner),
+        E::External(inner) => {
+            inner.downcast_ref::<E>().is_some_and(storage_trouble)
+                || inner.is::<object_store::Error>()
+                || inner.is::<std::io::Error>()
+                || inner.is::<deltalake::errors::DeltaTableError>()
+        }
+        // The Parquet reader reports object store trouble as its own error.
+        E::ParquetError(p) => matches!(**p, datafusion::parquet::errors::ParquetError::External(_)),
+        _ => false,
     }
 }
 

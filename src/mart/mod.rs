@@ -113,6 +113,9 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     // Fold at start: commits that arrived while the stage was down are in the tables.
     let mut due = Some(Instant::now());
     let mut upkeep = Upkeep::default();
+    // Set when announcing failed after a commit: the lake says what is still unannounced.
+    let mut unannounced = false;
+    let mut outage = crate::kafka::Outage::default();
     loop {
         let wait = match due {
             Some(at) => at.saturating_duration_since(Instant::now()),
@@ -121,14 +124,33 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
         tokio::select! {
             _ = shutdown.cancelled() => break,
             message = consumer.recv() => {
-                message?;
-                // A burst of commits from many ingest workers becomes one fold.
-                due.get_or_insert_with(|| Instant::now() + debounce);
+                match message {
+                    // A burst of commits from many ingest workers becomes one fold.
+                    Ok(_) => { due.get_or_insert_with(|| Instant::now() + debounce); }
+                    Err(e) if crate::kafka::error_is_fatal(&e) => return Err(e.into()),
+                    // The broker is away (restarting); librdkafka reconnects and the commits
+                    // made meanwhile arrive after. Its queue holds an error per failed
+                    // attempt, so they are drained at once and logged now and then.
+                    Err(e) => outage.note(&e, "reading lake commits failed; librdkafka retries"),
+                }
                 continue;
             }
             _ = tokio::time::sleep(wait) => {}
         }
         due = None;
+        if unannounced {
+            match announcer.recover(&marts.lake).await {
+                Ok(n) => {
+                    tracing::info!(customers = n, "announced what a failed announcement left out");
+                    unannounced = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "announcing is still failing; retrying");
+                    due = Some(Instant::now() + debounce.max(Duration::from_secs(1)));
+                    continue;
+                }
+            }
+        }
         match fold_and_announce(&marts, &announcer, telemetry, &mut summary).await {
             Ok(()) => {
                 // Offsets only tell lag tools how far the trigger was read.
@@ -139,6 +161,14 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
                 tracing::warn!(error = %e, "fold failed; retrying on the next trigger");
                 summary.failed_folds += 1;
                 telemetry.mart.folds.get_or_create(&outcome("failed")).inc();
+                due = Some(Instant::now() + debounce.max(Duration::from_secs(1)));
+            }
+            Err(MartError::Kafka(e)) if !crate::kafka::error_is_fatal(&e) => {
+                // A portrait commit may have landed unannounced: recover before folding on.
+                tracing::warn!(error = %e, "announcing changes failed; recovering from the lake next");
+                summary.failed_folds += 1;
+                telemetry.mart.folds.get_or_create(&outcome("failed")).inc();
+                unannounced = true;
                 due = Some(Instant::now() + debounce.max(Duration::from_secs(1)));
             }
             Err(e) => return Err(e),

@@ -48,6 +48,17 @@ pub enum RecommendError {
     Encode(#[from] crate::codec::CodecError),
 }
 
+impl RecommendError {
+    /// Worth ranking the batch again: the lake or the broker was away.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Data(_) | Self::Store(_) => true,
+            Self::Kafka(e) => !crate::kafka::error_is_fatal(e),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
     pub batches: u64,
@@ -174,9 +185,9 @@ pub async fn run(
         ..Default::default()
     };
     let mut checked = Instant::now();
+    let mut outage = crate::kafka::Outage::default();
     let batch = Duration::from_millis(config.recommend.batch_ms);
     telemetry.set_ready(true);
-    let schemas = &r.catalog.schemas;
     while !shutdown.is_cancelled() {
         // One micro-batch: the first change opens it, `batch_ms` closes it.
         let mut customers = BTreeSet::new();
@@ -186,22 +197,30 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = &mut deadline, if !customers.is_empty() => break,
-                m = consumer.recv() => {
-                    let m = m?;
-                    if let Some(key) = m.key() {
-                        customers.insert(String::from_utf8_lossy(key).into_owned());
+                m = consumer.recv() => match m {
+                    Ok(m) => {
+                        if let Some(key) = m.key() {
+                            customers.insert(String::from_utf8_lossy(key).into_owned());
+                        }
                     }
+                    Err(e) if crate::kafka::error_is_fatal(&e) => return Err(e.into()),
+                    // The broker is away (restarting); librdkafka reconnects.
+                    Err(e) => outage.note(&e, "reading mart changes failed; librdkafka retries"),
                 }
             }
         }
         if checked.elapsed() >= Duration::from_millis(config.recommend.model_check_ms) {
             checked = Instant::now();
-            if let Some(newer) = store::current(&r.lake).await?.filter(|m| m.version != model.version) {
-                tracing::info!(from = %model.version, to = %newer.version, "model swapped");
-                model = newer;
-                summary.model_swaps += 1;
-                telemetry.recommend.model_swaps.inc();
-                summary.model_version = model.version.clone();
+            match store::current(&r.lake).await {
+                Ok(Some(newer)) if newer.version != model.version => {
+                    tracing::info!(from = %model.version, to = %newer.version, "model swapped");
+                    model = newer;
+                    summary.model_swaps += 1;
+                    telemetry.recommend.model_swaps.inc();
+                    summary.model_version = model.version.clone();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the promoted model; keeping {}", model.version),
             }
         }
         if customers.is_empty() {
@@ -209,32 +228,86 @@ pub async fn run(
         }
         let span = tracing::info_span!("recommend_batch", customers = customers.len());
         let ids: Vec<String> = customers.into_iter().collect();
-        let lists = r.rank(&ids, &model).instrument(span.clone()).await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut pending = Vec::with_capacity(lists.len());
-        for e in &lists {
-            let payload = schemas.encode("recommendation", record(e, now, config.recommend.valid_for_ms))?;
-            let rec = FutureRecord::to(&recs).key(e.customer_id.as_str()).payload(&payload);
-            pending.push(producer.send_result(rec).map_err(|(e, _)| RecommendError::Kafka(e))?);
-        }
-        for p in pending {
-            match p.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(RecommendError::Kafka(e)),
-                Err(_) => return Err(RecommendError::Config("the producer went away".into())),
+        let out = Outlet {
+            producer: &producer,
+            topic: &recs,
+            valid_for_ms: config.recommend.valid_for_ms,
+        };
+        // A batch that fails on the lake or the broker (a restart) is ranked again until
+        // it is out; its changes are committed only then, so none is skipped.
+        let mut backoff = Duration::from_millis(config.recommend.batch_ms.max(100));
+        let lists = loop {
+            match publish(&r, &ids, &model, &out).instrument(span.clone()).await {
+                Ok(lists) => break Some(lists),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "a batch of lists failed; retrying it");
+                    telemetry.set_ready(false);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
             }
+        };
+        let Some(lists) = lists else { break };
+        telemetry.set_ready(true);
+        // Lists are out: the changes that asked for them are done. A commit lost to a
+        // broker restart only means those lists are made once more.
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+            tracing::warn!(error = %e, "committing mart-change offsets failed");
         }
-        // Lists are out: the changes that asked for them are done.
-        consumer.commit_consumer_state(CommitMode::Async)?;
         summary.batches += 1;
         summary.customers += ids.len() as u64;
-        summary.lists += lists.len() as u64;
+        summary.lists += lists as u64;
         telemetry.recommend.batches.inc();
-        telemetry.recommend.lists.inc_by(lists.len() as u64);
-        span.in_scope(|| tracing::info!(lists = lists.len(), model = %model.version, "recommendations published"));
+        telemetry.recommend.lists.inc_by(lists as u64);
+        span.in_scope(|| tracing::info!(lists, model = %model.version, "recommendations published"));
     }
     telemetry.set_ready(false);
     Ok(summary)
+}
+
+/// Where lists go.
+struct Outlet<'a> {
+    producer: &'a FutureProducer,
+    topic: &'a str,
+    valid_for_ms: u64,
+}
+
+/// Ranks `ids` and publishes their lists; returns how many went out.
+async fn publish(
+    r: &Recommender,
+    ids: &[String],
+    model: &model::Model,
+    out: &Outlet<'_>,
+) -> Result<usize, RecommendError> {
+    let lists = r.rank(ids, model).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut pending = Vec::with_capacity(lists.len());
+    for e in &lists {
+        let payload = r
+            .catalog
+            .schemas
+            .encode("recommendation", record(e, now, out.valid_for_ms))?;
+        let rec = FutureRecord::to(out.topic)
+            .key(e.customer_id.as_str())
+            .payload(&payload);
+        pending.push(
+            out.producer
+                .send_result(rec)
+                .map_err(|(e, _)| RecommendError::Kafka(e))?,
+        );
+    }
+    for p in pending {
+        match p.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(RecommendError::Kafka(e)),
+            Err(_) => return Err(RecommendError::Config("the producer went away".into())),
+        }
+    }
+    Ok(lists.len())
 }
 
 /// The `recs.customer` record for one list.

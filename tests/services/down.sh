@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Stops exactly the processes tests/services/up.sh started (by their pid files, checked
 # against their command line), politely first, then by force. Data stays in the state
-# directory; pass --wipe to delete it too.
+# directory; pass --wipe to delete it too, or --only NAME to stop just that service.
 set -uo pipefail
 
 state=${HOFFREC_SERVICES_DIR:-$HOME/.cache/hoffrec/services}
 wipe=false
-[ "${1:-}" = "--wipe" ] && wipe=true
+only="datanode namenode kafka"
+case "${1:-}" in
+  --wipe) wipe=true ;;
+  --only) only=${2:?"down.sh --only kafka|namenode|datanode"} ;;
+esac
 
 ours() { kill -0 "$1" 2>/dev/null && grep -qa "hoffrec-service=$2" "/proc/$1/cmdline" 2>/dev/null; }
 
 # DataNode before NameNode, so the DataNode does not spin on a vanished NameNode.
-for name in datanode namenode kafka; do
+# `--only NAME` stops one service (the restart tests start it again with up.sh).
+for name in $only; do
   pidfile="$state/$name.pid"
   [ -s "$pidfile" ] || continue
   pid=$(cat "$pidfile")
