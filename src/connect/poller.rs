@@ -81,6 +81,20 @@ pub(super) struct Source {
 }
 
 impl Source {
+    /// Stores the source's cursor in its open transaction: visible with the records.
+    async fn save_cursor(&self, shared: &Shared<'_>, value: &str) -> Result<(), ConnectError> {
+        offsets::save(
+            &self.producer,
+            &shared.offsets,
+            shared.schemas,
+            &self.topic.name,
+            "default",
+            value,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Makes what the open transaction holds visible and opens the next one.
     pub(super) fn checkpoint(&self) -> Result<(), ConnectError> {
         tokio::task::block_in_place(|| {
@@ -461,15 +475,7 @@ async fn pass(
                 .as_ref()
                 .filter(|b| spec.incremental.as_ref().is_some_and(|i| i.ascending) && committed.as_ref() != Some(*b));
             if let Some(b) = moved {
-                offsets::save(
-                    &source.producer,
-                    &shared.offsets,
-                    shared.schemas,
-                    &source.topic.name,
-                    "default",
-                    b,
-                )
-                .await?;
+                source.save_cursor(shared, b).await?;
             }
             source.checkpoint()?;
             if let Some(b) = moved {
@@ -490,15 +496,7 @@ async fn pass(
     // pass; a repeat after a crash is harmless, since event ids are derived from the item.
     if complete && best != cursor {
         if let Some(b) = &best {
-            offsets::save(
-                &source.producer,
-                &shared.offsets,
-                shared.schemas,
-                &source.topic.name,
-                "default",
-                b,
-            )
-            .await?;
+            source.save_cursor(shared, b).await?;
         }
         summary.cursor = best;
     }

@@ -79,7 +79,8 @@ impl Interactions {
     }
 }
 
-/// EASE, kept sparse: for each product the products it points to, strongest first.
+/// EASE, kept sparse: for each product the products it points to, strongest first; and
+/// beside it item-kNN over the same matrix, which reaches past EASE's `max_items`.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Ease {
     #[serde(default)]
@@ -87,6 +88,10 @@ pub struct Ease {
     pub items: Vec<String>,
     /// Row per product of `Interactions::items`: (product, weight).
     pub weights: Vec<Vec<(u32, f32)>>,
+    /// Row per product: its most similar products by cosine over who touched what
+    /// (`item_knn`); empty in models fitted before it was kept.
+    #[serde(default)]
+    pub knn: Vec<Vec<(u32, f32)>>,
 }
 
 impl Ease {
@@ -147,7 +152,21 @@ impl Ease {
             version: String::new(),
             items: x.items.clone(),
             weights,
+            knn: item_knn(x),
         })
+    }
+
+    /// Item-kNN scores of every product for a history: the summed similarity to what the
+    /// customer touched (cosine, as `item_knn` keeps it; the history's weights do not
+    /// count, so one strong purchase does not drown the rest).
+    pub fn knn_scores(&self, history: &[(u32, f32)]) -> Vec<f32> {
+        let mut s = vec![0.0f32; self.items.len()];
+        for (i, _) in history {
+            for (j, sim) in self.knn.get(*i as usize).into_iter().flatten() {
+                s[*j as usize] += sim;
+            }
+        }
+        s
     }
 
     /// Scores of every product for a history (in the fitted matrix's indices).
@@ -160,6 +179,40 @@ impl Ease {
         }
         s
     }
+}
+
+/// Item-kNN with cosine similarity over who touched what, each product keeping its
+/// `NEIGHBOURS` most similar: pairs are counted once over every customer's
+/// `MAX_HISTORY` strongest products, so the cost is bounded per customer (at most
+/// 200 x 200 pairs each), not quadratic in the log.
+pub fn item_knn(x: &Interactions) -> Vec<Vec<(u32, f32)>> {
+    const MAX_HISTORY: usize = 200;
+    let n = x.items.len();
+    let mut reach = vec![0f32; n];
+    let mut co: Vec<HashMap<u32, f32>> = vec![HashMap::new(); n];
+    for row in &x.rows {
+        let mut items: Vec<&(u32, f32)> = row.iter().collect();
+        items.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        items.truncate(MAX_HISTORY);
+        for (a, _) in &items {
+            reach[*a as usize] += 1.0;
+            for (b, _) in items.iter().filter(|(b, _)| b != a) {
+                *co[*a as usize].entry(*b).or_default() += 1.0;
+            }
+        }
+    }
+    co.into_iter()
+        .enumerate()
+        .map(|(a, row)| {
+            let mut v: Vec<(u32, f32)> = row
+                .into_iter()
+                .map(|(b, c)| (b, c / (reach[a] * reach[b as usize]).sqrt()))
+                .collect();
+            v.sort_by(|l, r| r.1.total_cmp(&l.1).then(l.0.cmp(&r.0)));
+            v.truncate(NEIGHBOURS);
+            v
+        })
+        .collect()
 }
 
 /// Interest in a product halves every this many days of age.

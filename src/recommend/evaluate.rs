@@ -262,39 +262,6 @@ fn weight(e: &Event, split: i64) -> f64 {
     base * 0.5f64.powf(age_days / collab::HALF_LIFE_DAYS)
 }
 
-/// Item-kNN with cosine similarity over who touched what, each product keeping its
-/// `NEIGHBOURS` most similar: pairs are counted once over every customer's newest
-/// `MAX_HISTORY` products, so the cost is bounded per customer, not quadratic in the log.
-fn item_knn(x: &Interactions) -> Vec<Vec<(u32, f32)>> {
-    const MAX_HISTORY: usize = 200;
-    let n = x.items.len();
-    let mut reach = vec![0f32; n];
-    let mut co: Vec<HashMap<u32, f32>> = vec![HashMap::new(); n];
-    for row in &x.rows {
-        let mut items: Vec<&(u32, f32)> = row.iter().collect();
-        items.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        items.truncate(MAX_HISTORY);
-        for (a, _) in &items {
-            reach[*a as usize] += 1.0;
-            for (b, _) in items.iter().filter(|(b, _)| b != a) {
-                *co[*a as usize].entry(*b).or_default() += 1.0;
-            }
-        }
-    }
-    co.into_iter()
-        .enumerate()
-        .map(|(a, row)| {
-            let mut v: Vec<(u32, f32)> = row
-                .into_iter()
-                .map(|(b, c)| (b, c / (reach[a] * reach[b as usize]).sqrt()))
-                .collect();
-            v.sort_by(|l, r| r.1.total_cmp(&l.1).then(l.0.cmp(&r.0)));
-            v.truncate(super::collab::NEIGHBOURS);
-            v
-        })
-        .collect()
-}
-
 pub async fn run(
     config: &crate::config::Config,
     file: &Path,
@@ -512,7 +479,7 @@ pub async fn run(
         (lists, started.elapsed().as_millis() as u64)
     };
     let started = std::time::Instant::now();
-    let neighbours = item_knn(&x);
+    let neighbours = collab::item_knn(&x);
     let fit_ms = started.elapsed().as_millis() as u64;
     let (lists, rank_ms) = collab_lists("item-kNN", &|row| {
         let mut s = vec![0f32; x.items.len()];
@@ -585,7 +552,7 @@ mod tests {
             ("u4", "x", 1.0),
         ];
         let x = Interactions::from_cells(cells);
-        let n = item_knn(&x);
+        let n = collab::item_knn(&x);
         let of = |p: &str| &n[x.index[p] as usize];
         let name = |i: u32| x.items[i as usize].as_str();
         assert_eq!(of("a").iter().map(|(i, _)| name(*i)).collect::<Vec<_>>(), ["b", "c"]);

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Feature names, in vector order; `features::vector` fills them.
-pub const FEATURES: [&str; 18] = [
+pub const FEATURES: [&str; 20] = [
     "neighbour",
     "affinity",
     "complement",
@@ -26,6 +26,10 @@ pub const FEATURES: [&str; 18] = [
     "novel",
     "novel_collab",
     "novel_popularity",
+    // Item-kNN (cosine over who touched what) over the customer's history, and again for
+    // products never bought: the signal the simple neighbour baseline wins novel products on.
+    "knn",
+    "novel_knn",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,7 +55,7 @@ impl Model {
         Self {
             version: "prior-v3".into(),
             weights: vec![
-                1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2, 8.0, 2.0, 0.3, 0.5, 0.0, 0.0, 0.0,
+                1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2, 8.0, 2.0, 0.3, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0,
             ],
             bias: -4.0,
             auc: None,

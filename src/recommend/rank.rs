@@ -25,6 +25,8 @@ pub struct Signals {
     /// How recently they touched it, next to their newest touch (halves every
     /// `RECENCY_HALF_LIFE_DAYS`).
     pub recency: f64,
+    /// Item-kNN's score, over the customer's best-scored product.
+    pub knn: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,30 +213,57 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet
                 Some((*cf.ease_of.get(&t.product_id)?, w as f32))
             })
             .collect();
-        let scores = cf.ease.scores(&history);
-        let best = scores.iter().copied().fold(0.0f32, f32::max);
-        if best > 0.0 {
-            // The best overall (often what they already buy) and the best they never touched.
-            let touched: HashSet<u32> = history.iter().map(|(j, _)| *j).collect();
-            let novel = collab::top(&scores, COLLABORATIVE, |j| {
-                cf.catalogue_of[j as usize].is_none() || touched.contains(&j)
-            });
-            for j in collab::top(&scores, COLLABORATIVE, |j| cf.catalogue_of[j as usize].is_none())
-                .into_iter()
-                .chain(novel)
-            {
-                if let Some(i) = cf.catalogue_of[j as usize] {
-                    pool.add(i, "collaborative".into(), |_| {});
-                }
-            }
-            for (&i, s) in pool.signals.iter_mut() {
-                if let Some(&j) = cf.ease_of.get(&cat.products[i].product_id) {
-                    s.collab = f64::from(scores[j as usize].max(0.0) / best);
-                }
-            }
-        }
+        let touched: HashSet<u32> = history.iter().map(|(j, _)| *j).collect();
+        // The best overall (often what they already buy) and the best they never touched.
+        propose(&mut pool, cat, cf, &cf.ease.scores(&history), &touched, true, |s, v| {
+            s.collab = v
+        });
+        // Item-kNN proposes what the customer never touched from the whole catalogue
+        // (EASE covers only its `max_items`).
+        propose(
+            &mut pool,
+            cat,
+            cf,
+            &cf.ease.knn_scores(&history),
+            &touched,
+            false,
+            |s, v| s.knn = v,
+        );
     }
     pool
+}
+
+/// Adds the `COLLABORATIVE` best-scored products the customer never touched (and with
+/// `best_overall` the best of all) as candidates, then gives every candidate its score
+/// over the customer's best through `set`.
+fn propose(
+    pool: &mut Pool,
+    cat: &CatalogueView,
+    cf: &super::data::CollabView,
+    scores: &[f32],
+    touched: &HashSet<u32>,
+    best_overall: bool,
+    set: impl Fn(&mut Signals, f64),
+) {
+    let best = scores.iter().copied().fold(0.0f32, f32::max);
+    if best <= 0.0 {
+        return;
+    }
+    let outside = |j: u32| cf.catalogue_of[j as usize].is_none();
+    let mut proposed = collab::top(scores, COLLABORATIVE, |j| outside(j) || touched.contains(&j));
+    if best_overall {
+        proposed.extend(collab::top(scores, COLLABORATIVE, outside));
+    }
+    for j in proposed {
+        if let Some(i) = cf.catalogue_of[j as usize] {
+            pool.add(i, "collaborative".into(), |_| {});
+        }
+    }
+    for (&i, s) in pool.signals.iter_mut() {
+        if let Some(&j) = cf.ease_of.get(&cat.products[i].product_id) {
+            set(s, f64::from(scores[j as usize].max(0.0) / best));
+        }
+    }
 }
 
 /// What the features and rules need to know about the customer besides the candidate.
@@ -297,6 +326,8 @@ pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()
         novel,
         novel * s.collab,
         novel * popularity,
+        s.knn,
+        novel * s.knn,
     ]
 }
 
