@@ -10,7 +10,7 @@ mod common;
 
 use common::lab::{Lab, Worker, field, product_view, tail};
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -62,15 +62,8 @@ async fn send(lab: &Lab, producer: &FutureProducer, from: u64, to: u64, customer
             (format!("c{c}"), bytes)
         })
         .collect();
-    let futures = sends.iter().map(|(key, payload)| {
-        producer.send(
-            FutureRecord::to(&lab.raw).key(key).payload(payload),
-            Duration::from_secs(600),
-        )
-    });
-    for r in futures::future::join_all(futures).await {
-        r.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
-    }
+    // The producer waits out a restart (`message.timeout.ms`), so the send does too.
+    lab.send_all(producer, &sends).await;
 }
 
 fn alive(stages: &mut [(&str, &mut Worker)]) {

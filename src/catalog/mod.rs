@@ -311,7 +311,7 @@ fn check_topics(
             if let Some(http) = source
                 .http
                 .as_ref()
-                .filter(|h| h.commit_interval_ms * 2 > h.transaction_timeout_ms)
+                .filter(|h| h.commit_interval_ms.saturating_mul(2) > h.transaction_timeout_ms)
             {
                 problem(format!(
                     "[source.http] commit_interval_ms ({}) must be at most half of transaction_timeout_ms ({}): \
