@@ -3,6 +3,7 @@
 //! flags. Unknown keys are rejected and every problem is reported at once, each with the
 //! layer it came from, so one run of `hoffrec config show` says all that is wrong.
 
+pub use crate::lake::maintenance::MaintenanceConfig;
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize, Serializer};
@@ -295,28 +296,6 @@ impl Default for RecommendConfig {
             ease_lambda: 50.0,
             ease_max_items: 4000,
             train_label_horizon_days: 7,
-        }
-    }
-}
-
-/// Small-file upkeep of the raw tables, done by the worker that owns partition 0 of a topic.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MaintenanceConfig {
-    /// How often to compact (Delta optimize), checkpoint and vacuum; 0 turns it off.
-    pub interval_ms: u64,
-    /// Compact only when a table gained at least this many commits since the last run.
-    pub min_commits: u64,
-    /// Files no longer referenced are deleted once older than this.
-    pub vacuum_retention_hours: u64,
-}
-
-impl Default for MaintenanceConfig {
-    fn default() -> Self {
-        Self {
-            interval_ms: 10 * 60 * 1000,
-            min_commits: 10,
-            vacuum_retention_hours: 168,
         }
     }
 }

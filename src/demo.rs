@@ -22,14 +22,24 @@ pub enum DemoError {
     Stage { stage: &'static str, message: String },
 }
 
+#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
+    /// How long to run, seconds (Ctrl-C stops earlier, cleanly).
+    #[arg(long = "duration", value_name = "DURATION", default_value_t = 120)]
     pub duration_secs: u64,
+    /// Simulated customers.
+    #[arg(long, default_value_t = 300)]
     pub customers: usize,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    pub lake: PathBuf,
+    /// The lake directory.
+    #[arg(long, default_value = "lake")]
+    pub lake_dir: PathBuf,
     /// Where the simulator and the collector listen (picked before the runtime starts,
     /// because the connectors find the simulator through environment variables).
+    #[arg(skip)]
     pub simulator_addr: String,
+    #[arg(skip)]
     pub collector_addr: String,
 }
 
@@ -75,8 +85,8 @@ pub async fn run(
     let mut config = config.clone();
     config.kafka.brokers = cluster.bootstrap_servers();
     config.kafka.replication_factor = -1;
-    std::fs::create_dir_all(&args.lake).map_err(|e| setup(format!("{}: {e}", args.lake.display())))?;
-    let lake_dir = std::fs::canonicalize(&args.lake).map_err(|e| setup(e.to_string()))?;
+    std::fs::create_dir_all(&args.lake_dir).map_err(|e| setup(format!("{}: {e}", args.lake_dir.display())))?;
+    let lake_dir = std::fs::canonicalize(&args.lake_dir).map_err(|e| setup(e.to_string()))?;
     config.lake.url = lake_dir.display().to_string();
     config.ingest.flush_interval_ms = 1_000;
     config.mart.debounce_ms = 500;
@@ -120,9 +130,10 @@ pub async fn run(
     wait_for(&format!("{collector_url}/healthz"), &shutdown).await;
     {
         let recs_topic = catalog
-            .topic_for(crate::catalog::Role::Recommendations)
-            .map(|t| t.name.clone())
-            .ok_or_else(|| setup("no recommendations topic".into()))?;
+            .require(crate::catalog::Role::Recommendations)
+            .map_err(|e| setup(e.to_string()))?
+            .name
+            .clone();
         let sim = crate::simulate::Args {
             seed: args.seed,
             customers: args.customers,
@@ -131,6 +142,7 @@ pub async fn run(
             listen: Some(args.simulator_addr.clone()),
             collector: Some(collector_url.clone()),
             sessions: 3,
+            react: true,
             site: Some(crate::simulate::react::Site {
                 kafka: config.kafka.clone(),
                 recs_topic,
@@ -329,8 +341,8 @@ async fn summarise(config: &Config, catalog: &Catalog, telemetry: &Telemetry) ->
     }
     s.lake_tables = tables.len();
     for t in catalog.raw_topics() {
-        let path = crate::ingest::table_name(&t.name);
-        if let Ok(table) = crate::mart::tables::open(&lake, &path).await
+        let path = crate::lake::raw::path(&t.name);
+        if let Ok(table) = crate::lake::open_table(&lake, &path).await
             && table.version().is_some()
         {
             s.lake_files += table.get_file_uris().map(|f| f.count()).unwrap_or(0);

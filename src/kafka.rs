@@ -2,6 +2,18 @@
 
 use crate::config::KafkaConfig;
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+/// Header names on dead letters, for replay tools.
+pub mod headers {
+    pub const SOURCE_TOPIC: &str = "hoffrec.source.topic";
+    pub const SOURCE_PARTITION: &str = "hoffrec.source.partition";
+    pub const SOURCE_OFFSET: &str = "hoffrec.source.offset";
+    pub const ERROR_CLASS: &str = "hoffrec.error.class";
+    pub const ERROR_MESSAGE: &str = "hoffrec.error.message";
+}
 
 /// A librdkafka client configuration for the configured cluster.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
@@ -23,6 +35,35 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         cfg.set(key, value);
     }
     cfg
+}
+
+/// A consumer in `group` that commits nothing by itself: every stage commits offsets
+/// only for work it has finished. `reset` is where a new group starts (`earliest` or
+/// `latest`).
+pub fn consumer_config(kafka: &KafkaConfig, group: &str, reset: &str) -> ClientConfig {
+    let mut cfg = client_config(kafka);
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", reset);
+    cfg
+}
+
+/// Produces one record and waits until the broker has it; where it landed (partition,
+/// offset), or the delivery error.
+pub async fn send_and_wait<K, P>(
+    producer: &FutureProducer,
+    record: FutureRecord<'_, K, P>,
+    timeout: impl Into<Timeout>,
+) -> Result<(i32, i64), KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    producer
+        .send(record, timeout)
+        .await
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(e, _)| e)
 }
 
 /// Whether a client error means the stage cannot go on (credentials refused, a fatal

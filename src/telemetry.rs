@@ -279,16 +279,8 @@ impl Telemetry {
         out
     }
 
-    /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`; returns the bound address.
-    pub async fn serve(
-        &self,
-        listen: &str,
-        shutdown: CancellationToken,
-    ) -> Result<std::net::SocketAddr, TelemetryError> {
-        self.serve_with(listen, Router::new(), shutdown).await
-    }
-
-    /// As `serve`, with more routes on the same address (the dashboard).
+    /// Serves `/metrics`, `/healthz` and `/readyz`, and `routes` beside them (the
+    /// dashboard), until `shutdown`; returns the bound address.
     pub async fn serve_with(
         &self,
         listen: &str,

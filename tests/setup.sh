@@ -31,7 +31,7 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 
 python3 -c 'import fastavro' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check fastavro
-# tests/deploy.rs reads docker/compose.yaml with PyYAML.
+# tests/it/deploy.rs reads docker/compose.yaml with PyYAML.
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyyaml
 # Spark reads the lake in the ingest and mart parity tests; the Delta jars that match it
 # (delta-spark_4.1 4.1.0) come through Maven in tests/services/up.sh.

@@ -23,10 +23,13 @@ use std::collections::BTreeMap;
 
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoopArgs {
+    #[arg(long, default_value_t = 300)]
     pub customers: usize,
+    #[arg(long, default_value_t = 10)]
     pub days: u32,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
 

@@ -21,14 +21,24 @@ use std::time::Instant;
 
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct MartBenchArgs {
+    #[arg(long, default_value_t = 5_000)]
     pub customers: usize,
+    /// Days of history at 1x.
+    #[arg(long, default_value_t = 14)]
     pub days: u32,
+    #[arg(long, default_value_t = 10)]
     pub scale: u32,
+    /// Sessions per day of history.
+    #[arg(long, default_value_t = 400)]
     pub active_per_day: usize,
+    /// Sessions in each timed batch.
+    #[arg(long, default_value_t = 200)]
     pub batch_customers: usize,
+    #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    #[arg(long, default_value_t = 7)]
     pub seed: u64,
 }
 

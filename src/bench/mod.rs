@@ -37,13 +37,23 @@ pub enum BenchError {
     Timeout(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct IngestBenchArgs {
+    /// Events in the backlog that ingest drains.
+    #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
+    #[arg(long, default_value_t = 6)]
     pub partitions: i32,
+    /// Steady produce rate while latency is measured, events/s.
+    #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
+    #[arg(long, default_value_t = 20)]
     pub latency_secs: u64,
+    /// ingest.flush_interval_ms for the run.
+    #[arg(long, default_value_t = 1_000)]
     pub flush_interval_ms: u64,
+    /// ingest.workers (consumer threads) for the run.
+    #[arg(long, default_value_t = 1)]
     pub workers: u32,
 }
 
@@ -247,17 +257,12 @@ async fn send(
     payload: Vec<u8>,
 ) -> Result<(i32, i64), rdkafka::error::KafkaError> {
     let record = FutureRecord::to(topic).key(&key).payload(&payload);
-    producer
-        .send(record, Duration::from_secs(60))
-        .await
-        .map(|d| (d.partition, d.offset))
-        .map_err(|(e, _)| e)
+    crate::kafka::send_and_wait(producer, record, Duration::from_secs(60)).await
 }
 
 fn plain_consume(config: &Config, topic: &str, partitions: i32, events: u64) -> Result<f64, BenchError> {
-    let consumer: BaseConsumer = crate::kafka::client_config(&config.kafka)
-        .set("group.id", format!("bench-plain-{}", uuid::Uuid::new_v4().simple()))
-        .set("enable.auto.commit", "false")
+    let group = format!("bench-plain-{}", uuid::Uuid::new_v4().simple());
+    let consumer: BaseConsumer = crate::kafka::consumer_config(&config.kafka, &group, "earliest")
         // The fetch settings ingest uses, so the loop is the best one client does here.
         .set("fetch.queue.backoff.ms", "20")
         .create()?;
@@ -331,10 +336,8 @@ struct Commits {
 
 impl Commits {
     fn new(config: &Config, topic: &str) -> Result<Self, BenchError> {
-        let consumer: StreamConsumer = crate::kafka::client_config(&config.kafka)
-            .set("group.id", format!("bench-commits-{}", uuid::Uuid::new_v4().simple()))
-            .set("enable.auto.commit", "false")
-            .create()?;
+        let group = format!("bench-commits-{}", uuid::Uuid::new_v4().simple());
+        let consumer: StreamConsumer = crate::kafka::consumer_config(&config.kafka, &group, "earliest").create()?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
         consumer.assign(&tpl)?;

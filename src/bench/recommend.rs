@@ -56,9 +56,10 @@ pub async fn run(config: &Config, customers: usize) -> Result<RecommendBenchRepo
         .await
         .map_err(|e| setup(e.to_string()))?;
     let recs = catalog
-        .topic_for(crate::catalog::Role::Recommendations)
-        .map(|t| t.name.clone())
-        .ok_or_else(|| setup("no recommendations topic".into()))?;
+        .require(crate::catalog::Role::Recommendations)
+        .map_err(|e| setup(e.to_string()))?
+        .name
+        .clone();
     // The catalogue is in the lake before the clock starts.
     let w = world::generate(7, 10);
     let products: Vec<serde_json::Value> = crate::bench::closed_loop::catalogue(&w);
@@ -94,10 +95,8 @@ pub async fn run(config: &Config, customers: usize) -> Result<RecommendBenchRepo
                 .map_err(|e| e.to_string())
         }));
     }
-    let consumer: StreamConsumer = crate::kafka::client_config(&config.kafka)
-        .set("group.id", format!("bench-{stamp}-site"))
-        .set("auto.offset.reset", "latest")
-        .create()?;
+    let consumer: StreamConsumer =
+        crate::kafka::consumer_config(&config.kafka, &format!("bench-{stamp}-site"), "latest").create()?;
     consumer.subscribe(&[recs.as_str()])?;
     let producer: FutureProducer = crate::kafka::client_config(&config.kafka)
         .set("linger.ms", "0")
@@ -132,16 +131,11 @@ pub async fn run(config: &Config, customers: usize) -> Result<RecommendBenchRepo
                 let version = schemas
                     .current(event)
                     .ok_or_else(|| BenchError::Setup(format!("no schema {event}")))?;
-                let value = crate::connect::json::to_avro(&body, &version.schema).map_err(BenchError::Setup)?;
+                let value = crate::codec::json::to_avro(&body, &version.schema).map_err(BenchError::Setup)?;
                 let payload =
                     crate::codec::encode_with(version, value).map_err(|e| BenchError::Setup(e.to_string()))?;
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(customer.as_str()).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| BenchError::Kafka(e))?;
+                let record = FutureRecord::to(topic).key(customer.as_str()).payload(&payload);
+                crate::kafka::send_and_wait(&producer, record, Duration::from_secs(30)).await?;
             }
             Ok::<_, BenchError>(Instant::now())
         }

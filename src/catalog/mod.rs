@@ -170,6 +170,8 @@ impl fmt::Display for Problem {
 pub enum CatalogError {
     #[error("the topic catalog has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
+    #[error("the catalog has no {} topic", .0.as_str())]
+    MissingRole(Role),
 }
 
 /// The validated catalog: topics plus every schema version.
@@ -213,6 +215,11 @@ impl Catalog {
     /// The single topic that plays a pipeline role (dead letters, lake commits, ...).
     pub fn topic_for(&self, role: Role) -> Option<&Topic> {
         self.topics.iter().find(|t| t.role == role)
+    }
+
+    /// The topic that plays `role`, for stages that cannot run without it.
+    pub fn require(&self, role: Role) -> Result<&Topic, CatalogError> {
+        self.topic_for(role).ok_or(CatalogError::MissingRole(role))
     }
 
     pub fn raw_topics(&self) -> impl Iterator<Item = &Topic> {

@@ -6,6 +6,7 @@
 //! so producers can move to a newer version without a registry and without stopping readers.
 
 mod canonical;
+pub mod json;
 
 pub use canonical::{fingerprint, parsing_canonical_form};
 

@@ -6,11 +6,12 @@
 //! Body: `{"events": [{"type": "product_view", "event_id": "...", ...}, ...]}`; each
 //! event carries its type and the fields of that type's schema.
 
-use super::json::to_avro;
 use super::producers::{Producer, Producers};
 use crate::catalog::{Catalog, Role, SourceKind, Topic};
+use crate::codec::json::to_avro;
 use crate::codec::{SchemaVersion, encode_with};
 use crate::config::CollectorConfig;
+use crate::kafka::send_and_wait;
 use crate::telemetry::Telemetry;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -28,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 pub enum CollectorError {
     #[error("the catalog has no raw topic fed by the collector")]
     NoTopics,
-    #[error("the catalog has no dead-letter topic")]
-    NoDeadLetterTopic,
+    #[error(transparent)]
+    NoDeadLetterTopic(crate::catalog::CatalogError),
     #[error("cannot create the Kafka producer: {0}")]
     Kafka(#[source] rdkafka::error::KafkaError),
     #[error("{0}")]
@@ -131,9 +132,9 @@ pub fn router(
         return Err(CollectorError::NoTopics);
     }
     let dlq = catalog
-        .topic_for(Role::DeadLetter)
+        .require(Role::DeadLetter)
         .map(|t| t.name.clone())
-        .ok_or(CollectorError::NoDeadLetterTopic)?;
+        .map_err(CollectorError::NoDeadLetterTopic)?;
     let producer = crate::kafka::client_config(kafka)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -219,7 +220,7 @@ async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum::bo
         if let Some(k) = key {
             record = record.key(k.as_str());
         }
-        s.producer.send(record, Duration::from_secs(10))
+        send_and_wait(&s.producer, record, Duration::from_secs(10))
     });
     let results = futures::future::join_all(deliveries).await;
     let mut accepted = 0;
@@ -230,7 +231,7 @@ async fn events(State(s): State<Arc<Shared>>, headers: HeaderMap, body: axum::bo
                 accepted += 1;
                 "accepted"
             }
-            Err((e, _)) => {
+            Err(e) => {
                 refusals.push(Refusal {
                     index: *index,
                     class: "unavailable",

@@ -273,7 +273,7 @@ mod tests {
 
     #[test]
     fn an_xml_declaration_quoted_oddly_does_not_panic() {
-        // Found by tests/fuzz.rs: a multi-byte character where the quote should be.
+        // Found by tests/it/fuzz.rs: a multi-byte character where the quote should be.
         let decl = "<?xml version=\"1.0\" encoding=\u{fffd}UTF-8\u{fffd}?><a/>";
         assert_eq!(xml_encoding(decl.as_bytes()).as_deref(), Some("UTF-8"));
         assert_eq!(xml_encoding(b"<?xml encoding=").as_deref(), None);

@@ -3,10 +3,10 @@
 //! and rows that cannot be read go to `dlq.raw`; a file that cannot be parsed at all is
 //! an error before anything of it is produced, so it can be fixed and imported again.
 
+use super::error::ConnectError;
 use super::files;
-use super::poller::ConnectError;
 use super::produce::{dead_letter, prepare, send_all};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Role};
 use crate::config::KafkaConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::FutureProducer;
@@ -43,9 +43,7 @@ pub async fn run(
         .schemas
         .current(&event)
         .ok_or_else(|| ConnectError::Config(format!("schema {event} is not loaded")))?;
-    let dlq = catalog
-        .topic_for(crate::catalog::Role::DeadLetter)
-        .ok_or_else(|| ConnectError::Config("the catalog has no dead-letter topic".into()))?;
+    let dlq = catalog.require(Role::DeadLetter)?;
     let producer: FutureProducer = crate::kafka::client_config(kafka)
         .set("enable.idempotence", "true")
         .create()?;
@@ -57,8 +55,14 @@ pub async fn run(
         // Entered only around logging: a guard held across the awaits below would tag
         // other tasks' logs with this file in the demo, where many tasks share threads.
         let span = tracing::info_span!("import", file = %path.display());
-        let bytes = std::fs::read(path).map_err(|e| ConnectError::Config(format!("{}: {e}", path.display())))?;
-        let items = files::read(&bytes, &spec).map_err(|e| ConnectError::Config(format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|error| ConnectError::Read {
+            path: path.clone(),
+            error,
+        })?;
+        let items = files::read(&bytes, &spec).map_err(|error| ConnectError::Parse {
+            path: path.clone(),
+            error,
+        })?;
         let origin = format!("import:{}:{}", topic.name, path.display());
         let bar = ProgressBar::new(items.len() as u64).with_message(path.display().to_string());
         bar.set_style(
@@ -85,9 +89,12 @@ pub async fn run(
                     summary.dead_letters += 1;
                 }
             }
-            if !send_all(&producer, &topic.name, &records).await {
-                return Err(ConnectError::Delivery(topic.name.clone()));
-            }
+            send_all(&producer, &topic.name, &records)
+                .await
+                .map_err(|error| ConnectError::Delivery {
+                    topic: topic.name.clone(),
+                    error,
+                })?;
             summary.records += records.len() as u64;
             bar.inc(chunk.len() as u64);
         }

@@ -4,14 +4,17 @@
 
 pub mod collector;
 pub mod consent;
+pub mod error;
 pub mod fetch;
 pub mod files;
 pub mod import;
-pub mod json;
+mod listing;
 pub mod mapping;
 pub mod offsets;
 pub mod pager;
+pub mod pass;
 pub mod poller;
 pub mod produce;
 pub mod producers;
 pub mod social;
+pub mod source;

@@ -124,12 +124,7 @@ pub async fn save(
     ]);
     let payload = encode_with(version, value)?;
     let key = format!("{connector}/{stream}");
-    producer
-        .send(
-            FutureRecord::to(&topic.name).key(&key).payload(&payload),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(e, _)| OffsetsError::Kafka(e))?;
+    let record = FutureRecord::to(&topic.name).key(&key).payload(&payload);
+    crate::kafka::send_and_wait(producer, record, Duration::from_secs(30)).await?;
     Ok(())
 }

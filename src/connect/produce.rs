@@ -1,11 +1,12 @@
 //! What every connector does with a source item: map it onto the topic's schema, encode
 //! it as single-object Avro keyed by the topic's key, or keep it on `dlq.raw` with why.
 
-use super::json::to_avro;
 use super::mapping::apply;
 use crate::catalog::Topic;
+use crate::codec::json::to_avro;
 use crate::codec::{SchemaVersion, encode_with};
-use crate::ingest::publish::headers;
+use crate::kafka::{headers, send_and_wait};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value as Json;
@@ -25,16 +26,24 @@ pub fn prepare(topic: &Topic, version: &SchemaVersion, item: &Json) -> Result<(O
     Ok((key, payload))
 }
 
-/// Produces prepared records and waits for the broker; false if any was not taken.
-pub async fn send_all(producer: &FutureProducer, topic: &str, records: &[(Option<String>, Vec<u8>)]) -> bool {
+/// Produces prepared records and waits for the broker to have all of them; the first
+/// delivery error if it did not take one.
+pub async fn send_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(Option<String>, Vec<u8>)],
+) -> Result<(), KafkaError> {
     let deliveries = records.iter().map(|(key, payload)| {
         let mut record = FutureRecord::<str, [u8]>::to(topic).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
-        producer.send(record, Duration::from_secs(30))
+        send_and_wait(producer, record, Duration::from_secs(30))
     });
-    futures::future::join_all(deliveries).await.iter().all(Result::is_ok)
+    futures::future::join_all(deliveries)
+        .await
+        .into_iter()
+        .try_for_each(|delivery| delivery.map(|_| ()))
 }
 
 /// Keeps `payload` on the dead-letter topic with where it came from and why.
@@ -45,7 +54,7 @@ pub async fn dead_letter(
     payload: &[u8],
     class: &str,
     reason: &str,
-) -> Result<(), rdkafka::error::KafkaError> {
+) -> Result<(), KafkaError> {
     let h = OwnedHeaders::new()
         .insert(Header {
             key: headers::SOURCE_TOPIC,
@@ -60,9 +69,7 @@ pub async fn dead_letter(
             value: Some(reason),
         });
     let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq).payload(payload).headers(h);
-    producer
-        .send(record, Duration::from_secs(30))
+    send_and_wait(producer, record, Duration::from_secs(30))
         .await
         .map(|_| ())
-        .map_err(|(e, _)| e)
 }

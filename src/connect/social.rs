@@ -4,21 +4,15 @@
 //! list empty); an expired token or a used-up quota ends the pass with the reason.
 
 use super::consent::consenting;
+use super::error::ConnectError;
 use super::fetch::FetchError;
 use super::pager::{PageError, Pager, with_param};
-use super::poller::{ConnectError, PassSummary, Shared, Source, dead_letter, produce_items};
+use super::pass::{Outcome, PassSummary, Shared, Source, Stop, dead_letter, produce_items};
+use super::source::expand;
 use crate::catalog::source::PerCustomer;
 use reqwest::Url;
 use serde_json::{Value as Json, json};
 use tracing::warn;
-
-/// What ends asking about one customer.
-enum Stop {
-    /// Skip this customer (access denied, or a response dead-lettered).
-    Customer,
-    /// End the pass (auth, quota).
-    Pass(String),
-}
 
 pub(super) async fn pass(shared: &Shared<'_>, source: &Source, per: &PerCustomer) -> Result<PassSummary, ConnectError> {
     let mut summary = PassSummary {
@@ -39,8 +33,8 @@ pub(super) async fn pass(shared: &Shared<'_>, source: &Source, per: &PerCustomer
             source.checkpoint()?;
         }
         summary.customers += 1;
-        match customer_items(shared, source, per, &account, &mut summary).await? {
-            Ok(mut items) => {
+        match customer_items(shared, source, per, &account, &mut summary).await {
+            Outcome::Done(mut items) => {
                 for item in &mut items {
                     if let Json::Object(m) = item {
                         m.insert("_customer_id".into(), json!(customer));
@@ -50,11 +44,12 @@ pub(super) async fn pass(shared: &Shared<'_>, source: &Source, per: &PerCustomer
                 }
                 summary.records += produce_items(shared, source, &items, &mut summary.dead_letters).await?;
             }
-            Err(Stop::Customer) => summary.skipped += 1,
-            Err(Stop::Pass(reason)) => {
+            Outcome::Stopped(Stop::Customer) => summary.skipped += 1,
+            Outcome::Stopped(Stop::Pass(reason)) => {
                 summary.stopped = Some(reason);
                 break;
             }
+            Outcome::Failed(e) => return Err(e),
         }
     }
     Ok(summary)
@@ -67,7 +62,7 @@ async fn customer_items(
     per: &PerCustomer,
     account: &str,
     summary: &mut PassSummary,
-) -> Result<Result<Vec<Json>, Stop>, ConnectError> {
+) -> Outcome<Vec<Json>> {
     let spec = &source.spec;
     let url = for_account(&source.url, &spec.params, per.param.as_deref(), account);
     let mut items = match walk(
@@ -76,15 +71,15 @@ async fn customer_items(
         Pager::new(&source.fetcher, &spec.paging, &spec.items, url),
         summary,
     )
-    .await?
+    .await
     {
-        Ok(items) => items,
-        Err(stop) => return Ok(Err(stop)),
+        Outcome::Done(items) => items,
+        other => return other,
     };
     for join in &spec.joins {
-        let base = match Url::parse(&super::poller::expand(&join.url)) {
+        let base = match Url::parse(&expand(&join.url)) {
             Ok(u) => u,
-            Err(e) => return Err(ConnectError::Config(format!("join url {}: {e}", join.url))),
+            Err(e) => return ConnectError::Config(format!("join url {}: {e}", join.url)).into(),
         };
         let param = join.param.as_deref().or(per.param.as_deref());
         let url = for_account(&base, &join.params, param, account);
@@ -94,12 +89,12 @@ async fn customer_items(
             Pager::new(&source.fetcher, &join.paging, &join.items, url),
             summary,
         )
-        .await?
+        .await
         {
-            Ok(list) => list,
+            Outcome::Done(list) => list,
             // A private list (VK 30/260, Graph permissions) is an empty one, not a lost customer.
-            Err(Stop::Customer) => Vec::new(),
-            Err(stop) => return Ok(Err(stop)),
+            Outcome::Stopped(Stop::Customer) => Vec::new(),
+            other => return other,
         };
         for item in &mut items {
             if let Json::Object(m) = item {
@@ -107,7 +102,7 @@ async fn customer_items(
             }
         }
     }
-    Ok(Ok(items))
+    Outcome::Done(items)
 }
 
 fn for_account(
@@ -143,7 +138,7 @@ async fn walk(
     source: &Source,
     mut pager: Pager<'_>,
     summary: &mut PassSummary,
-) -> Result<Result<Vec<Json>, Stop>, ConnectError> {
+) -> Outcome<Vec<Json>> {
     let mut all = Vec::new();
     loop {
         match pager.next().await {
@@ -151,25 +146,28 @@ async fn walk(
                 summary.pages += 1;
                 all.extend(items);
             }
-            Ok(None) => return Ok(Ok(all)),
+            Ok(None) => return Outcome::Done(all),
             Err(PageError::Refused { class, reason, body }) => {
-                dead_letter(shared, source, &body, class, &reason).await?;
+                if let Err(e) = dead_letter(shared, source, &body, class, &reason).await {
+                    return e.into();
+                }
                 summary.dead_letters += 1;
-                return Ok(Err(Stop::Customer));
+                return Outcome::Stopped(Stop::Customer);
             }
             Err(PageError::Fetch(e @ FetchError::Denied(_))) => {
                 warn!(error = %e, "access denied; skipping");
-                return Ok(Err(Stop::Customer));
+                return Outcome::Stopped(Stop::Customer);
             }
             Err(PageError::Fetch(e @ (FetchError::Auth(_) | FetchError::Quota(_)))) => {
                 warn!(error = %e, "source stopped for this pass");
-                return Ok(Err(Stop::Pass(format!("{}: {e}", e.class()))));
+                return Outcome::Stopped(Stop::Pass(format!("{}: {e}", e.class())));
             }
             Err(PageError::Fetch(error)) => {
-                return Err(ConnectError::Fetch {
+                return ConnectError::Fetch {
                     source_topic: source.topic.name.clone(),
                     error,
-                });
+                }
+                .into();
             }
         }
     }

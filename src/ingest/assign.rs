@@ -2,22 +2,24 @@
 //! partitions, it reads the offsets stored in each table's `txn` actions and starts every
 //! partition right after them, so Kafka's own committed offsets never decide what lands.
 
-use super::table::RawTable;
+use super::offsets::{StoredOffsets, start_after};
+use super::retry::Policy;
+use super::running::Running;
+use super::table::{RawTable, TableError};
 use crate::lake::LakeUrl;
+use backon::BlockingRetryable;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub type Stored = HashMap<(String, i32), Option<i64>>;
-
 #[derive(Debug)]
 pub enum RebalanceEvent {
     /// Partitions now ours, with the offset last stored in the lake for each.
-    Assigned(Stored),
+    Assigned(StoredOffsets),
     /// Every partition was taken away (eager protocol): in-flight batches are abandoned.
     Revoked,
     Failed(String),
@@ -28,7 +30,7 @@ pub struct IngestContext {
     lake: LakeUrl,
     group: String,
     target_file_bytes: u64,
-    running: super::flush::Running,
+    running: Running,
     events: Mutex<Vec<RebalanceEvent>>,
     /// High watermarks from librdkafka's periodic statistics, for the lag gauges.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
@@ -40,7 +42,7 @@ impl IngestContext {
         lake: LakeUrl,
         group: &str,
         target_file_bytes: u64,
-        running: super::flush::Running,
+        running: Running,
     ) -> Self {
         Self {
             handle,
@@ -75,38 +77,46 @@ impl IngestContext {
 
     /// Reads stored offsets, retrying storage hiccups for a while: a worker that cannot
     /// know where to start must not start.
-    fn stored_offsets(&self, partitions: &[(String, i32)]) -> Result<Stored, String> {
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for (t, p) in partitions {
-            by_topic.entry(t.as_str()).or_default().push(*p);
-        }
-        let mut last_error = String::new();
-        for attempt in 0..6u32 {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(250 << attempt));
-            }
-            let result: Result<Stored, String> = self.handle.block_on(async {
-                let mut out = Stored::new();
-                for (topic, ps) in &by_topic {
-                    let mut table = RawTable::open(&self.lake, topic, &self.group, self.target_file_bytes)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    for (p, stored) in table.stored_offsets(ps).await.map_err(|e| e.to_string())? {
-                        out.insert((topic.to_string(), p), stored);
-                    }
-                }
-                Ok(out)
-            });
-            match result {
-                Ok(stored) => return Ok(stored),
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "reading stored offsets failed");
-                    last_error = e;
-                }
-            }
-        }
-        Err(last_error)
+    fn stored_offsets(&self, partitions: &[(String, i32)]) -> Result<StoredOffsets, TableError> {
+        let by_topic = by_topic(partitions);
+        let mut attempt = 0u32;
+        let result = (|| self.handle.block_on(self.read_stored(&by_topic)))
+            .retry(Policy::assignment().delays())
+            .notify(|e, _| {
+                tracing::warn!(attempt, error = %e, "reading stored offsets failed");
+                attempt += 1;
+            })
+            .call();
+        result.inspect_err(|e| tracing::warn!(attempt, error = %e, "reading stored offsets failed"))
     }
+
+    async fn read_stored(&self, by_topic: &BTreeMap<&str, Vec<i32>>) -> Result<StoredOffsets, TableError> {
+        let mut out = StoredOffsets::default();
+        for (topic, ps) in by_topic {
+            let mut table = RawTable::open(&self.lake, topic, &self.group, self.target_file_bytes).await?;
+            for (p, stored) in table.stored_offsets(ps).await? {
+                out.set(topic, p, stored);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One table per topic is read for all its partitions.
+fn by_topic(partitions: &[(String, i32)]) -> BTreeMap<&str, Vec<i32>> {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in partitions {
+        by_topic.entry(t.as_str()).or_default().push(*p);
+    }
+    by_topic
+}
+
+/// Sets every assigned partition to start right after its stored offset.
+fn start_after_stored(tpl: &mut TopicPartitionList, stored: &StoredOffsets) -> Result<(), rdkafka::error::KafkaError> {
+    for (topic, p, s) in stored.iter() {
+        tpl.set_partition_offset(topic, p, start_after(s))?;
+    }
+    Ok(())
 }
 
 impl ClientContext for IngestContext {
@@ -134,12 +144,9 @@ impl ConsumerContext for IngestContext {
                     .collect();
                 match self.stored_offsets(&partitions) {
                     Ok(stored) => {
-                        for ((topic, p), s) in &stored {
-                            let offset = s.map_or(Offset::Beginning, |s| Offset::Offset(s + 1));
-                            if let Err(e) = tpl.set_partition_offset(topic, *p, offset) {
-                                self.push(RebalanceEvent::Failed(e.to_string()));
-                                return;
-                            }
+                        if let Err(e) = start_after_stored(tpl, &stored) {
+                            self.push(RebalanceEvent::Failed(e.to_string()));
+                            return;
                         }
                         tracing::info!(
                             partitions = partitions.len(),
@@ -166,5 +173,67 @@ impl ConsumerContext for IngestContext {
             }
             other => self.push(RebalanceEvent::Failed(format!("rebalance error {other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::checks::Horizon;
+    use crate::ingest::testing;
+    use rdkafka::topic_partition_list::Offset;
+
+    #[test]
+    fn partitions_start_right_after_the_lake_offsets() {
+        let mut stored = StoredOffsets::default();
+        stored.set("a", 0, Some(9));
+        stored.set("a", 1, None);
+        stored.set("b", 3, Some(0));
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in [("a", 0), ("a", 1), ("b", 3)] {
+            tpl.add_partition(t, p);
+        }
+        start_after_stored(&mut tpl, &stored).unwrap();
+        let starts: Vec<_> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition(), e.offset()))
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                ("a".into(), 0, Offset::Offset(10)),
+                ("a".into(), 1, Offset::Beginning),
+                ("b".into(), 3, Offset::Offset(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn each_table_is_read_once_for_all_its_partitions() {
+        let partitions = [("b".to_string(), 1), ("a".to_string(), 2), ("b".to_string(), 0)];
+        let grouped = by_topic(&partitions);
+        assert_eq!(grouped, BTreeMap::from([("a", vec![2]), ("b", vec![1, 0])]));
+    }
+
+    #[test]
+    fn stored_offsets_are_read_from_the_tables_of_the_group() {
+        let runtime = testing::runtime();
+        let (_dir, lake) = testing::lake();
+        let mut batch = testing::sealed("t", 0, 0..3, &mut Horizon::new(100));
+        runtime.block_on(async {
+            let mut table = RawTable::open(&lake, "t", "g", 1 << 20).await.unwrap();
+            let rows = batch.finish(None).unwrap();
+            table.commit(rows, &BTreeMap::from([(0, (None, 2))])).await.unwrap();
+        });
+        let partitions = [("t".to_string(), 0), ("t".to_string(), 1), ("u".to_string(), 0)];
+        let ours = IngestContext::new(runtime.handle().clone(), lake.clone(), "g", 1 << 20, Running::default());
+        let stored = ours.stored_offsets(&partitions).unwrap();
+        assert_eq!(stored.get("t", 0), Some(Some(2)));
+        assert_eq!(stored.get("t", 1), Some(None));
+        // No table yet: nothing stored, reading starts at the beginning.
+        assert_eq!(stored.get("u", 0), Some(None));
+        let other = IngestContext::new(runtime.handle().clone(), lake, "h", 1 << 20, Running::default());
+        assert_eq!(other.stored_offsets(&partitions).unwrap().get("t", 0), Some(None));
     }
 }

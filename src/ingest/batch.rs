@@ -3,31 +3,20 @@
 //! set aside with its Kafka coordinates. Rejected records wait here as dead letters so
 //! they are published only with the batch that accounts for their offsets.
 
-use super::arrow::{ConvertError, TIMESTAMP_TZ};
 use super::checks::{Reject, Rules, id_hash};
 use super::decode::{Chunk, WriterPlan};
+use crate::lake::columns::{ConvertError, TIMESTAMP_TZ};
+use crate::lake::raw::meta_fields;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Int32Array, Int64Array, StringArray,
     TimestampMicrosecondArray, new_null_array,
 };
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{Field, Fields, Schema, SchemaRef, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Columns ingest adds to every raw table.
-pub const PARTITION_COLUMN: &str = "event_date";
-const META: [&str; 5] = [
-    "_kafka_partition",
-    "_kafka_offset",
-    "_kafka_timestamp",
-    "_writer_schema",
-    "_ingested_at",
-];
-/// Ingest's columns that hold one or a few values per batch (partition, writer, time).
-pub const FEW_VALUED: [&str; 3] = [META[0], META[3], META[4]];
 
 /// A record that failed, kept with everything needed to replay it.
 #[derive(Debug, Clone)]
@@ -67,6 +56,13 @@ pub struct Checks<'a> {
     pub seen: &'a mut super::checks::Horizon,
 }
 
+/// The first and last offset of one partition in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetRange {
+    pub first: i64,
+    pub last: i64,
+}
+
 pub struct TopicBatch {
     pub topic: String,
     /// Per writer version, the chunk being decoded (producers on two versions interleave).
@@ -79,8 +75,8 @@ pub struct TopicBatch {
     pub bytes: u64,
     pub opened_at: Option<Instant>,
     pub oldest_kafka_ms: Option<i64>,
-    /// Per partition: first and last offset this batch accounts for (landed or dead-lettered).
-    pub offsets: BTreeMap<i32, (i64, i64)>,
+    /// Per partition: the offsets this batch accounts for (landed or dead-lettered).
+    pub offsets: BTreeMap<i32, OffsetRange>,
     /// Ids this batch put into the topic's horizon, taken out again if it is abandoned.
     pub ids: Vec<u64>,
     pub letters: Vec<DeadLetter>,
@@ -151,8 +147,11 @@ impl TopicBatch {
         self.bytes += bytes as u64;
         self.offsets
             .entry(partition)
-            .and_modify(|(_, last)| *last = offset)
-            .or_insert((offset, offset));
+            .and_modify(|range| range.last = offset)
+            .or_insert(OffsetRange {
+                first: offset,
+                last: offset,
+            });
     }
 
     /// Decodes the record at `index` of the originals into its writer's chunk; true when
@@ -360,33 +359,14 @@ impl TopicBatch {
     }
 }
 
-/// The schema a raw table has before anything landed in it: the event's fields, then
-/// ingest's own columns. Readers use it to treat a topic that has not landed yet as empty.
-pub fn empty_table_schema(event_fields: &Fields) -> SchemaRef {
-    let fields: Vec<Field> = event_fields
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .chain(meta_fields())
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-fn meta_fields() -> Vec<Field> {
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some(TIMESTAMP_TZ.into()));
-    vec![
-        Field::new(META[0], DataType::Int32, true),
-        Field::new(META[1], DataType::Int64, true),
-        Field::new(META[2], ts.clone(), true),
-        Field::new(META[3], DataType::Utf8, true),
-        Field::new(META[4], ts, true),
-        Field::new(PARTITION_COLUMN, DataType::Date32, true),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::{SchemaSet, SchemaVersion, encode_with};
+    use crate::ingest::checks::Horizon;
+    use crate::ingest::decode::CHUNK_ROWS;
+    use crate::lake::raw::PARTITION_COLUMN;
+    use arrow::datatypes::{DataType, TimeUnit};
     use std::path::Path;
 
     const NOW: i64 = 1_790_000_000_000;
@@ -400,19 +380,23 @@ mod tests {
             "event_id": id, "event_time": NOW - 1000, "customer_id": "c1", "session_id": "s1",
             "product_id": "p1", "dwell_ms": 1500, "price_kopecks": price
         });
-        encode_with(version, crate::connect::json::to_avro(&json, &version.schema).unwrap()).unwrap()
+        encode_with(version, crate::codec::json::to_avro(&json, &version.schema).unwrap()).unwrap()
     }
 
     /// Takes `records` at offsets 0.. of partition 0, then seals every chunk.
     fn land(records: &[(&Arc<SchemaVersion>, Vec<u8>)]) -> TopicBatch {
+        land_seen(records, &mut Horizon::new(1000))
+    }
+
+    /// `land` with the topic's horizon so far.
+    fn land_seen(records: &[(&Arc<SchemaVersion>, Vec<u8>)], seen: &mut Horizon) -> TopicBatch {
         let rules = Rules::new(&crate::config::IngestConfig::default());
         let required = vec!["customer_id".to_string()];
-        let mut seen = crate::ingest::checks::Horizon::new(1000);
         let mut checks = Checks {
             rules: &rules,
             required: &required,
             now_ms: NOW,
-            seen: &mut seen,
+            seen,
         };
         let mut b = TopicBatch::new("t");
         let mut plans: Vec<Arc<WriterPlan>> = Vec::new();
@@ -506,6 +490,87 @@ mod tests {
             })
             .collect();
         assert_eq!(offsets, [0, 2, 5, 8]);
+    }
+
+    #[test]
+    fn a_full_chunk_is_set_aside_at_once_and_the_rest_at_the_flush() {
+        let set = schemas();
+        let v = set.current("product_view").unwrap().clone();
+        let plan = Arc::new(WriterPlan::new(&v).unwrap());
+        let rules = Rules::new(&crate::config::IngestConfig::default());
+        let mut seen = Horizon::new(100_000);
+        let mut checks = Checks {
+            rules: &rules,
+            required: &[],
+            now_ms: NOW,
+            seen: &mut seen,
+        };
+        let n = CHUNK_ROWS + 10;
+        let rows = |b: &TopicBatch| b.parts.iter().map(RecordBatch::num_rows).sum::<usize>();
+        let mut b = TopicBatch::new("t");
+        let mut full_at = Vec::new();
+        for o in 0..n {
+            let bytes = view(&v, &format!("e{o}"), 1);
+            if b.take((3, o as i64 + 100, Some(NOW)), None, &bytes, Vec::new(), Ok(&plan)) {
+                full_at.push(o);
+                b.seal(false, &mut checks);
+            }
+        }
+        assert_eq!(full_at, [CHUNK_ROWS - 1]);
+        assert_eq!(rows(&b), CHUNK_ROWS);
+        b.seal(false, &mut checks);
+        assert_eq!(rows(&b), CHUNK_ROWS, "a chunk that is not full stays open");
+        b.seal(true, &mut checks);
+        assert_eq!(rows(&b), n);
+        assert_eq!(b.rows, n as u64);
+        assert_eq!(
+            b.offsets,
+            BTreeMap::from([(
+                3,
+                OffsetRange {
+                    first: 100,
+                    last: n as i64 + 99
+                }
+            )])
+        );
+        assert_eq!(b.ids.len(), n);
+        let out = b.finish(None).unwrap();
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), n);
+        assert!(b.parts.is_empty(), "finish hands the rows over");
+    }
+
+    #[test]
+    fn an_abandoned_batch_forgotten_lands_again() {
+        let set = schemas();
+        let v = set.current("product_view").unwrap().clone();
+        let mut seen = Horizon::new(1000);
+        let first = land_seen(&[(&v, view(&v, "a", 1)), (&v, view(&v, "b", 1))], &mut seen);
+        assert_eq!(first.ids.len(), 2);
+        let again = || [(&v, view(&v, "a", 1)), (&v, view(&v, "b", 1)), (&v, view(&v, "c", 1))];
+        // While the first batch counts, its events are duplicates.
+        let mut probe = Horizon::new(1000);
+        land_seen(&again()[..2], &mut probe);
+        let dup = land_seen(&again(), &mut probe);
+        assert_eq!(classes(&dup), [(0, "duplicate_event"), (1, "duplicate_event")]);
+        // Abandoned, its ids leave the horizon and its records land when they come again.
+        seen.forget(&first.ids);
+        let second = land_seen(&again(), &mut seen);
+        assert!(second.letters.is_empty(), "{:?}", classes(&second));
+        assert_eq!(second.ids.len(), 3);
+    }
+
+    #[test]
+    fn a_reused_batch_starts_empty_for_its_new_topic() {
+        let set = schemas();
+        let v = set.current("product_view").unwrap().clone();
+        let mut b = land(&[(&v, view(&v, "a", 1)), (&v, view(&v, "b", -1))]);
+        assert!(!b.is_empty() && !b.letters.is_empty() && !b.ids.is_empty());
+        b.finish(None).unwrap();
+        let b = b.reuse("u");
+        assert_eq!(b.topic, "u");
+        assert!(b.is_empty() && b.letters.is_empty() && b.ids.is_empty() && b.parts.is_empty());
+        assert_eq!((b.rows, b.bytes, b.opened_at, b.oldest_kafka_ms), (0, 0, None, None));
+        assert_eq!(b.originals.iter().count(), 0);
     }
 
     #[test]

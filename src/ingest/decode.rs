@@ -12,6 +12,7 @@
 use super::checks::Reject;
 use super::originals::Originals;
 use crate::codec::{MAGIC, SchemaVersion, WriterDecoder};
+use crate::lake::columns::record_fields;
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Field, Fields, Schema as ArrowSchema};
 use arrow_avro::reader::{Decoder, ReaderBuilder};
@@ -38,8 +39,7 @@ pub struct WriterPlan {
 
 impl WriterPlan {
     pub fn new(version: &Arc<SchemaVersion>) -> Result<Self, Reject> {
-        let fields =
-            super::record_fields(&version.schema).map_err(|e| Reject::new("unsupported_schema", e.to_string()))?;
+        let fields = record_fields(&version.schema).map_err(|e| Reject::new("unsupported_schema", e.to_string()))?;
         let plan = Self {
             fingerprint: version.fingerprint,
             label: format!("{}@{:016x}", version.event, version.fingerprint),

@@ -4,9 +4,9 @@
 
 use super::batch::{Checks, TopicBatch};
 use super::checks::Rules;
+use super::contract::TopicContract;
 use super::decode::WriterPlan;
 use super::table::{Committed, RawTable};
-use super::worker::TopicContract;
 use crate::codec::SchemaSet;
 use crate::lake::LakeUrl;
 use serde_json::Value as Json;
@@ -72,7 +72,7 @@ pub async fn land_json(
                 p
             }
         };
-        let value = crate::connect::json::to_avro(json, &version.schema).map_err(|e| format!("{event}: {e}"))?;
+        let value = crate::codec::json::to_avro(json, &version.schema).map_err(|e| format!("{event}: {e}"))?;
         let bytes = crate::codec::encode_with(version, value).map_err(|e| format!("{event}: {e}"))?;
         if batch.take((0, next, Some(now)), None, &bytes, Vec::new(), Ok(&plan)) {
             batch.seal(false, &mut checks);

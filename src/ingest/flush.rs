@@ -10,31 +10,53 @@
 //! waits and keeps both cores busy. Commits stay one at a time and in order, and each
 //! commit's offsets are worked out only when the one before it has settled, so stored
 //! offsets still advance strictly in order and the fencing check sees every predecessor.
+//!
+//! The pipeline owns the tables and the stored offsets; what only the worker can do (seek
+//! and commit on its consumer, forget ids in its dedup horizons) it hands back as a
+//! `Handback` after each step.
 
-use super::IngestError;
-use super::assign::IngestContext;
 use super::batch::{DeadLetter, TopicBatch};
 use super::checks::Reject;
+use super::offsets::StoredOffsets;
+use super::publish::Outbox;
+use super::retry::{self, Policy};
+use super::running::Running;
 use super::table::{Committed, RawTable, Rows, Staged, TableError};
-use super::worker::Worker;
+use super::{FastMap, IngestError, Summary};
+use crate::codec::SchemaSet;
 use crate::config::IngestConfig;
+use crate::lake::LakeUrl;
+use crate::telemetry::Telemetry;
 use arrow::record_batch::RecordBatch;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info, info_span, warn};
 
-/// Partition -> (offset stored before this batch, last offset in it).
-type Offsets = BTreeMap<i32, (Option<i64>, i64)>;
+/// One partition's share of a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advance {
+    /// The offset stored before this batch; the fencing check expects to find it.
+    pub stored: Option<i64>,
+    /// The last offset in this batch, stored by its commit.
+    pub last: i64,
+}
 
-type CommitTask = JoinHandle<(RawTable, Result<Committed, TableError>, Duration)>;
+/// Per partition, what a batch's commit stores.
+pub type Offsets = BTreeMap<i32, Advance>;
+
+/// What a background commit hands back.
+struct CommitDone {
+    /// The table with what the commit learned (its version, the offsets it stored).
+    table: RawTable,
+    result: Result<Committed, TableError>,
+    took: Duration,
+}
 
 /// A flushed batch on its way into the lake.
-pub struct InFlight {
+struct InFlight {
     batch: TopicBatch,
     /// Records already published as dead letters, so a refused batch does not repeat them.
     published: HashSet<(i32, i64)>,
@@ -48,7 +70,10 @@ enum Step {
     /// Waiting for the commits ahead of it; its data files may be written meanwhile.
     Waiting(Pending),
     /// Its commit runs, storing these offsets.
-    Committing { offsets: Offsets, task: CommitTask },
+    Committing {
+        offsets: Offsets,
+        task: JoinHandle<CommitDone>,
+    },
 }
 
 enum Pending {
@@ -58,77 +83,164 @@ enum Pending {
 }
 
 impl InFlight {
+    fn is_committing(&self) -> bool {
+        matches!(self.step, Step::Committing { .. })
+    }
+
     fn is_settleable(&self) -> bool {
         matches!(&self.step, Step::Committing { task, .. } if task.is_finished())
     }
 }
 
-/// Commits running in the background. A revoke waits for them before the partitions go
-/// to another worker, so the new owner reads offsets no commit of ours will move again.
-#[derive(Clone, Default)]
-pub struct Running(Arc<AtomicUsize>);
-
-pub struct RunningGuard(Arc<AtomicUsize>);
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+/// What the worker does after a pipeline step: it holds the consumer and the dedup horizons.
+#[derive(Debug, Default)]
+pub struct Handback {
+    /// Batches dropped before they landed: their ids leave the topic's horizon, for their
+    /// records come again.
+    pub forget: Vec<Forget>,
+    /// Commits that landed, in order: the group's committed offsets follow them.
+    pub landed: Vec<Landed>,
+    /// Topics another worker advanced: the batch filling is dropped and reading restarts
+    /// right after what the lake holds.
+    pub resync: Vec<Resync>,
 }
 
-impl Running {
-    fn start(&self) -> RunningGuard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        RunningGuard(self.0.clone())
-    }
+#[derive(Debug)]
+pub struct Forget {
+    pub topic: String,
+    pub ids: Vec<u64>,
+}
 
-    /// Blocks until no commit runs or `limit` passes; false when they are still running.
-    pub fn wait_idle(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.0.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+#[derive(Debug)]
+pub struct Landed {
+    pub topic: String,
+    /// Per partition, the last offset the commit stored.
+    pub last: BTreeMap<i32, i64>,
+}
+
+#[derive(Debug)]
+pub struct Resync {
+    pub topic: String,
+    /// Per partition, the offset the lake holds now.
+    pub stored: BTreeMap<i32, Option<i64>>,
+}
+
+/// What a pipeline is made of; the rest of its state starts empty.
+pub struct PipelineParts<O> {
+    pub config: IngestConfig,
+    pub lake: LakeUrl,
+    pub handle: Handle,
+    pub outbox: O,
+    /// For encoding `lake.commits` records.
+    pub schemas: Arc<SchemaSet>,
+    pub telemetry: Telemetry,
+    pub running: Running,
+    /// How many committed batches are kept for their memory.
+    pub spare_limit: usize,
+}
+
+/// Whether a topic's full batch may go into the pipeline now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Free,
+    /// The pipeline is full and the batch may grow to twice the limits meanwhile.
+    KeepFilling,
+    /// The pipeline is full and the batch is twice the limits: the oldest commit must settle.
+    SettleFirst,
+}
+
+pub struct Pipeline<O> {
+    config: IngestConfig,
+    policy: Policy,
+    lake: LakeUrl,
+    handle: Handle,
+    outbox: O,
+    schemas: Arc<SchemaSet>,
+    telemetry: Telemetry,
+    running: Running,
+    tables: FastMap<String, RawTable>,
+    stored: StoredOffsets,
+    /// Per topic, flushed batches in commit order (the first one's commit may be running).
+    queues: FastMap<String, VecDeque<InFlight>>,
+    /// Committed batches whose memory the next batches reuse.
+    spare: Vec<TopicBatch>,
+    spare_limit: usize,
+    /// Landed, dead letters, commits and abandoned batches.
+    summary: Summary,
+    handback: Handback,
+}
+
+impl<O: Outbox> Pipeline<O> {
+    pub fn new(parts: PipelineParts<O>) -> Self {
+        Self {
+            policy: Policy::lake(parts.config.retry_backoff_ms),
+            config: parts.config,
+            lake: parts.lake,
+            handle: parts.handle,
+            outbox: parts.outbox,
+            schemas: parts.schemas,
+            telemetry: parts.telemetry,
+            running: parts.running,
+            tables: FastMap::default(),
+            stored: StoredOffsets::default(),
+            queues: FastMap::default(),
+            spare: Vec::new(),
+            spare_limit: parts.spare_limit,
+            summary: Summary::default(),
+            handback: Handback::default(),
         }
-        true
     }
-}
 
-impl Worker {
-    /// Flushes `topic` when its pipeline has room; while it is full the batch keeps filling
-    /// up to twice the configured limits, then the worker waits for the oldest commit.
-    pub(super) fn flush_when_free(
-        &mut self,
-        topic: &str,
-        consumer: &BaseConsumer<IngestContext>,
-    ) -> Result<(), IngestError> {
+    /// The offsets stored for the partitions that are ours, as far as this worker knows.
+    pub fn stored(&self) -> &StoredOffsets {
+        &self.stored
+    }
+
+    pub fn stored_mut(&mut self) -> &mut StoredOffsets {
+        &mut self.stored
+    }
+
+    /// After the worker reloaded schemas: announcements encode with the new set.
+    pub fn use_schemas(&mut self, schemas: Arc<SchemaSet>) {
+        self.schemas = schemas;
+    }
+
+    /// A committed batch to fill again.
+    pub fn take_spare(&mut self) -> Option<TopicBatch> {
+        self.spare.pop()
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// What the worker must do after the steps so far; call after every step, failed or not.
+    pub fn take_handback(&mut self) -> Handback {
+        std::mem::take(&mut self.handback)
+    }
+
+    /// While the topic's pipeline is full, its batch keeps filling up to twice the
+    /// configured limits; past that the worker waits for the oldest commit.
+    pub fn room(&self, topic: &str, filling: Option<&TopicBatch>) -> Room {
         let depth = usize::try_from(self.config.max_batches_in_flight).unwrap_or(usize::MAX);
-        let queued = self.inflight.get(topic).map_or(0, VecDeque::len);
-        if queued >= depth {
-            let roomy = self.batches.get(topic).is_none_or(|b| {
-                b.rows < self.config.max_batch_rows.saturating_mul(2)
-                    && b.bytes < self.config.max_batch_bytes.saturating_mul(2)
-            });
-            if roomy {
-                return Ok(());
-            }
-            self.settle(topic, consumer, true)?;
+        if self.queues.get(topic).map_or(0, VecDeque::len) < depth {
+            return Room::Free;
         }
-        self.flush(topic, consumer)
+        let roomy = filling.is_none_or(|b| {
+            b.rows < self.config.max_batch_rows.saturating_mul(2)
+                && b.bytes < self.config.max_batch_bytes.saturating_mul(2)
+        });
+        if roomy { Room::KeepFilling } else { Room::SettleFirst }
     }
 
-    /// Hands the topic's batch to the pipeline: its dead letters are published, its data
-    /// files start being written, and it commits when the batches ahead of it have.
-    pub(super) fn flush(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
-        self.settle_ready(topic, consumer)?;
-        self.seal(topic, true);
-        let Some(mut batch) = self.batches.remove(topic) else {
-            return Ok(());
-        };
+    /// Hands a sealed batch to the pipeline: its dead letters are published, its data files
+    /// start being written, and it commits when the batches ahead of it have.
+    pub fn flush(&mut self, mut batch: TopicBatch) -> Result<(), IngestError> {
         if batch.is_empty() {
             return Ok(());
         }
+        let topic = batch.topic.clone();
+        let topic = topic.as_str();
         let span = info_span!(
             "batch",
             topic,
@@ -138,30 +250,24 @@ impl Worker {
         );
         let started = Instant::now();
         if !self.tables.contains_key(topic) {
-            let table = self.retry("open table", || {
+            let table = retry::blocking(&self.handle, &self.policy, "open table", || {
                 RawTable::open(&self.lake, topic, &self.config.group, self.config.target_file_bytes)
             })?;
             self.tables.insert(topic.to_string(), table);
         }
-        let table = self
-            .tables
-            .get(topic)
-            .ok_or(IngestError::Internal("table vanished".into()))?;
+        let table = self.table(topic)?;
         let rows = match batch.finish(table.arrow_schema().as_ref()) {
             Ok(rows) => rows,
             Err(e) => {
                 span.in_scope(|| warn!(error = %e, "batch cannot be assembled; dead-lettering its rows"));
-                self.reject_rows(&mut batch, &e.to_string(), &HashSet::new());
+                reject_rows(&mut batch, &e.to_string(), &HashSet::new());
                 Vec::new()
             }
         };
         let mut published = HashSet::new();
         self.publish_letters(topic, &mut batch, &mut published)?;
-        let table = self
-            .tables
-            .get(topic)
-            .ok_or(IngestError::Internal("table vanished".into()))?;
-        if rows.is_empty() && !table.exists() && self.inflight.get(topic).is_none_or(VecDeque::is_empty) {
+        let table = self.table(topic)?;
+        if rows.is_empty() && !table.exists() && self.queues.get(topic).is_none_or(VecDeque::is_empty) {
             // Only dead letters and no table yet to hold offsets: the first batch with
             // rows stores offsets that cover these too (letters may repeat after a crash).
             span.in_scope(|| info!("batch of dead letters only; offsets wait for the table's first rows"));
@@ -170,15 +276,20 @@ impl Worker {
         let rows_empty = rows.is_empty();
         let pending = match rows.first().map(RecordBatch::schema) {
             Some(schema) if table.stages(&schema) => {
-                let (table, config) = (table.clone(), self.config.clone());
-                Pending::Staging(
-                    self.handle
-                        .spawn(async move { stage_with_retry(&table, rows, &config).await }.instrument(span.clone())),
-                )
+                let (table, policy) = (table.clone(), self.policy);
+                let staging = async move {
+                    let (_, staged) = retry::transient(&policy, "writing data files failed", &table, |table| {
+                        let rows = rows.clone();
+                        async move { (table, table.stage(rows).await) }
+                    })
+                    .await;
+                    staged
+                };
+                Pending::Staging(self.handle.spawn(staging.instrument(span.clone())))
             }
             _ => Pending::Rows(rows),
         };
-        self.inflight.entry(topic.to_string()).or_default().push_back(InFlight {
+        self.queues.entry(topic.to_string()).or_default().push_back(InFlight {
             batch,
             published,
             rows_empty,
@@ -190,31 +301,29 @@ impl Worker {
         Ok(())
     }
 
+    fn table(&self, topic: &str) -> Result<&RawTable, IngestError> {
+        self.tables
+            .get(topic)
+            .ok_or(IngestError::Internal("table vanished".into()))
+    }
+
     /// Starts the commit of the topic's oldest batch unless a commit is already running.
     fn start_next(&mut self, topic: &str) {
-        let Some(front) = self.inflight.get_mut(topic).and_then(VecDeque::front_mut) else {
+        let Some(front) = self.queues.get_mut(topic).and_then(VecDeque::front_mut) else {
             return;
         };
-        if matches!(front.step, Step::Committing { .. }) {
+        if front.is_committing() {
             return;
         }
         let Some(mut table) = self.tables.get(topic).cloned() else {
             return;
         };
-        let offsets: Offsets = front
-            .batch
-            .offsets
-            .iter()
-            .map(|(&p, &(_, last))| {
-                let stored = self.stored.get(topic).and_then(|ps| ps.get(&p)).copied().flatten();
-                (p, (stored, last))
-            })
-            .collect();
+        let offsets = advances(topic, &front.batch, &self.stored);
         let placeholder = Step::Waiting(Pending::Rows(Vec::new()));
         let Step::Waiting(pending) = std::mem::replace(&mut front.step, placeholder) else {
             return;
         };
-        let (config, guard, task_offsets) = (self.config.clone(), self.running.start(), offsets.clone());
+        let (policy, guard, task_offsets) = (self.policy, self.running.start(), offsets.clone());
         let task = self.handle.spawn(
             async move {
                 let _running = guard;
@@ -230,10 +339,14 @@ impl Worker {
                     },
                 };
                 let result = match rows {
-                    Ok(rows) => commit_with_retry(&mut table, rows, &task_offsets, &config).await,
+                    Ok(rows) => commit_with_retry(&mut table, rows, &task_offsets, &policy).await,
                     Err(e) => Err(e),
                 };
-                (table, result, commit_started.elapsed())
+                CommitDone {
+                    table,
+                    result,
+                    took: commit_started.elapsed(),
+                }
             }
             .instrument(front.span.clone()),
         );
@@ -241,46 +354,48 @@ impl Worker {
     }
 
     /// Settles every commit that has finished, without waiting for the others.
-    pub(super) fn settle_finished(&mut self, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
-        let topics: Vec<String> = self.inflight.keys().cloned().collect();
+    pub fn settle_finished(&mut self) -> Result<(), IngestError> {
+        let topics: Vec<String> = self.queues.keys().cloned().collect();
         for topic in topics {
-            self.settle_ready(&topic, consumer)?;
+            self.settle_ready(&topic)?;
         }
         Ok(())
     }
 
-    fn settle_ready(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
+    /// Settles the topic's commits that have finished, oldest first.
+    pub fn settle_ready(&mut self, topic: &str) -> Result<(), IngestError> {
         while self
-            .inflight
+            .queues
             .get(topic)
             .and_then(VecDeque::front)
             .is_some_and(InFlight::is_settleable)
         {
-            self.settle(topic, consumer, true)?;
+            self.settle(topic, true)?;
         }
         Ok(())
     }
 
+    /// Waits for the topic's oldest commit and starts the next one.
+    pub fn settle_oldest(&mut self, topic: &str) -> Result<(), IngestError> {
+        self.settle(topic, true)
+    }
+
     /// Waits for every batch in flight. With `commit_waiting` false (a revoke), batches
     /// whose commit has not started are abandoned: their partitions are no longer ours.
-    pub(super) fn settle_all(
-        &mut self,
-        consumer: &BaseConsumer<IngestContext>,
-        commit_waiting: bool,
-    ) -> Result<(), IngestError> {
-        let topics: Vec<String> = self.inflight.keys().cloned().collect();
+    pub fn settle_all(&mut self, commit_waiting: bool) -> Result<(), IngestError> {
+        let topics: Vec<String> = self.queues.keys().cloned().collect();
         for topic in topics {
-            while self.inflight.get(&topic).is_some_and(|q| !q.is_empty()) {
+            while self.queues.get(&topic).is_some_and(|q| !q.is_empty()) {
                 let committing = self
-                    .inflight
+                    .queues
                     .get(&topic)
                     .and_then(VecDeque::front)
-                    .is_some_and(|f| matches!(f.step, Step::Committing { .. }));
+                    .is_some_and(InFlight::is_committing);
                 if !committing && !commit_waiting {
                     self.abandon_waiting(&topic);
                     break;
                 }
-                self.settle(&topic, consumer, commit_waiting)?;
+                self.settle(&topic, commit_waiting)?;
             }
         }
         Ok(())
@@ -290,29 +405,30 @@ impl Worker {
     /// again from the stored offsets. Files they wrote are referenced by no commit and go
     /// with the next vacuum.
     fn abandon_waiting(&mut self, topic: &str) {
-        let Some(queue) = self.inflight.get_mut(topic) else {
+        let Some(queue) = self.queues.get_mut(topic) else {
             return;
         };
-        let (keep, dropped): (VecDeque<InFlight>, VecDeque<InFlight>) = std::mem::take(queue)
-            .into_iter()
-            .partition(|f| matches!(f.step, Step::Committing { .. }));
+        let (keep, dropped): (VecDeque<InFlight>, VecDeque<InFlight>) =
+            std::mem::take(queue).into_iter().partition(InFlight::is_committing);
         *queue = keep;
         self.summary.abandoned_batches += dropped.len() as u64;
-        for f in &dropped {
-            self.forget(topic, &f.batch);
+        for mut f in dropped {
+            self.forget(topic, &mut f.batch);
         }
     }
 
-    /// Waits for the topic's oldest commit, then records it, announces it and commits
-    /// group offsets; with `advance`, starts the next batch's commit.
-    fn settle(
-        &mut self,
-        topic: &str,
-        consumer: &BaseConsumer<IngestContext>,
-        advance: bool,
-    ) -> Result<(), IngestError> {
+    fn forget(&mut self, topic: &str, batch: &mut TopicBatch) {
+        self.handback.forget.push(Forget {
+            topic: topic.to_string(),
+            ids: std::mem::take(&mut batch.ids),
+        });
+    }
+
+    /// Waits for the topic's oldest commit, then records it and announces it; with
+    /// `advance`, starts the next batch's commit.
+    fn settle(&mut self, topic: &str, advance: bool) -> Result<(), IngestError> {
         self.start_next(topic);
-        let Some(flight) = self.inflight.get_mut(topic).and_then(VecDeque::pop_front) else {
+        let Some(flight) = self.queues.get_mut(topic).and_then(VecDeque::pop_front) else {
             return Ok(());
         };
         let InFlight {
@@ -329,7 +445,11 @@ impl Worker {
             ));
         };
         let _enter = span.enter();
-        let (table, mut result, took) = self
+        let CommitDone {
+            table,
+            mut result,
+            took,
+        } = self
             .handle
             .block_on(task)
             .map_err(|e| IngestError::Internal(format!("lake commit task failed: {e}")))?;
@@ -341,8 +461,8 @@ impl Worker {
                 Err(TableError::Fenced { partition, .. }) => {
                     warn!(partition, "another worker advanced this topic; abandoning the batch");
                     self.summary.abandoned_batches += 1;
-                    self.forget(topic, &batch);
-                    return self.resync(topic, consumer);
+                    self.forget(topic, &mut batch);
+                    return self.resync(topic);
                 }
                 Err(TableError::Rejected { source, .. }) if rows_empty => {
                     return Err(IngestError::Step(format!(
@@ -351,7 +471,7 @@ impl Worker {
                 }
                 Err(TableError::Rejected { source, .. }) => {
                     warn!(error = %source, "the lake refused the batch; dead-lettering its rows");
-                    self.reject_rows(&mut batch, &source.to_string(), &published);
+                    reject_rows(&mut batch, &source.to_string(), &published);
                     self.publish_letters(topic, &mut batch, &mut published)?;
                     rows_empty = true;
                     let commit_started = Instant::now();
@@ -363,7 +483,7 @@ impl Worker {
                         table,
                         Rows::Batches(Vec::new()),
                         &offsets,
-                        &self.config,
+                        &self.policy,
                     ));
                     self.telemetry
                         .ingest
@@ -373,7 +493,7 @@ impl Worker {
                 Err(e @ TableError::Transient { .. }) => return Err(IngestError::LakeUnavailable(Box::new(e))),
             }
         };
-        self.landed(topic, batch, &offsets, &committed, consumer);
+        self.landed(topic, batch, &offsets, &committed);
         self.telemetry
             .ingest
             .flush_seconds
@@ -391,17 +511,11 @@ impl Worker {
         Ok(())
     }
 
-    /// After a commit: offsets, metrics, the dedup horizon, `lake.commits` and group offsets.
-    fn landed(
-        &mut self,
-        topic: &str,
-        batch: TopicBatch,
-        offsets: &Offsets,
-        committed: &Committed,
-        consumer: &BaseConsumer<IngestContext>,
-    ) {
-        for (&p, &(_, last)) in offsets {
-            self.stored.entry(topic.to_string()).or_default().insert(p, Some(last));
+    /// After a commit: offsets, metrics, spares and `lake.commits`; the group offsets are
+    /// handed back.
+    fn landed(&mut self, topic: &str, batch: TopicBatch, offsets: &Offsets, committed: &Committed) {
+        for (&p, a) in offsets {
+            self.stored.set(topic, p, Some(a.last));
         }
         let labels = vec![("topic", topic.to_string())];
         self.telemetry
@@ -422,27 +536,22 @@ impl Worker {
         self.summary.landed += committed.rows;
         self.summary.commits += 1;
         // Spares for the batches that fill while others are in flight.
-        let depth = usize::try_from(self.config.max_batches_in_flight).unwrap_or(1);
-        if self.spare.len() < self.contracts.len().saturating_mul(depth) {
+        if self.spare.len() < self.spare_limit {
             self.spare.push(batch);
         }
         let table_name = self.tables.get(topic).map(|t| t.name.clone()).unwrap_or_default();
-        let offset_list: Vec<(i32, i64)> = offsets.iter().map(|(&p, &(_, last))| (p, last)).collect();
-        if let Err(e) = self.retry("announce lake commit", || {
-            self.publisher
+        let offset_list: Vec<(i32, i64)> = offsets.iter().map(|(&p, a)| (p, a.last)).collect();
+        if let Err(e) = retry::blocking(&self.handle, &self.policy, "announce lake commit", || {
+            self.outbox
                 .lake_commit(&self.schemas, &table_name, topic, committed, &offset_list)
         }) {
             // The data is safely in the lake; marts also catch up from table versions.
             warn!(error = %e, "lake commit announcement lost");
         }
-        // Group offsets only serve lag tooling; the lake's txn actions are the truth.
-        let mut tpl = TopicPartitionList::new();
-        for &(p, last) in &offset_list {
-            let _ = tpl.add_partition_offset(topic, p, Offset::Offset(last + 1));
-        }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            warn!(error = %e, "group offset commit failed (lag tooling only)");
-        }
+        self.handback.landed.push(Landed {
+            topic: topic.to_string(),
+            last: offset_list.into_iter().collect(),
+        });
     }
 
     fn publish_letters(
@@ -455,7 +564,9 @@ impl Worker {
         if letters.is_empty() {
             return Ok(());
         }
-        self.retry("publish dead letters", || self.publisher.dead_letters(&letters))?;
+        retry::blocking(&self.handle, &self.policy, "publish dead letters", || {
+            self.outbox.dead_letters(&letters)
+        })?;
         published.extend(letters.iter().map(|l| (l.partition, l.offset)));
         for l in &letters {
             self.telemetry
@@ -469,21 +580,11 @@ impl Worker {
     }
 
     /// After losing a partition to another worker mid-batch: reread the lake and continue
-    /// right after what it holds.
-    fn resync(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
-        // Rows consumed after the abandoned batch rest on offsets that are no longer ours.
-        if let Some(next) = self.batches.remove(topic) {
-            self.forget(topic, &next);
-            if !next.is_empty() {
-                self.summary.abandoned_batches += 1;
-            }
-        }
+    /// right after what it holds. Rows consumed after the abandoned batch rest on offsets
+    /// that are no longer ours: the waiting batches go here, the filling one in the worker.
+    fn resync(&mut self, topic: &str) -> Result<(), IngestError> {
         self.abandon_waiting(topic);
-        let partitions: Vec<i32> = self
-            .stored
-            .get(topic)
-            .map(|ps| ps.keys().copied().collect())
-            .unwrap_or_default();
+        let partitions = self.stored.partitions(topic);
         let table = self
             .tables
             .get_mut(topic)
@@ -492,67 +593,66 @@ impl Worker {
             .handle
             .block_on(table.stored_offsets(&partitions))
             .map_err(|e| IngestError::LakeUnavailable(Box::new(e)))?;
-        for (p, s) in stored {
-            let offset = s.map_or(Offset::Beginning, |s| Offset::Offset(s + 1));
-            if let Err(e) = consumer.seek(topic, p, offset, Duration::from_secs(10)) {
-                warn!(partition = p, error = %e, "seek after losing the race failed");
-            }
-            self.stored.entry(topic.to_string()).or_default().insert(p, s);
+        for (&p, &s) in &stored {
+            self.stored.set(topic, p, s);
         }
+        self.handback.resync.push(Resync {
+            topic: topic.to_string(),
+            stored: stored.into_iter().collect(),
+        });
         Ok(())
     }
+}
 
-    /// Turns every row of the batch into a `write_failed` letter, except records that
-    /// already are (or were) dead letters.
-    fn reject_rows(&self, batch: &mut TopicBatch, reason: &str, published: &HashSet<(i32, i64)>) {
-        let mut already: HashSet<(i32, i64)> = batch.letters.iter().map(|l| (l.partition, l.offset)).collect();
-        already.extend(published);
-        let topic = batch.topic.clone();
-        let extra: Vec<DeadLetter> = batch
-            .originals
-            .iter()
-            .filter(|o| !already.contains(&(o.partition, o.offset)))
-            .map(|o| DeadLetter::of(&topic, &o, Reject::new("write_failed", reason)))
-            .collect();
-        batch.letters.extend(extra);
-    }
+/// A batch's offsets as its commit starts: each partition advances from what is stored
+/// now, which includes every commit of this topic ahead of it.
+fn advances(topic: &str, batch: &TopicBatch, stored: &StoredOffsets) -> Offsets {
+    batch
+        .offsets
+        .iter()
+        .map(|(&p, range)| {
+            let advance = Advance {
+                stored: stored.last(topic, p),
+                last: range.last,
+            };
+            (p, advance)
+        })
+        .collect()
+}
+
+/// Turns every row of the batch into a `write_failed` letter, except records that
+/// already are (or were) dead letters.
+fn reject_rows(batch: &mut TopicBatch, reason: &str, published: &HashSet<(i32, i64)>) {
+    let mut already: HashSet<(i32, i64)> = batch.letters.iter().map(|l| (l.partition, l.offset)).collect();
+    already.extend(published);
+    let topic = batch.topic.clone();
+    let extra: Vec<DeadLetter> = batch
+        .originals
+        .iter()
+        .filter(|o| !already.contains(&(o.partition, o.offset)))
+        .map(|o| DeadLetter::of(&topic, &o, Reject::new("write_failed", reason)))
+        .collect();
+    batch.letters.extend(extra);
 }
 
 async fn commit_with_retry(
     table: &mut RawTable,
     rows: Rows,
     offsets: &Offsets,
-    config: &IngestConfig,
+    policy: &Policy,
 ) -> Result<Committed, TableError> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut wait = Duration::from_millis(config.retry_backoff_ms);
-    loop {
-        match table.commit(rows.clone(), offsets).await {
-            Err(e @ TableError::Transient { .. }) if Instant::now() + wait < deadline => {
-                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "lake commit failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-            other => return other,
+    let offsets: BTreeMap<i32, (Option<i64>, i64)> = offsets.iter().map(|(&p, a)| (p, (a.stored, a.last))).collect();
+    let offsets = &offsets;
+    let (_, result) = retry::transient(policy, "lake commit failed", table, |table| {
+        let rows = rows.clone();
+        async move {
+            let result = table.commit(rows, offsets).await;
+            (table, result)
         }
-    }
+    })
+    .await;
+    result
 }
 
-async fn stage_with_retry(
-    table: &RawTable,
-    rows: Vec<RecordBatch>,
-    config: &IngestConfig,
-) -> Result<Staged, TableError> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut wait = Duration::from_millis(config.retry_backoff_ms);
-    loop {
-        match table.stage(rows.clone()).await {
-            Err(e @ TableError::Transient { .. }) if Instant::now() + wait < deadline => {
-                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "writing data files failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-            other => return other,
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -8,20 +8,25 @@
 //! the commit on `lake.commits`. On assignment a worker starts each partition right after
 //! the offset stored in the lake, so a crash or a rebalance neither loses nor repeats a row.
 
-mod arrow;
 mod assign;
 pub mod batch;
 pub mod checks;
+mod contract;
 pub mod decode;
 pub mod direct;
 mod flush;
+mod offsets;
 mod originals;
 pub mod publish;
+mod retry;
+mod running;
 pub mod table;
+#[cfg(test)]
+mod testing;
 mod worker;
 
-pub use arrow::{ConvertError, record_fields};
-pub use table::{RawTable, app_id, table_name};
+pub use contract::TopicContract;
+pub use table::RawTable;
 
 use crate::catalog::{Catalog, CatalogError, Role};
 use crate::config::Config;
@@ -31,9 +36,10 @@ use assign::IngestContext;
 use rdkafka::consumer::BaseConsumer;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use worker::HashMap;
-pub use worker::TopicContract;
-use worker::Worker;
+use worker::{Worker, WorkerParts};
+
+/// Maps on the per-record path hash with foldhash, not SipHash: keys are ours, not an attacker's.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -68,13 +74,24 @@ pub struct Summary {
     pub abandoned_batches: u64,
 }
 
+impl Summary {
+    pub fn add(&mut self, other: &Summary) {
+        self.records_in += other.records_in;
+        self.landed += other.landed;
+        self.dead_letters += other.dead_letters;
+        self.replayed_skipped += other.replayed_skipped;
+        self.commits += other.commits;
+        self.abandoned_batches += other.abandoned_batches;
+    }
+}
+
 /// Runs `ingest.workers` group members until `shutdown`; each flushes what it holds and
 /// leaves the group.
 pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationToken) -> Result<Summary, IngestError> {
     let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
     let lake = LakeUrl::parse(&config.lake.url).map_err(|e| IngestError::Config(e.to_string()))?;
     let ingest = &config.ingest;
-    let mut contracts = HashMap::default();
+    let mut contracts = FastMap::default();
     let wanted: Vec<&str> = if ingest.topics.is_empty() {
         catalog.raw_topics().map(|t| t.name.as_str()).collect()
     } else {
@@ -102,21 +119,15 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     if !problems.is_empty() {
         return Err(IngestError::Config(problems.join("; ")));
     }
-    let topic_of = |role: Role| {
-        catalog
-            .topic_for(role)
-            .map(|t| t.name.clone())
-            .ok_or_else(|| IngestError::Config(format!("the catalog has no {} topic", role.as_str())))
-    };
-    let dlq_topic = topic_of(Role::DeadLetter)?;
-    let commits_topic = topic_of(Role::LakeCommits)?;
+    let dlq_topic = catalog.require(Role::DeadLetter)?.name.clone();
+    let commits_topic = catalog.require(Role::LakeCommits)?.name.clone();
     let schemas = Arc::new(catalog.schemas);
     let handle = tokio::runtime::Handle::current();
     // Each worker is a full group member with its own consumer thread: one process can use
     // several cores, and the group spreads partitions over threads and processes alike.
     let mut threads = Vec::new();
     for n in 0..ingest.workers {
-        let running = flush::Running::default();
+        let running = running::Running::default();
         let context = IngestContext::new(
             handle.clone(),
             lake.clone(),
@@ -124,19 +135,17 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
             ingest.target_file_bytes,
             running.clone(),
         );
-        let consumer: BaseConsumer<IngestContext> = crate::kafka::client_config(&config.kafka)
-            .set("group.id", &ingest.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range,roundrobin")
-            .set("statistics.interval.ms", "5000")
-            // A partition whose prefetch queue is full stops fetching for this long; at the
-            // default (1 s) a worker that drains faster than it decodes sits idle in poll.
-            .set("fetch.queue.backoff.ms", "20")
-            .create_with_context(context)
-            .map_err(IngestError::Kafka)?;
-        let worker = Worker {
+        let consumer: BaseConsumer<IngestContext> =
+            crate::kafka::consumer_config(&config.kafka, &ingest.group, "earliest")
+                .set("enable.auto.offset.store", "false")
+                .set("partition.assignment.strategy", "range,roundrobin")
+                .set("statistics.interval.ms", "5000")
+                // A partition whose prefetch queue is full stops fetching for this long; at the
+                // default (1 s) a worker that drains faster than it decodes sits idle in poll.
+                .set("fetch.queue.backoff.ms", "20")
+                .create_with_context(context)
+                .map_err(IngestError::Kafka)?;
+        let worker = Worker::new(WorkerParts {
             config: ingest.clone(),
             lake: lake.clone(),
             handle: handle.clone(),
@@ -145,21 +154,8 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
             contracts: contracts.clone(),
             publisher: publish::Publisher::new(&config.kafka, &dlq_topic, &commits_topic)?,
             telemetry: telemetry.clone(),
-            rules: checks::Rules::new(ingest),
-            tables: HashMap::default(),
-            batches: HashMap::default(),
-            stored: HashMap::default(),
-            horizons: HashMap::default(),
-            writers: HashMap::default(),
-            counters: HashMap::default(),
-            last_schema_reload: None,
-            maintenance: HashMap::default(),
-            inflight: HashMap::default(),
-            spare: Vec::new(),
             running,
-            summary: Summary::default(),
-            now_ms: chrono::Utc::now().timestamp_millis(),
-        };
+        });
         let span = tracing::info_span!("ingest", group = %ingest.group, worker = n);
         let shutdown = shutdown.clone();
         let thread = std::thread::Builder::new()
@@ -174,12 +170,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     let mut total = Summary::default();
     for result in results {
         let s = result.map_err(|_| IngestError::Internal("an ingest thread panicked".into()))??;
-        total.records_in += s.records_in;
-        total.landed += s.landed;
-        total.dead_letters += s.dead_letters;
-        total.replayed_skipped += s.replayed_skipped;
-        total.commits += s.commits;
-        total.abandoned_batches += s.abandoned_batches;
+        total.add(&s);
     }
     Ok(total)
 }

@@ -4,9 +4,11 @@
 use super::batch::DeadLetter;
 use super::table::Committed;
 use crate::codec::SchemaSet;
+use crate::kafka::{headers, send_and_wait};
 use apache_avro::types::Value;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::future::Future;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +25,21 @@ pub enum PublishError {
     Encode(#[from] crate::codec::CodecError),
 }
 
-/// Header names on dead letters, for replay tools.
-pub mod headers {
-    pub const SOURCE_TOPIC: &str = "hoffrec.source.topic";
-    pub const SOURCE_PARTITION: &str = "hoffrec.source.partition";
-    pub const SOURCE_OFFSET: &str = "hoffrec.source.offset";
-    pub const ERROR_CLASS: &str = "hoffrec.error.class";
-    pub const ERROR_MESSAGE: &str = "hoffrec.error.message";
+/// Where the flush pipeline's records for Kafka go: `Publisher` sends them, unit tests keep
+/// them.
+pub trait Outbox {
+    /// Sends every letter and waits until the broker has them all.
+    fn dead_letters(&self, letters: &[DeadLetter]) -> impl Future<Output = Result<(), PublishError>>;
+
+    /// Announces a commit on `lake.commits` (key = table) so later stages react to it.
+    fn lake_commit(
+        &self,
+        schemas: &SchemaSet,
+        table: &str,
+        topic: &str,
+        committed: &Committed,
+        offsets: &[(i32, i64)],
+    ) -> impl Future<Output = Result<(), PublishError>>;
 }
 
 pub struct Publisher {
@@ -52,9 +62,10 @@ impl Publisher {
             commits_topic: commits_topic.to_string(),
         })
     }
+}
 
-    /// Sends every letter and waits until the broker has them all.
-    pub async fn dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PublishError> {
+impl Outbox for Publisher {
+    async fn dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PublishError> {
         let sends = letters.iter().map(|l| {
             let mut h = OwnedHeaders::new_with_capacity(l.headers.len() + 5);
             for (k, v) in &l.headers {
@@ -80,10 +91,10 @@ impl Publisher {
             if let Some(key) = &l.key {
                 record = record.key(key.as_slice());
             }
-            self.producer.send(record, Duration::from_secs(30))
+            send_and_wait(&self.producer, record, Duration::from_secs(30))
         });
         for result in futures::future::join_all(sends).await {
-            result.map_err(|(source, _)| PublishError::Delivery {
+            result.map_err(|source| PublishError::Delivery {
                 topic: self.dlq_topic.clone(),
                 source,
             })?;
@@ -91,8 +102,7 @@ impl Publisher {
         Ok(())
     }
 
-    /// Announces a commit on `lake.commits` (key = table) so later stages react to it.
-    pub async fn lake_commit(
+    async fn lake_commit(
         &self,
         schemas: &SchemaSet,
         table: &str,
@@ -126,10 +136,9 @@ impl Publisher {
         ]);
         let payload = schemas.encode("lake_commit", value)?;
         let record = FutureRecord::to(&self.commits_topic).key(table).payload(&payload);
-        self.producer
-            .send(record, Duration::from_secs(30))
+        send_and_wait(&self.producer, record, Duration::from_secs(30))
             .await
-            .map_err(|(source, _)| PublishError::Delivery {
+            .map_err(|source| PublishError::Delivery {
                 topic: self.commits_topic.clone(),
                 source,
             })?;

@@ -18,8 +18,8 @@ use deltalake::{DeltaTable, DeltaTableBuilder};
 use indexmap::IndexMap;
 use std::collections::{BTreeMap, HashMap};
 
-use super::batch::{FEW_VALUED, PARTITION_COLUMN};
 use crate::lake::LakeUrl;
+use crate::lake::raw::{FEW_VALUED, PARTITION_COLUMN, app_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -72,19 +72,10 @@ pub struct RawTable {
     known: Option<(u64, HashMap<i32, Option<i64>>)>,
 }
 
-/// `raw/<topic>` under the lake root.
-pub fn table_name(topic: &str) -> String {
-    format!("raw/{topic}")
-}
-
-pub fn app_id(group: &str, topic: &str, partition: i32) -> String {
-    format!("{group}-{topic}-{partition}")
-}
-
 impl RawTable {
     /// Opens the table if it exists; otherwise the first write creates it.
     pub async fn open(lake: &LakeUrl, topic: &str, group: &str, target_file_bytes: u64) -> Result<Self, TableError> {
-        let name = table_name(topic);
+        let name = crate::lake::raw::path(topic);
         let transient = |source| TableError::Transient {
             table: name.clone(),
             source,

@@ -5,22 +5,22 @@
 use super::assign::{IngestContext, RebalanceEvent};
 use super::batch::{Checks, TopicBatch};
 use super::checks::{Horizon, Reject, Rules};
+use super::contract::TopicContract;
 use super::decode::WriterPlan;
+use super::flush::{Handback, Pipeline, PipelineParts, Room};
+use super::offsets::{Admit, start_after};
 use super::publish::Publisher;
-use super::table::RawTable;
-use super::{IngestError, Summary};
+use super::running::Running;
+use super::{FastMap, IngestError, Summary};
 use crate::codec::{SchemaSet, SchemaVersion, read_header};
 use crate::config::IngestConfig;
 use crate::lake::LakeUrl;
 use crate::telemetry::Telemetry;
-use apache_avro::Schema;
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-
-/// Maps on the per-record path hash with foldhash, not SipHash: keys are ours, not an attacker's.
-pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,66 +29,113 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// What ingest knows about one raw topic's contract.
-#[derive(Clone)]
-pub struct TopicContract {
-    pub event: String,
-    /// Top-level fields the current schema declares non-null without a default.
-    pub required: Vec<String>,
-}
-
-impl TopicContract {
-    pub fn new(event: &str, current: &Schema) -> Self {
-        let required = match current {
-            Schema::Record(r) => r
-                .fields
-                .iter()
-                .filter(|f| f.default.is_none() && !matches!(&f.schema, Schema::Union(u) if u.is_nullable()))
-                .map(|f| f.name.clone())
-                .collect(),
-            _ => Vec::new(),
-        };
-        Self {
-            event: event.to_string(),
-            required,
-        }
-    }
-}
-
-pub struct Worker {
+/// What a worker is made of; the rest of its state starts empty.
+pub struct WorkerParts {
     pub config: IngestConfig,
     pub lake: LakeUrl,
     pub handle: Handle,
     pub schemas: Arc<SchemaSet>,
+    /// Reread for a writer fingerprint the schemas do not know.
     pub schemas_dir: PathBuf,
-    pub contracts: HashMap<String, TopicContract>,
+    pub contracts: FastMap<String, TopicContract>,
     pub publisher: Publisher,
     pub telemetry: Telemetry,
-    pub rules: Rules,
-    pub tables: HashMap<String, RawTable>,
-    pub batches: HashMap<String, TopicBatch>,
-    /// Per topic and partition: the last offset stored in the lake (None: nothing yet).
-    pub stored: HashMap<String, HashMap<i32, Option<i64>>>,
-    pub horizons: HashMap<String, Horizon>,
-    /// Per writer fingerprint, its event and what its records share (or why none of them
-    /// can land).
-    pub writers: HashMap<u64, (String, Result<Arc<WriterPlan>, Reject>)>,
-    /// Per-topic counters, looked up once instead of per record.
-    pub counters: HashMap<String, (Counter, Counter)>,
-    pub last_schema_reload: Option<Instant>,
-    /// Per owned table: a pass is running, when the last one started, the version it saw.
-    pub maintenance: HashMap<String, (Arc<AtomicBool>, Instant, Arc<AtomicU64>)>,
-    /// Per topic, flushed batches in commit order (the first one's commit may be running).
-    pub inflight: HashMap<String, std::collections::VecDeque<super::flush::InFlight>>,
-    /// Committed batches whose memory the next batches reuse.
-    pub spare: Vec<TopicBatch>,
-    pub running: super::flush::Running,
-    pub summary: Summary,
+    /// Shared with the consumer's rebalance callback, which waits for running commits.
+    pub running: Running,
+}
+
+/// A writer version as records of it land.
+struct Writer {
+    event: String,
+    /// What its records share, or why none of them can land.
+    plan: Result<Arc<WriterPlan>, Reject>,
+}
+
+/// Per-topic counters, looked up once instead of per record.
+struct TopicCounters {
+    records_in: Counter,
+    replayed_skipped: Counter,
+}
+
+/// Maintenance of one owned table.
+struct Maintenance {
+    /// A pass is running.
+    running: Arc<AtomicBool>,
+    last_started: Instant,
+    /// The table version the last pass saw (`u64::MAX`: none yet).
+    seen_version: Arc<AtomicU64>,
+}
+
+pub struct Worker {
+    config: IngestConfig,
+    lake: LakeUrl,
+    handle: Handle,
+    schemas: Arc<SchemaSet>,
+    schemas_dir: PathBuf,
+    contracts: FastMap<String, TopicContract>,
+    telemetry: Telemetry,
+    rules: Rules,
+    /// Per topic, the batch filling.
+    batches: FastMap<String, TopicBatch>,
+    horizons: FastMap<String, Horizon>,
+    /// Per writer fingerprint.
+    writers: FastMap<u64, Writer>,
+    counters: FastMap<String, TopicCounters>,
+    last_schema_reload: Option<Instant>,
+    /// Per owned table.
+    maintenance: FastMap<String, Maintenance>,
+    pipeline: Pipeline<Publisher>,
+    /// Records in, replays skipped, batches abandoned at a revoke; the pipeline counts the rest.
+    summary: Summary,
     /// Wall clock, refreshed every few hundred records rather than read per record.
-    pub now_ms: i64,
+    now_ms: i64,
 }
 
 impl Worker {
+    pub fn new(parts: WorkerParts) -> Self {
+        let WorkerParts {
+            config,
+            lake,
+            handle,
+            schemas,
+            schemas_dir,
+            contracts,
+            publisher,
+            telemetry,
+            running,
+        } = parts;
+        let depth = usize::try_from(config.max_batches_in_flight).unwrap_or(1);
+        let pipeline = Pipeline::new(PipelineParts {
+            config: config.clone(),
+            lake: lake.clone(),
+            handle: handle.clone(),
+            outbox: publisher,
+            schemas: schemas.clone(),
+            telemetry: telemetry.clone(),
+            running,
+            spare_limit: contracts.len().saturating_mul(depth),
+        });
+        Self {
+            rules: Rules::new(&config),
+            config,
+            lake,
+            handle,
+            schemas,
+            schemas_dir,
+            contracts,
+            telemetry,
+            batches: FastMap::default(),
+            horizons: FastMap::default(),
+            writers: FastMap::default(),
+            counters: FastMap::default(),
+            last_schema_reload: None,
+            maintenance: FastMap::default(),
+            pipeline,
+            summary: Summary::default(),
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        }
+    }
+
     pub fn run(
         mut self,
         consumer: BaseConsumer<IngestContext>,
@@ -121,7 +168,8 @@ impl Worker {
             if idle || since_check >= 256 {
                 since_check = 0;
                 self.now_ms = chrono::Utc::now().timestamp_millis();
-                self.settle_finished(&consumer)?;
+                let settled = self.pipeline.settle_finished();
+                self.hand_back(&consumer, settled)?;
                 for topic in self.due() {
                     self.flush_when_free(&topic, &consumer)?;
                 }
@@ -137,10 +185,76 @@ impl Worker {
         for topic in topics {
             self.flush(&topic, &consumer)?;
         }
-        self.settle_all(&consumer, true)?;
+        let settled = self.pipeline.settle_all(true);
+        self.hand_back(&consumer, settled)?;
         self.telemetry.set_ready(false);
         consumer.unsubscribe();
-        Ok(self.summary)
+        let mut summary = self.summary;
+        summary.add(self.pipeline.summary());
+        Ok(summary)
+    }
+
+    /// Flushes `topic` when its pipeline has room; while it is full the batch keeps filling
+    /// up to twice the configured limits, then the worker waits for the oldest commit.
+    fn flush_when_free(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
+        match self.pipeline.room(topic, self.batches.get(topic)) {
+            Room::Free => {}
+            Room::KeepFilling => return Ok(()),
+            Room::SettleFirst => {
+                let settled = self.pipeline.settle_oldest(topic);
+                self.hand_back(consumer, settled)?;
+            }
+        }
+        self.flush(topic, consumer)
+    }
+
+    /// Hands the topic's batch to the pipeline, after settling the commits that are done.
+    fn flush(&mut self, topic: &str, consumer: &BaseConsumer<IngestContext>) -> Result<(), IngestError> {
+        let settled = self.pipeline.settle_ready(topic);
+        self.hand_back(consumer, settled)?;
+        self.seal(topic, true);
+        let Some(batch) = self.batches.remove(topic) else {
+            return Ok(());
+        };
+        let flushed = self.pipeline.flush(batch);
+        self.hand_back(consumer, flushed)
+    }
+
+    /// Does what the pipeline's last step left to the worker, then passes on its result.
+    fn hand_back(
+        &mut self,
+        consumer: &BaseConsumer<IngestContext>,
+        step: Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        let Handback { forget, landed, resync } = self.pipeline.take_handback();
+        // Group offsets only serve lag tooling; the lake's txn actions are the truth.
+        for l in landed {
+            let mut tpl = TopicPartitionList::new();
+            for (&p, &last) in &l.last {
+                let _ = tpl.add_partition_offset(&l.topic, p, Offset::Offset(last + 1));
+            }
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                warn!(error = %e, "group offset commit failed (lag tooling only)");
+            }
+        }
+        for f in forget {
+            self.forget(&f.topic, &f.ids);
+        }
+        for r in resync {
+            // Rows consumed after the abandoned batch rest on offsets that are no longer ours.
+            if let Some(next) = self.batches.remove(&r.topic) {
+                self.forget(&r.topic, &next.ids);
+                if !next.is_empty() {
+                    self.summary.abandoned_batches += 1;
+                }
+            }
+            for (p, s) in r.stored {
+                if let Err(e) = consumer.seek(&r.topic, p, start_after(s), Duration::from_secs(10)) {
+                    warn!(partition = p, error = %e, "seek after losing the race failed");
+                }
+            }
+        }
+        step
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -173,21 +287,20 @@ impl Worker {
             match event {
                 RebalanceEvent::Revoked => {
                     // The revoke callback waited for these; what they stored is ours.
-                    self.settle_all(consumer, false)?;
+                    let settled = self.pipeline.settle_all(false);
+                    self.hand_back(consumer, settled)?;
                     let batches: Vec<(String, TopicBatch)> = self.batches.drain().collect();
                     for (topic, batch) in &batches {
-                        self.forget(topic, batch);
+                        self.forget(topic, &batch.ids);
                     }
                     let abandoned = batches.iter().filter(|(_, b)| !b.is_empty()).count();
                     self.summary.abandoned_batches += abandoned as u64;
-                    self.stored.clear();
+                    self.pipeline.stored_mut().clear();
                     self.telemetry.ingest.consumer_lag.clear();
                     info!(abandoned, "partitions revoked; in-flight batches abandoned");
                 }
                 RebalanceEvent::Assigned(stored) => {
-                    for ((topic, p), s) in stored {
-                        self.stored.entry(topic).or_default().insert(p, s);
-                    }
+                    self.pipeline.stored_mut().extend(stored);
                     self.telemetry.set_ready(true);
                 }
                 RebalanceEvent::Failed(reason) => return Err(IngestError::Assignment(reason)),
@@ -200,33 +313,33 @@ impl Worker {
     fn accept(&mut self, m: &BorrowedMessage<'_>) -> Result<Option<String>, IngestError> {
         let topic = m.topic();
         let (partition, offset) = (m.partition(), m.offset());
-        let (records_in, replayed) = match self.counters.get(topic) {
+        let counters = match self.counters.get(topic) {
             Some(c) => c,
             None => {
                 let labels = vec![("topic", topic.to_string())];
-                let counters = (
-                    self.telemetry.ingest.records_in.get_or_create(&labels).clone(),
-                    self.telemetry.ingest.replayed_skipped.get_or_create(&labels).clone(),
-                );
+                let counters = TopicCounters {
+                    records_in: self.telemetry.ingest.records_in.get_or_create(&labels).clone(),
+                    replayed_skipped: self.telemetry.ingest.replayed_skipped.get_or_create(&labels).clone(),
+                };
                 self.counters.entry(topic.to_string()).or_insert(counters)
             }
         };
-        records_in.inc();
+        counters.records_in.inc();
         self.summary.records_in += 1;
-        match self.stored.get(topic).and_then(|ps| ps.get(&partition)) {
-            None => return Ok(None),
-            Some(Some(stored)) if offset <= *stored => {
-                replayed.inc();
+        match self.pipeline.stored().admit(topic, partition, offset) {
+            Admit::NotOurs => return Ok(None),
+            Admit::Replayed => {
+                counters.replayed_skipped.inc();
                 self.summary.replayed_skipped += 1;
                 return Ok(None);
             }
-            Some(_) => {}
+            Admit::Take => {}
         }
         let payload = m.payload().unwrap_or_default();
         let kafka_ms = m.timestamp().to_millis();
         let plan = self.plan_for(topic, payload);
         if !self.batches.contains_key(topic) {
-            let batch = match self.spare.pop() {
+            let batch = match self.pipeline.take_spare() {
                 Some(old) => old.reuse(topic),
                 None => TopicBatch::new(topic),
             };
@@ -257,24 +370,27 @@ impl Worker {
     fn plan_for(&mut self, topic: &str, payload: &[u8]) -> Result<Arc<WriterPlan>, Reject> {
         let fingerprint = read_header(payload).map_err(|e| Reject::new(e.class(), e.to_string()))?;
         if !self.writers.contains_key(&fingerprint) {
-            let writer = self.writer_of(fingerprint)?;
-            let plan = WriterPlan::new(&writer).map(Arc::new);
-            self.writers.insert(fingerprint, (writer.event.clone(), plan));
+            let version = self.writer_of(fingerprint)?;
+            let writer = Writer {
+                event: version.event.clone(),
+                plan: WriterPlan::new(&version).map(Arc::new),
+            };
+            self.writers.insert(fingerprint, writer);
         }
-        let (Some((event, plan)), Some(contract)) = (self.writers.get(&fingerprint), self.contracts.get(topic)) else {
+        let (Some(writer), Some(contract)) = (self.writers.get(&fingerprint), self.contracts.get(topic)) else {
             return Err(Reject::new("unknown_topic", format!("{topic} is not a raw topic here")));
         };
-        if *event != contract.event {
+        if writer.event != contract.event {
             return Err(Reject::new(
                 "wrong_event_type",
-                format!("record is a {event} but {topic} carries {}", contract.event),
+                format!("record is a {} but {topic} carries {}", writer.event, contract.event),
             ));
         }
-        plan.clone()
+        writer.plan.clone()
     }
 
     /// Cleans, checks and sets aside the topic's full chunks (every chunk, with `all`).
-    pub(super) fn seal(&mut self, topic: &str, all: bool) {
+    fn seal(&mut self, topic: &str, all: bool) {
         let (Some(batch), Some(contract)) = (self.batches.get_mut(topic), self.contracts.get(topic)) else {
             return;
         };
@@ -300,9 +416,9 @@ impl Worker {
     }
 
     /// Takes an abandoned batch's ids out of the topic's horizon: its records come again.
-    pub(super) fn forget(&mut self, topic: &str, batch: &TopicBatch) {
+    fn forget(&mut self, topic: &str, ids: &[u64]) {
         if let Some(h) = self.horizons.get_mut(topic) {
-            h.forget(&batch.ids);
+            h.forget(ids);
         }
     }
 
@@ -326,6 +442,7 @@ impl Worker {
                 "reloaded schemas for an unknown fingerprint"
             );
             self.schemas = Arc::new(set);
+            self.pipeline.use_schemas(self.schemas.clone());
         }
         self.schemas.by_fingerprint(fingerprint).cloned().ok_or_else(|| {
             let e = crate::codec::CodecError::UnknownFingerprint { fingerprint };
@@ -333,40 +450,15 @@ impl Worker {
         })
     }
 
-    /// Retries a Kafka or lake step with exponential backoff for up to two minutes.
-    pub(super) fn retry<T, E: std::fmt::Display, F, Fut>(&self, what: &str, mut f: F) -> Result<T, IngestError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
-    {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut wait = Duration::from_millis(self.config.retry_backoff_ms);
-        loop {
-            match self.handle.block_on(f()) {
-                Ok(v) => return Ok(v),
-                Err(e) if Instant::now() + wait < deadline => {
-                    warn!(step = what, error = %e, retry_in_ms = wait.as_millis() as u64, "retrying");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-                Err(e) => return Err(IngestError::Step(format!("{what}: {e}"))),
-            }
-        }
-    }
-
     /// Lag gauges, and maintenance of the tables whose partition 0 is ours.
     fn tick(&mut self, consumer: &BaseConsumer<IngestContext>) {
-        for (topic, p, stored) in self
-            .stored
-            .iter()
-            .flat_map(|(t, ps)| ps.iter().map(move |(p, s)| (t, p, s)))
-        {
-            if let Some(high) = consumer.context().high_watermark(topic, *p) {
+        for (topic, p, stored) in self.pipeline.stored().iter() {
+            if let Some(high) = consumer.context().high_watermark(topic, p) {
                 let next = stored.map_or(0, |s| s + 1);
                 self.telemetry
                     .ingest
                     .consumer_lag
-                    .get_or_create(&vec![("topic", topic.clone()), ("partition", p.to_string())])
+                    .get_or_create(&vec![("topic", topic.to_string()), ("partition", p.to_string())])
                     .set((high - next).max(0));
             }
         }
@@ -374,29 +466,21 @@ impl Worker {
             return;
         }
         let interval = Duration::from_millis(self.config.maintenance.interval_ms);
-        let owned: Vec<String> = self
-            .stored
-            .iter()
-            .filter(|(_, ps)| ps.contains_key(&0))
-            .map(|(t, _)| t.clone())
-            .collect();
-        for topic in owned {
-            let entry = self.maintenance.entry(topic.clone()).or_insert_with(|| {
-                (
-                    Arc::new(AtomicBool::new(false)),
-                    Instant::now(),
-                    Arc::new(AtomicU64::new(u64::MAX)),
-                )
+        for topic in self.pipeline.stored().topics_with(0) {
+            let entry = self.maintenance.entry(topic.clone()).or_insert_with(|| Maintenance {
+                running: Arc::new(AtomicBool::new(false)),
+                last_started: Instant::now(),
+                seen_version: Arc::new(AtomicU64::new(u64::MAX)),
             });
-            if entry.0.load(Ordering::Relaxed) || entry.1.elapsed() < interval {
+            if entry.running.load(Ordering::Relaxed) || entry.last_started.elapsed() < interval {
                 continue;
             }
-            entry.1 = Instant::now();
-            entry.0.store(true, Ordering::Relaxed);
-            let (running, lake, config) = (entry.0.clone(), self.lake.clone(), self.config.clone());
-            let seen = entry.2.clone();
+            entry.last_started = Instant::now();
+            entry.running.store(true, Ordering::Relaxed);
+            let (running, lake, config) = (entry.running.clone(), self.lake.clone(), self.config.clone());
+            let seen = entry.seen_version.clone();
             let last = Some(seen.load(Ordering::Relaxed)).filter(|v| *v != u64::MAX);
-            let table = super::table::table_name(&topic);
+            let table = crate::lake::raw::path(&topic);
             self.handle.spawn(async move {
                 let result =
                     crate::lake::maintenance::run(&lake, &table, &config.maintenance, config.target_file_bytes, last)

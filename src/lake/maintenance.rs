@@ -3,12 +3,12 @@
 //! get it from the ingest worker that owns partition 0 of the topic, marts from the mart
 //! process between folds: one writer of maintenance per table, so passes never race.
 
-use crate::config::MaintenanceConfig;
 use crate::lake::LakeUrl;
 use deltalake::errors::DeltaTableError;
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
 use std::num::NonZeroU64;
 
 #[derive(Debug, Default, Clone)]
@@ -64,4 +64,26 @@ pub async fn run(
     report.files_vacuumed = vacuumed.files_deleted.len();
     report.version = table.version().unwrap_or(version);
     Ok(report)
+}
+
+/// Small-file upkeep of the raw tables, done by the worker that owns partition 0 of a topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// How often to compact (Delta optimize), checkpoint and vacuum; 0 turns it off.
+    pub interval_ms: u64,
+    /// Compact only when a table gained at least this many commits since the last run.
+    pub min_commits: u64,
+    /// Files no longer referenced are deleted once older than this.
+    pub vacuum_retention_hours: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10 * 60 * 1000,
+            min_commits: 10,
+            vacuum_retention_hours: 168,
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! The lake's root: a local directory by default, HDFS in production, one code path
 //! through `object_store`. Later stages address tables by paths under this root.
 
+pub mod columns;
 pub mod maintenance;
+pub mod mart;
+pub mod raw;
 
 use hdfs_native_object_store::HdfsObjectStoreBuilder;
 use object_store::ObjectStore;
@@ -126,6 +129,20 @@ impl LakeUrl {
         let sep = if base.ends_with('/') { "" } else { "/" };
         format!("{base}{sep}{}", self.path(relative))
     }
+}
+
+/// The Delta table at `relative` under the lake, loaded if it exists: `version()` is
+/// `None` until the first write creates it.
+pub async fn open_table(
+    lake: &LakeUrl,
+    relative: &str,
+) -> Result<deltalake::DeltaTable, deltalake::errors::DeltaTableError> {
+    let mut table = deltalake::DeltaTableBuilder::from_url(lake.table_url(relative)?)?.build()?;
+    // Checking first keeps the kernel from logging an error for a table not made yet.
+    if table.verify_deltatable_existence().await? {
+        table.load().await?;
+    }
+    Ok(table)
 }
 
 #[cfg(test)]

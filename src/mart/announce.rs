@@ -8,6 +8,7 @@
 //! is recomputed once more, nothing worse).
 
 use super::MartError;
+use super::error::FoldError;
 use super::fold::PORTRAIT;
 use super::tables::MartTable;
 use crate::config::KafkaConfig;
@@ -88,9 +89,7 @@ impl Announcer {
     /// from the newest version announced (inclusive: a crash may have cut it short) to
     /// the current one. Returns how many customers were announced.
     pub async fn recover(&self, lake: &LakeUrl) -> Result<usize, MartError> {
-        let portrait = MartTable::open(lake, PORTRAIT)
-            .await
-            .map_err(super::fold::FoldError::from)?;
+        let portrait = MartTable::open(lake, PORTRAIT).await.map_err(FoldError::from)?;
         let Some(current) = portrait.version() else {
             return Ok(0);
         };
@@ -100,9 +99,9 @@ impl Announcer {
         }
         let from = announced.unwrap_or(0);
         let customers = portrait
-            .keys_written("customer_id", from, current)
+            .keys_written(&super::session::session(), "customer_id", from, current)
             .await
-            .map_err(super::fold::FoldError::from)?;
+            .map_err(FoldError::from)?;
         if customers.is_empty() {
             return Ok(0);
         }
@@ -121,10 +120,9 @@ impl Announcer {
     /// time only makes the answer smaller, so more is announced, never less.
     fn newest_announced(&self) -> Result<Option<u64>, MartError> {
         let timeout = Duration::from_secs(30);
-        let consumer: BaseConsumer = crate::kafka::client_config(&self.kafka)
-            .set("group.id", "hoffrec-mart-announce-recovery")
-            .set("enable.auto.commit", "false")
-            .create()?;
+        // Offsets are assigned below; `latest` is librdkafka's own default, kept.
+        let consumer: BaseConsumer =
+            crate::kafka::consumer_config(&self.kafka, "hoffrec-mart-announce-recovery", "latest").create()?;
         let metadata = consumer.fetch_metadata(Some(&self.topic), timeout)?;
         let mut newest = TopicPartitionList::new();
         for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -163,6 +161,6 @@ async fn settle(delivery: DeliveryFuture) -> Result<(), MartError> {
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(MartError::Kafka(e)),
-        Err(_) => Err(MartError::Config("the producer went away".into())),
+        Err(_) => Err(MartError::ProducerGone),
     }
 }

@@ -6,19 +6,23 @@
 //! changed on `mart.changes`. `hoffrec mart status` shows how far behind each mart is.
 
 pub mod announce;
+pub mod error;
 pub mod files;
 pub mod fold;
 mod functions;
+mod inputs;
+mod merge;
 pub mod session;
 pub mod status;
 pub mod tables;
 
 use crate::catalog::{Catalog, CatalogError, Role};
 use crate::config::Config;
-use crate::lake::LakeUrl;
+use crate::lake::{LakeError, LakeUrl};
 use crate::telemetry::Telemetry;
 use announce::Announcer;
-use fold::{FoldError, FoldReport};
+use error::FoldError;
+use fold::FoldReport;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -31,6 +35,8 @@ pub enum MartError {
     Catalog(#[from] CatalogError),
     #[error("mart configuration: {0}")]
     Config(String),
+    #[error("mart configuration: {0}")]
+    Lake(#[from] LakeError),
     #[error("mart_sql: {0}")]
     Files(#[from] files::FilesError),
     #[error(transparent)]
@@ -39,6 +45,8 @@ pub enum MartError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("cannot encode a mart change: {0}")]
     Encode(#[from] crate::codec::CodecError),
+    #[error("mart configuration: the producer went away")]
+    ProducerGone,
 }
 
 /// Counts for one run of the stage.
@@ -62,20 +70,13 @@ pub struct Marts {
 impl Marts {
     pub fn load(config: &Config) -> Result<Self, MartError> {
         let catalog = Catalog::load(&config.catalog.topics_dir, &config.catalog.schemas_dir)?;
-        let lake = LakeUrl::parse(&config.lake.url).map_err(|e| MartError::Config(e.to_string()))?;
+        let lake = LakeUrl::parse(&config.lake.url)?;
         let files = files::load(&config.mart.sql_dir)?;
         Ok(Self { lake, catalog, files })
     }
 
-    pub async fn fold(&self) -> Result<FoldReport, FoldError> {
-        fold::fold(&self.lake, &self.catalog, &self.files).await
-    }
-
     fn topic(&self, role: Role) -> Result<String, MartError> {
-        self.catalog
-            .topic_for(role)
-            .map(|t| t.name.clone())
-            .ok_or_else(|| MartError::Config(format!("the catalog has no {} topic", role.as_str())))
+        Ok(self.catalog.require(role)?.name.clone())
     }
 }
 
@@ -98,13 +99,10 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     // Portrait commits a stopped stage did not announce are announced before folding on.
     announcer.recover(&marts.lake).await?;
     let commits_topic = marts.topic(Role::LakeCommits)?;
-    let consumer: StreamConsumer = crate::kafka::client_config(&config.kafka)
-        .set("group.id", &config.mart.group)
-        .set("enable.auto.commit", "false")
-        // A new group reads the trigger from the start: at worst one extra fold, never a
-        // commit missed between start-up and the first assignment.
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+    // A new group reads the trigger from the start: at worst one extra fold, never a
+    // commit missed between start-up and the first assignment.
+    let consumer: StreamConsumer =
+        crate::kafka::consumer_config(&config.kafka, &config.mart.group, "earliest").create()?;
     consumer.subscribe(&[commits_topic.as_str()])?;
     telemetry.set_ready(true);
     let mut summary = Summary::default();
@@ -227,7 +225,7 @@ pub async fn maintain(
 ) -> Result<crate::lake::maintenance::Report, deltalake::errors::DeltaTableError> {
     crate::lake::maintenance::run(
         lake,
-        &format!("mart/{mart}"),
+        &crate::lake::mart::path(mart),
         &config.maintenance,
         config.target_file_bytes,
         last_version,
@@ -249,8 +247,8 @@ async fn fold_and_announce(
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<fold::PortraitChanged>();
     let announcing = async {
-        while let Some((version, customers)) = rx.recv().await {
-            announcer.announce(version, &customers).await?;
+        while let Some(changed) = rx.recv().await {
+            announcer.announce(changed.version, &changed.customers).await?;
         }
         Ok::<_, MartError>(())
     };

@@ -1,13 +1,16 @@
-//! A DataFusion session over the lake: every raw Delta table that exists is registered as
-//! `raw.<name>`, where `<name>` is the topic without its `raw.` prefix and with `.` and
-//! `-` turned into `_` (`raw.site.page_view` -> `raw.site_page_view`), so the same names
-//! work in Spark SQL as database `raw`. Schemas come from the tables themselves.
+//! DataFusion sessions over the lake: every raw Delta table that exists is registered as
+//! `raw.<name>` (`lake::raw::sql_name`: `raw.site.page_view` -> `raw.site_page_view`), so
+//! the same names work in Spark SQL as database `raw`, and marts as `mart.<name>`. Schemas
+//! come from the tables themselves.
 
+use super::tables::{LakeReadError, MartTable};
 use crate::catalog::Catalog;
 use crate::lake::LakeUrl;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::Arc;
+
+pub use crate::lake::raw::sql_name;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -17,15 +20,21 @@ pub enum SessionError {
         #[source]
         source: deltalake::errors::DeltaTableError,
     },
-    #[error("{0}")]
-    Mart(String),
+    #[error(transparent)]
+    Mart(#[from] LakeReadError),
     #[error("SQL: {0}")]
     Sql(#[from] datafusion::error::DataFusionError),
 }
 
-/// The SQL name of a raw topic's table inside the `raw` schema.
-pub fn sql_name(topic: &str) -> String {
-    topic.strip_prefix("raw.").unwrap_or(topic).replace(['.', '-'], "_")
+/// A session with the project's SQL functions and nothing registered; every fold and
+/// every session below starts from one.
+pub fn session() -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(true);
+    // Plain strings throughout: mart tables are written with them, and Spark reads them.
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    let ctx = SessionContext::new_with_config(config);
+    super::functions::register(&ctx);
+    ctx
 }
 
 /// A session with every existing raw table registered as `raw.<name>` and every existing
@@ -50,19 +59,13 @@ pub async fn mart_session(
     lake: &LakeUrl,
     marts: &[String],
 ) -> Result<(SessionContext, Vec<String>, MartVersions), SessionError> {
-    let ctx = super::fold::session();
+    let ctx = session();
     let mart_schema = Arc::new(MemorySchemaProvider::new());
     let mut names = Vec::new();
     let mut versions = MartVersions::new();
     for mart in marts {
-        let table = super::tables::MartTable::open(lake, mart)
-            .await
-            .map_err(|e| SessionError::Mart(e.to_string()))?;
-        if let Some(provider) = table
-            .provider(&ctx)
-            .await
-            .map_err(|e| SessionError::Mart(e.to_string()))?
-        {
+        let table = MartTable::open(lake, mart).await?;
+        if let Some(provider) = table.provider(&ctx).await? {
             mart_schema.register_table(mart.clone(), provider)?;
             names.push(format!("mart.{mart}"));
             versions.insert(mart.clone(), table.version().unwrap_or_default());
@@ -77,16 +80,11 @@ pub async fn mart_session(
 /// A session with each mart in `at` as it was at the version given (Delta time travel):
 /// what the marts said at an earlier moment, for labels that come after it.
 pub async fn mart_session_at(lake: &LakeUrl, at: &MartVersions) -> Result<SessionContext, SessionError> {
-    let ctx = super::fold::session();
+    let ctx = session();
     let mart_schema = Arc::new(MemorySchemaProvider::new());
     for (mart, &version) in at {
-        let table = super::tables::MartTable::open(lake, mart)
-            .await
-            .map_err(|e| SessionError::Mart(e.to_string()))?;
-        let provider = table
-            .provider_at(&ctx, version)
-            .await
-            .map_err(|e| SessionError::Mart(e.to_string()))?;
+        let table = MartTable::open(lake, mart).await?;
+        let provider = table.provider_at(&ctx, version).await?;
         mart_schema.register_table(mart.clone(), provider)?;
     }
     if let Some(default) = ctx.catalog("datafusion") {
@@ -103,9 +101,7 @@ pub async fn mart_versions_at(lake: &LakeUrl, marts: &[&str], at_ms: i64) -> Res
         return Ok(versions);
     };
     for mart in marts {
-        let table = super::tables::MartTable::open(lake, mart)
-            .await
-            .map_err(|e| SessionError::Mart(e.to_string()))?;
+        let table = MartTable::open(lake, mart).await?;
         if let Some(v) = table.version_at(at).await {
             versions.insert(mart.to_string(), v);
         }
@@ -121,21 +117,16 @@ async fn register_raw(
 ) -> Result<(), SessionError> {
     let schema = Arc::new(MemorySchemaProvider::new());
     for topic in catalog.raw_topics() {
-        let path = crate::ingest::table_name(&topic.name);
+        let path = crate::lake::raw::path(&topic.name);
         let err = |source| SessionError::Table {
             table: path.clone(),
             source,
         };
-        let url = lake.table_url(&path).map_err(err)?;
-        let mut table = deltalake::DeltaTableBuilder::from_url(url)
-            .map_err(err)?
-            .build()
-            .map_err(err)?;
+        let table = crate::lake::open_table(lake, &path).await.map_err(err)?;
         // Topics that have not landed anything yet simply have no table.
-        if !table.verify_deltatable_existence().await.map_err(err)? {
+        if table.version().is_none() {
             continue;
         }
-        table.load().await.map_err(err)?;
         table.update_datafusion_session(&ctx.state()).map_err(err)?;
         let provider = table.table_provider().await?;
         let name = sql_name(&topic.name);
@@ -146,13 +137,4 @@ async fn register_raw(
         default.register_schema("raw", schema)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn names_work_in_sql_without_quotes() {
-        assert_eq!(super::sql_name("raw.site.page_view"), "site_page_view");
-        assert_eq!(super::sql_name("raw.it-1a2b.product_view"), "it_1a2b_product_view");
-    }
 }

@@ -1,7 +1,8 @@
 //! `hoffrec mart status`: per mart, the raw versions folded in and how far behind it is.
 
 use super::Marts;
-use super::fold::{FoldError, open_raw};
+use super::error::FoldError;
+use super::fold::open_raw;
 use super::tables::MartTable;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -33,16 +34,11 @@ pub async fn status(marts: &Marts) -> Result<Vec<MartStatus>, FoldError> {
         for t in &raw {
             let folded = mart.folded(&t.sql_name).await?;
             let current = t.version();
-            let lag_versions = match (folded, current) {
-                (_, None) => 0,
-                (None, Some(c)) => c + 1,
-                (Some(f), Some(c)) => c.saturating_sub(f),
-            };
             lags.push(RawLag {
                 table: format!("raw.{}", t.sql_name),
                 folded,
                 current,
-                lag_versions,
+                lag_versions: lag(folded, current),
             });
         }
         out.push(MartStatus {
@@ -53,6 +49,16 @@ pub async fn status(marts: &Marts) -> Result<Vec<MartStatus>, FoldError> {
         });
     }
     Ok(out)
+}
+
+/// Raw commits not folded in: a table whose version 0 was never folded is behind by
+/// every commit, including that first one.
+fn lag(folded: Option<u64>, current: Option<u64>) -> u64 {
+    match (folded, current) {
+        (_, None) => 0,
+        (None, Some(c)) => c + 1,
+        (Some(f), Some(c)) => c.saturating_sub(f),
+    }
 }
 
 /// A table for people: one line per mart, then its raw tables that are behind.
@@ -68,4 +74,18 @@ pub fn render(statuses: &[MartStatus]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lag_counts_commits_not_folded_in() {
+        assert_eq!(super::lag(None, None), 0);
+        assert_eq!(super::lag(None, Some(0)), 1);
+        assert_eq!(super::lag(None, Some(4)), 5);
+        assert_eq!(super::lag(Some(4), Some(4)), 0);
+        assert_eq!(super::lag(Some(2), Some(4)), 2);
+        // A table recreated behind what the mart folded is not negative lag.
+        assert_eq!(super::lag(Some(7), Some(4)), 0);
+    }
 }

@@ -13,8 +13,9 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use std::sync::Arc;
 
+/// Reading a lake table failed: its log, its files, or the table itself.
 #[derive(Debug, thiserror::Error)]
-pub enum TableError {
+pub enum LakeReadError {
     #[error("lake table {table}: {source}")]
     Delta {
         table: String,
@@ -35,23 +36,14 @@ pub enum TableError {
     },
 }
 
-/// The Delta table at `relative` under the lake, loaded if it exists (`version()` is
-/// `None` until the first write creates it).
-pub async fn open(lake: &LakeUrl, relative: &str) -> Result<DeltaTable, TableError> {
-    let err = |source| TableError::Delta {
-        table: relative.to_string(),
-        source: Box::new(source),
-    };
-    let url = lake.table_url(relative).map_err(err)?;
-    let mut table = deltalake::DeltaTableBuilder::from_url(url)
-        .map_err(err)?
-        .build()
-        .map_err(err)?;
-    // Checking first keeps the kernel from logging an error for a table not made yet.
-    if table.verify_deltatable_existence().await.map_err(err)? {
-        table.load().await.map_err(err)?;
-    }
-    Ok(table)
+/// The Delta table at `relative` under the lake, loaded if it exists.
+async fn open(lake: &LakeUrl, relative: &str) -> Result<DeltaTable, LakeReadError> {
+    crate::lake::open_table(lake, relative)
+        .await
+        .map_err(|source| LakeReadError::Delta {
+            table: relative.to_string(),
+            source: Box::new(source),
+        })
 }
 
 fn existing(table: DeltaTable) -> Option<DeltaTable> {
@@ -65,8 +57,8 @@ pub enum Added {
     Gone(String),
 }
 
-/// One raw topic's table as of the start of a fold.
-pub struct RawTable {
+/// One raw topic's table, pinned at its version as of the start of a fold.
+pub struct PinnedRaw {
     /// `site_page_view`: the name inside the `raw` and `new_raw` schemas.
     pub sql_name: String,
     pub path: String,
@@ -75,11 +67,11 @@ pub struct RawTable {
     empty: SchemaRef,
 }
 
-impl RawTable {
-    pub async fn open(lake: &LakeUrl, topic: &str, empty: SchemaRef) -> Result<Self, TableError> {
-        let path = crate::ingest::table_name(topic);
+impl PinnedRaw {
+    pub async fn open(lake: &LakeUrl, topic: &str, empty: SchemaRef) -> Result<Self, LakeReadError> {
+        let path = crate::lake::raw::path(topic);
         Ok(Self {
-            sql_name: super::session::sql_name(topic),
+            sql_name: crate::lake::raw::sql_name(topic),
             table: existing(open(lake, &path).await?),
             path,
             empty,
@@ -95,15 +87,15 @@ impl RawTable {
         last_commit_ms(self.table.as_ref()?).await
     }
 
-    fn err(&self) -> impl Fn(DeltaTableError) -> TableError + '_ {
-        |source| TableError::Delta {
+    fn err(&self) -> impl Fn(DeltaTableError) -> LakeReadError + '_ {
+        |source| LakeReadError::Delta {
             table: self.path.clone(),
             source: Box::new(source),
         }
     }
 
-    fn empty_provider(&self) -> Result<Arc<dyn TableProvider>, TableError> {
-        let table = MemTable::try_new(self.empty.clone(), vec![vec![]]).map_err(|source| TableError::Read {
+    fn empty_provider(&self) -> Result<Arc<dyn TableProvider>, LakeReadError> {
+        let table = MemTable::try_new(self.empty.clone(), vec![vec![]]).map_err(|source| LakeReadError::Read {
             table: self.path.clone(),
             source: Box::new(source),
         })?;
@@ -111,12 +103,12 @@ impl RawTable {
     }
 
     /// Every row, as of the pinned version.
-    pub async fn full(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, TableError> {
+    pub async fn full(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, LakeReadError> {
         let Some(table) = &self.table else {
             return self.empty_provider();
         };
         table.update_datafusion_session(&ctx.state()).map_err(self.err())?;
-        table.table_provider().await.map_err(|source| TableError::Read {
+        table.table_provider().await.map_err(|source| LakeReadError::Read {
             table: self.path.clone(),
             source: Box::new(source),
         })
@@ -130,7 +122,7 @@ impl RawTable {
     /// that were there before: counting them would make combining marts add those twice.
     /// When a commit or a file it added is gone (log cleanup or vacuum while the mart was
     /// behind), what landed can no longer be told: `Added::Gone`, never an empty view.
-    pub async fn added_since(&self, ctx: &SessionContext, version: Option<u64>) -> Result<Added, TableError> {
+    pub async fn added_since(&self, ctx: &SessionContext, version: Option<u64>) -> Result<Added, LakeReadError> {
         let (Some(table), Some(since)) = (&self.table, version) else {
             return Ok(Added::Rows(self.full(ctx).await?));
         };
@@ -144,10 +136,13 @@ impl RawTable {
             Written::Gone(why) => return Ok(Added::Gone(why)),
         };
         table.update_datafusion_session(&ctx.state()).map_err(self.err())?;
-        let rows = self.read_files(ctx, files).await.map_err(|source| TableError::Read {
-            table: self.path.clone(),
-            source: Box::new(source),
-        })?;
+        let rows = self
+            .read_files(ctx, files)
+            .await
+            .map_err(|source| LakeReadError::Read {
+                table: self.path.clone(),
+                source: Box::new(source),
+            })?;
         Ok(Added::Rows(rows.into_view()))
     }
 
@@ -159,7 +154,7 @@ impl RawTable {
             None => None,
         }
         .unwrap_or_else(|| self.empty.clone());
-        let partition = crate::ingest::batch::PARTITION_COLUMN;
+        let partition = crate::lake::raw::PARTITION_COLUMN;
         let in_files: Vec<Field> = schema
             .fields()
             .iter()
@@ -186,8 +181,8 @@ async fn written(
     table: &DeltaTable,
     name: &str,
     versions: std::ops::RangeInclusive<u64>,
-) -> Result<Written, TableError> {
-    let err = |source| TableError::Delta {
+) -> Result<Written, LakeReadError> {
+    let err = |source| LakeReadError::Delta {
         table: name.to_string(),
         source: Box::new(source),
     };
@@ -197,7 +192,7 @@ async fn written(
             return Ok(Written::Gone(format!("{name}: commit {v} is no longer in the log")));
         };
         for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| TableError::Log {
+            let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| LakeReadError::Log {
                 table: name.to_string(),
                 version: v,
                 reason: e.to_string(),
@@ -237,11 +232,6 @@ pub struct MartTable {
     pub table: DeltaTable,
 }
 
-/// The `txn` app id under which a mart records how far it folded one raw table.
-pub fn folded_app_id(mart: &str, raw: &str) -> String {
-    format!("hoffrec-mart.{mart}.{raw}")
-}
-
 /// When the table's newest commit was made.
 pub async fn last_commit_ms(table: &DeltaTable) -> Option<i64> {
     use futures::StreamExt;
@@ -250,8 +240,8 @@ pub async fn last_commit_ms(table: &DeltaTable) -> Option<i64> {
 }
 
 impl MartTable {
-    pub async fn open(lake: &LakeUrl, name: &str) -> Result<Self, TableError> {
-        let path = format!("mart/{name}");
+    pub async fn open(lake: &LakeUrl, name: &str) -> Result<Self, LakeReadError> {
+        let path = crate::lake::mart::path(name);
         Ok(Self {
             name: name.to_string(),
             table: open(lake, &path).await?,
@@ -263,19 +253,23 @@ impl MartTable {
         self.table.version()
     }
 
-    /// The raw version this mart has folded in for `raw` (None: not yet, or no table).
-    pub async fn folded(&self, raw: &str) -> Result<Option<u64>, TableError> {
+    /// The version of `input` (a raw table's SQL name, or `mart.<name>`) this mart has
+    /// folded in (None: not yet, or no table).
+    pub async fn folded(&self, input: &str) -> Result<Option<u64>, LakeReadError> {
         let table = &self.table;
         if self.version().is_none() {
             return Ok(None);
         }
-        let err = |source| TableError::Delta {
+        let err = |source| LakeReadError::Delta {
             table: self.path.clone(),
             source: Box::new(source),
         };
         let snapshot = table.snapshot().map_err(err)?;
         let v = snapshot
-            .transaction_version(table.log_store().as_ref(), folded_app_id(&self.name, raw))
+            .transaction_version(
+                table.log_store().as_ref(),
+                crate::lake::mart::folded_app_id(&self.name, input),
+            )
             .await
             .map_err(err)?;
         Ok(v.map(|v| v as u64))
@@ -291,16 +285,21 @@ impl MartTable {
 
     /// The `key` values in what commits `from..=to` wrote: a superset of the keys they
     /// changed, since a MERGE rewrites whole files. When a commit or file is gone, every
-    /// key the mart holds now.
-    pub async fn keys_written(&self, key: &str, from: u64, to: u64) -> Result<Vec<String>, TableError> {
-        let ctx = super::fold::session();
-        let read = |source| TableError::Read {
+    /// key the mart holds now. `ctx` reads the files (`session::session()`).
+    pub async fn keys_written(
+        &self,
+        ctx: &SessionContext,
+        key: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<String>, LakeReadError> {
+        let read = |source| LakeReadError::Read {
             table: self.path.clone(),
             source: Box::new(source),
         };
         self.table
             .update_datafusion_session(&ctx.state())
-            .map_err(|source| TableError::Delta {
+            .map_err(|source| LakeReadError::Delta {
                 table: self.path.clone(),
                 source: Box::new(source),
             })?;
@@ -312,7 +311,7 @@ impl MartTable {
                 .map_err(read)?,
             Written::Gone(why) => {
                 tracing::warn!(why, "announcing every customer of the portrait");
-                match self.provider(&ctx).await? {
+                match self.provider(ctx).await? {
                     Some(p) => ctx.read_table(p).map_err(read)?,
                     None => return Ok(Vec::new()),
                 }
@@ -336,45 +335,49 @@ impl MartTable {
     }
 
     /// The mart as it was at `version`.
-    pub async fn provider_at(&self, ctx: &SessionContext, version: u64) -> Result<Arc<dyn TableProvider>, TableError> {
-        let err = |source| TableError::Delta {
+    pub async fn provider_at(
+        &self,
+        ctx: &SessionContext,
+        version: u64,
+    ) -> Result<Arc<dyn TableProvider>, LakeReadError> {
+        let err = |source| LakeReadError::Delta {
             table: self.path.clone(),
             source: Box::new(source),
         };
         let mut table = self.table.clone();
         table.load_version(version).await.map_err(err)?;
         table.update_datafusion_session(&ctx.state()).map_err(err)?;
-        table.table_provider().await.map_err(|source| TableError::Read {
+        table.table_provider().await.map_err(|source| LakeReadError::Read {
             table: self.path.clone(),
             source: Box::new(source),
         })
     }
 
     /// No rows, with the mart's current columns (none when it has never been written).
-    pub async fn empty_provider(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, TableError> {
+    pub async fn empty_provider(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, LakeReadError> {
         let schema = match self.provider(ctx).await? {
             Some(p) => p.schema(),
             None => Arc::new(Schema::empty()),
         };
-        let table = MemTable::try_new(schema, vec![vec![]]).map_err(|source| TableError::Read {
+        let table = MemTable::try_new(schema, vec![vec![]]).map_err(|source| LakeReadError::Read {
             table: self.path.clone(),
             source: Box::new(source),
         })?;
         Ok(Arc::new(table))
     }
 
-    pub async fn provider(&self, ctx: &SessionContext) -> Result<Option<Arc<dyn TableProvider>>, TableError> {
+    pub async fn provider(&self, ctx: &SessionContext) -> Result<Option<Arc<dyn TableProvider>>, LakeReadError> {
         let table = &self.table;
         if self.version().is_none() {
             return Ok(None);
         }
         table
             .update_datafusion_session(&ctx.state())
-            .map_err(|source| TableError::Delta {
+            .map_err(|source| LakeReadError::Delta {
                 table: self.path.clone(),
                 source: Box::new(source),
             })?;
-        let provider = table.table_provider().await.map_err(|source| TableError::Read {
+        let provider = table.table_provider().await.map_err(|source| LakeReadError::Read {
             table: self.path.clone(),
             source: Box::new(source),
         })?;

@@ -23,6 +23,7 @@ use crate::telemetry::Telemetry;
 use apache_avro::types::Value;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub enum RecommendError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("Kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(#[from] KafkaError),
     #[error("cannot encode a recommendation: {0}")]
     Encode(#[from] crate::codec::CodecError),
 }
@@ -53,6 +54,8 @@ impl RecommendError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Data(_) | Self::Store(_) => true,
+            // A cancelled delivery means the producer is gone: ranking again cannot help.
+            Self::Kafka(KafkaError::Canceled) => false,
             Self::Kafka(e) => !crate::kafka::error_is_fatal(e),
             _ => false,
         }
@@ -68,10 +71,21 @@ pub struct Summary {
     pub model_version: String,
 }
 
-/// The catalogue side of ranking, with the product_features and product_neighbour versions
-/// and the collaborative model's write stamp it was read at.
-type CatalogueKey = (Option<u64>, Option<u64>, Option<(i64, u64)>);
-type CachedCatalogue = Option<(CatalogueKey, Arc<data::CatalogueView>)>;
+/// What the catalogue side of ranking was read at: a new version of either mart or a new
+/// collaborative model means reading it again.
+#[derive(PartialEq)]
+struct CatalogueKey {
+    product_features: Option<u64>,
+    product_neighbour: Option<u64>,
+    /// The collaborative model's write stamp.
+    model: Option<(i64, u64)>,
+}
+
+/// The catalogue view last read, with what it was read at.
+struct CachedCatalogue {
+    key: CatalogueKey,
+    view: Arc<data::CatalogueView>,
+}
 
 /// What ranking needs, loaded once per process.
 pub struct Recommender {
@@ -85,7 +99,7 @@ pub struct Recommender {
     /// How far back the marts are read for next-purchase labels (see the config).
     pub label_horizon_days: u32,
     /// Read again only when one of its marts or the collaborative model is new.
-    catalogue: tokio::sync::Mutex<CachedCatalogue>,
+    catalogue: tokio::sync::Mutex<Option<CachedCatalogue>>,
 }
 
 impl Recommender {
@@ -115,16 +129,16 @@ impl Recommender {
 
     async fn catalogue(&self, marts: &data::Marts) -> Result<Arc<data::CatalogueView>, RecommendError> {
         let stamp = store::ease_stamp(&self.lake).await?;
-        let key = (
-            marts.versions.get("product_features").copied(),
-            marts.versions.get("product_neighbour").copied(),
-            stamp,
-        );
+        let key = CatalogueKey {
+            product_features: marts.versions.get("product_features").copied(),
+            product_neighbour: marts.versions.get("product_neighbour").copied(),
+            model: stamp,
+        };
         let mut cached = self.catalogue.lock().await;
-        if let Some((at, view)) = cached.as_ref()
-            && *at == key
+        if let Some(c) = cached.as_ref()
+            && c.key == key
         {
-            return Ok(view.clone());
+            return Ok(c.view.clone());
         }
         let mut view = marts.catalogue().await?;
         if stamp.is_some()
@@ -133,7 +147,10 @@ impl Recommender {
             view.collab = Some(Arc::new(data::CollabView::new(ease, &view.by_id)));
         }
         let view = Arc::new(view);
-        *cached = Some((key, view.clone()));
+        *cached = Some(CachedCatalogue {
+            key,
+            view: view.clone(),
+        });
         Ok(view)
     }
 
@@ -162,18 +179,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, RecommendError> {
     let r = Recommender::load(config)?;
-    let topic = |role: Role| {
-        r.catalog
-            .topic_for(role)
-            .map(|t| t.name.clone())
-            .ok_or_else(|| RecommendError::Config(format!("the catalog has no {} topic", role.as_str())))
-    };
+    let topic = |role: Role| r.catalog.require(role).map(|t| t.name.clone());
     let (changes, recs) = (topic(Role::MartChanges)?, topic(Role::Recommendations)?);
-    let consumer: StreamConsumer = crate::kafka::client_config(&config.kafka)
-        .set("group.id", &config.recommend.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+    let consumer: StreamConsumer =
+        crate::kafka::consumer_config(&config.kafka, &config.recommend.group, "earliest").create()?;
     consumer.subscribe(&[changes.as_str()])?;
     let producer: FutureProducer = crate::kafka::client_config(&config.kafka)
         .set("enable.idempotence", "true")
@@ -304,7 +313,7 @@ async fn publish(
         match p.await {
             Ok(Ok(_)) => {}
             Ok(Err((e, _))) => return Err(RecommendError::Kafka(e)),
-            Err(_) => return Err(RecommendError::Config("the producer went away".into())),
+            Err(_) => return Err(RecommendError::Kafka(KafkaError::Canceled)),
         }
     }
     Ok(lists.len())

@@ -29,20 +29,43 @@ pub enum SimulateError {
     },
     #[error("the collector at {url} refused events: {reason}")]
     Collector { url: String, reason: String },
+    #[error("reading the lists on {topic}: {source}")]
+    Kafka {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
 }
 
+#[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The world's seed: the same seed gives the same world.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[arg(long, default_value_t = 2000)]
     pub customers: usize,
+    /// Write the world as JSON here.
+    #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
     /// Write the world's history as an interaction log (CSV) for `hoffrec evaluate`.
+    #[arg(long, value_name = "FILE")]
     pub export_interactions: Option<PathBuf>,
+    /// Serve the source APIs on this address until Ctrl-C/SIGTERM.
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Post the customers' consents (and --sessions) to this collector, e.g. http://127.0.0.1:8088.
+    #[arg(long, value_name = "URL")]
     pub collector: Option<String>,
-    /// Site sessions per customer posted to the collector (after the consents).
+    /// Site sessions per customer to post to the collector.
+    #[arg(long, default_value_t = 0)]
     pub sessions: usize,
-    /// Show the lists on the recommendations topic to the simulated customers and post
-    /// their reactions to the collector (the closed loop).
+    /// Show the lists on recs.customer to the simulated customers and post their
+    /// impressions, clicks and carts to --collector (the closed loop).
+    #[arg(long, requires = "collector")]
+    pub react: bool,
+    /// Where the closed loop reads the lists: set by the caller when `react` is, because
+    /// it needs the catalog and the Kafka configuration, which are not flags.
+    #[arg(skip)]
     pub site: Option<react::Site>,
 }
 
@@ -91,13 +114,7 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
     }
     let site = args.site.as_ref().map(|site| {
         let (world, shutdown) = (world.clone(), shutdown.clone());
-        let seed = args.seed;
-        let site = react::Site {
-            kafka: site.kafka.clone(),
-            recs_topic: site.recs_topic.clone(),
-            schemas: site.schemas.clone(),
-            collector: site.collector.clone(),
-        };
+        let (seed, site) = (args.seed, site.clone());
         tokio::spawn(async move { react::show_lists(&world, &site, seed, shutdown).await })
     });
     if let Some(addr) = &args.listen {

@@ -162,6 +162,7 @@ mod tests {
 }
 
 /// Where the simulated site reads the lists from.
+#[derive(Debug, Clone)]
 pub struct Site {
     pub kafka: crate::config::KafkaConfig,
     pub recs_topic: String,
@@ -186,15 +187,17 @@ pub async fn show_lists(
     use rand::SeedableRng;
     use rdkafka::Message;
     use rdkafka::consumer::{Consumer, StreamConsumer};
-    let kafka_err = |e: rdkafka::error::KafkaError| super::SimulateError::Collector {
-        url: site.kafka.brokers.clone(),
-        reason: format!("reading {}: {e}", site.recs_topic),
+    let kafka_err = |source| super::SimulateError::Kafka {
+        topic: site.recs_topic.clone(),
+        source,
     };
-    let consumer: StreamConsumer = crate::kafka::client_config(&site.kafka)
-        .set("group.id", format!("hoffrec-sim-site-{seed}"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .map_err(kafka_err)?;
+    // The site, unlike a stage, has nothing to finish before its place is kept: a run
+    // with the same seed picks up the lists published since the last one.
+    let consumer: StreamConsumer =
+        crate::kafka::consumer_config(&site.kafka, &format!("hoffrec-sim-site-{seed}"), "earliest")
+            .set("enable.auto.commit", "true")
+            .create()
+            .map_err(kafka_err)?;
     consumer.subscribe(&[site.recs_topic.as_str()]).map_err(kafka_err)?;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x517e);
     let mut summary = SiteSummary::default();

@@ -1,0 +1,123 @@
+//! The subcommands' own flags; the library's argument structs (bench, simulate, demo)
+//! carry theirs.
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Check the catalog offline; lists every problem and exits 1 if there are any.
+    Validate,
+    /// Create missing topics on the cluster and report drift; exits 2 on drift.
+    Apply,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (all layers merged) with secrets masked.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// List every schema version with its Parsing Canonical Form fingerprint.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MartCommand {
+    /// Fold on every burst of lake.commits (and every mart.interval_ms) until stopped.
+    Run {
+        /// Fold once and exit, printing what each mart did as JSON.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Per mart: its version, the raw versions folded in, and how many commits behind.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Landing throughput vs a plain consume loop, event-to-commit latency, peak RSS.
+    Ingest(crate::bench::IngestBenchArgs),
+    /// The closed loop over simulated days: click-through with daily retraining, with a
+    /// frozen first model, and with popularity.
+    Loop(crate::bench::closed_loop::LoopArgs),
+    /// Event-to-list latency through ingest, mart and recommend on the configured broker,
+    /// lists ranked per second on one core, training time against training-set size.
+    Recommend {
+        #[arg(long, default_value_t = 30)]
+        customers: usize,
+    },
+    /// One incremental mart fold for a fixed batch, with 1x and --scale x history.
+    Mart(crate::bench::mart::MartBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Consumer group (ingest.group); workers of one group share the partitions.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Address to listen on (collector.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Poll only this raw topic's source (repeatable); default: every declared HTTP source.
+    #[arg(long = "source", value_name = "TOPIC")]
+    pub sources: Vec<String>,
+    /// One pass per source, then print the summary and exit (for cron and tests).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The raw topic the files belong to, e.g. raw.store.catalogue.
+    #[arg(long = "source", value_name = "TOPIC")]
+    pub source: String,
+    /// Files to import, in order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    #[arg(long, value_name = "FILE")]
+    pub interactions: PathBuf,
+    /// Train on events before this time (RFC 3339, a date, or epoch s/ms).
+    #[arg(long, value_name = "TIME")]
+    pub split_at: String,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Leave out products the customer bought before the split.
+    #[arg(long)]
+    pub exclude_seen: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(long)]
+    pub customer: String,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query.
+    pub query: String,
+    /// Print rows as JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
