@@ -279,6 +279,10 @@ pub struct RecommendConfig {
     /// the marts as they were this many days ago give each customer's candidates and
     /// features, and what they bought since labels them.
     pub train_label_horizon_days: u32,
+    /// The novel head (what never-bought products a customer buys next) learns from this
+    /// many such snapshots, a horizon apart: new products are bought far less often than
+    /// old ones, and one horizon holds too few of them.
+    pub train_novel_cutoffs: u32,
 }
 
 impl Default for RecommendConfig {
@@ -296,6 +300,7 @@ impl Default for RecommendConfig {
             ease_lambda: 50.0,
             ease_max_items: 4000,
             train_label_horizon_days: 7,
+            train_novel_cutoffs: 3,
         }
     }
 }

@@ -240,6 +240,7 @@ fn synthetic_rows(n: usize) -> Vec<TrainingRow> {
                 shown_ms: i as i64,
                 label: i32::from(rng.random_bool(p)),
                 x,
+                z: None,
             }
         })
         .collect()

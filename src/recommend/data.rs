@@ -111,6 +111,23 @@ pub struct Product {
     pub trend: f64,
     /// Of its buyers, the share who bought it again in another order.
     pub repeat_share: f64,
+    /// Customers who bought it in the newest 7 days of the marts, and who bought it for the
+    /// first time in the newest 28 and 14: relative to the newest event, not to a mart
+    /// fold, so `catalogue` counts them on read.
+    #[serde(skip)]
+    pub buyers_7d: i64,
+    #[serde(skip)]
+    pub new_buyers_28d: i64,
+    #[serde(skip)]
+    pub new_buyers_14d: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Uptake {
+    product_id: String,
+    buyers_7d: i64,
+    new_buyers_28d: i64,
+    new_buyers_14d: i64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -294,12 +311,29 @@ impl Marts {
     }
 
     pub async fn catalogue(&self) -> Result<CatalogueView, DataError> {
-        let products: Vec<Product> = self.rows("SELECT * FROM mart.product_features").await?;
-        let by_id = products
+        let mut products: Vec<Product> = self.rows("SELECT * FROM mart.product_features").await?;
+        let by_id: HashMap<String, usize> = products
             .iter()
             .enumerate()
             .map(|(i, p)| (p.product_id.clone(), i))
             .collect();
+        let uptake: Vec<Uptake> = self
+            .rows(
+                "WITH n AS (SELECT max(greatest(coalesce(last_viewed_ms, 0), coalesce(last_purchased_ms, 0))) \
+                            AS newest FROM mart.customer_product) \
+                 SELECT cp.product_id, \
+                   sum(CASE WHEN cp.last_purchased_ms >= n.newest - 604800000 THEN 1 ELSE 0 END) AS buyers_7d, \
+                   sum(CASE WHEN cp.first_bought_ms >= n.newest - 2419200000 THEN 1 ELSE 0 END) AS new_buyers_28d, \
+                   sum(CASE WHEN cp.first_bought_ms >= n.newest - 1209600000 THEN 1 ELSE 0 END) AS new_buyers_14d \
+                 FROM mart.customer_product cp CROSS JOIN n WHERE cp.purchased_qty > 0 GROUP BY cp.product_id",
+            )
+            .await?;
+        for u in uptake {
+            if let Some(&i) = by_id.get(&u.product_id) {
+                let p = &mut products[i];
+                (p.buyers_7d, p.new_buyers_28d, p.new_buyers_14d) = (u.buyers_7d, u.new_buyers_28d, u.new_buyers_14d);
+            }
+        }
         let mut neighbours: HashMap<String, Vec<Neighbour>> = HashMap::new();
         let rows: Vec<Neighbour> = self
             .rows("SELECT * FROM mart.product_neighbour ORDER BY product_id, neighbour_rank")

@@ -8,6 +8,7 @@
 
 use super::collab::{self, Interactions};
 use super::{RecommendError, Recommender, model::Model};
+use crate::mart::session::MartVersions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -57,6 +58,13 @@ pub struct MethodReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct NovelHeadReport {
+    pub auc: Option<f64>,
+    pub rows: u64,
+    pub weights: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct EvaluateReport {
     pub events: usize,
     pub customers_evaluated: usize,
@@ -66,6 +74,10 @@ pub struct EvaluateReport {
     pub ranker_labels: String,
     /// The ranker's weight per feature, as it was trained (or the prior's).
     pub ranker_weights: BTreeMap<String, f64>,
+    /// The novel head's weights (standardised features), its AUC on customers it was not
+    /// fitted on, and its rows; absent when the labels gave none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub novel_head: Option<NovelHeadReport>,
     /// Customers per segment: `new` (nothing bought before the split) or `returning`, and
     /// how many products they touched before it.
     pub segments: BTreeMap<String, usize>,
@@ -346,42 +358,57 @@ pub async fn run(
     let mut cfg = config.clone();
     cfg.lake.url = scratch.display().to_string();
     // The novel view scores the list without what the customer bought before, as it does
-    // the baselines': ranking lists more so that 2k remain.
-    cfg.recommend.top_k = if exclude_seen { 2 * k + 100 } else { 2 * k };
+    // the baselines': the whole ranked pool, filtered, then cut to 2k.
+    cfg.recommend.top_k = if exclude_seen { usize::MAX } else { 2 * k };
     let r = Recommender::load(&cfg)?;
-    // Two landings: the marts as they stood `train_label_horizon_days` before the split
-    // are what the ranker learns next purchases from (as `train` reads them by time
-    // travel in production), the marts at the split are what it ranks from.
+    // Landings a label horizon apart: the marts as they stood one horizon before the split
+    // are what the ranker learns next purchases from, and those up to
+    // `train_novel_cutoffs` horizons before it what the novel head learns from (as
+    // `train` reads them by time travel in production); the marts at the split are what
+    // it ranks from.
     let files = crate::mart::files::load(&cfg.mart.sql_dir).map_err(|e| RecommendError::Config(e.to_string()))?;
-    let cutoff = split - i64::from(cfg.recommend.train_label_horizon_days) * 86_400_000;
-    let (early, late): (Vec<Json>, Vec<Json>) = raw_events(&train)
-        .into_iter()
-        .partition(|e| e["event_time"].as_i64().unwrap_or(i64::MIN) < cutoff);
-    let mut then = crate::mart::session::MartVersions::new();
-    for (part, events) in [("before the label horizon", early), ("up to the split", late)] {
-        phase.set_message(format!("landing the training events {part} and folding the marts"));
-        if events.is_empty() {
-            continue;
+    let horizon = i64::from(cfg.recommend.train_label_horizon_days) * 86_400_000;
+    let cutoffs = i64::from(cfg.recommend.train_novel_cutoffs.max(1));
+    let mut parts: Vec<Vec<Json>> = (0..=cutoffs).map(|_| Vec::new()).collect();
+    for e in raw_events(&train) {
+        let at = e["event_time"].as_i64().unwrap_or(i64::MIN);
+        // Part f holds the events before `split - (cutoffs - f) * horizon`.
+        let part = (0..cutoffs)
+            .find(|f| at < split - (cutoffs - f) * horizon)
+            .unwrap_or(cutoffs);
+        parts[part as usize].push(e);
+    }
+    let mut thens: Vec<MartVersions> = Vec::new();
+    for (f, events) in parts.into_iter().enumerate() {
+        phase.set_message(format!(
+            "landing the training events, part {} of {}, and folding the marts",
+            f + 1,
+            cutoffs + 1
+        ));
+        if !events.is_empty() {
+            crate::ingest::direct::land_typed(&r.lake, &r.catalog, &events)
+                .await
+                .map_err(RecommendError::Config)?;
+            crate::mart::fold::fold(&r.lake, &r.catalog, &files)
+                .await
+                .map_err(|e| RecommendError::Config(e.to_string()))?;
         }
-        crate::ingest::direct::land_typed(&r.lake, &r.catalog, &events)
-            .await
-            .map_err(RecommendError::Config)?;
-        crate::mart::fold::fold(&r.lake, &r.catalog, &files)
-            .await
-            .map_err(|e| RecommendError::Config(e.to_string()))?;
-        if then.is_empty()
-            && part.starts_with("before")
+        if (f as i64) < cutoffs
             && let Ok(m) = super::data::Marts::open(&r.lake).await
         {
-            then = m
+            let v: MartVersions = m
                 .versions
                 .into_iter()
                 .filter(|(k, _)| super::data::MARTS.contains(&k.as_str()))
                 .collect();
+            // An empty part leaves the marts as the one before it did.
+            if !v.is_empty() && thens.first() != Some(&v) {
+                thens.insert(0, v);
+            }
         }
     }
     phase.set_message("training the ranker");
-    let (model, labels) = match super::train::train_once_at(&r, 3650, 0.2, Some(then)).await {
+    let (model, labels) = match super::train::train_once_at(&r, 3650, 0.2, Some(thens)).await {
         Ok(t) => (t.candidate, t.labels),
         Err(e) => {
             tracing::info!(error = %e, "nothing to train the ranker on: the prior ranks");
@@ -516,6 +543,16 @@ pub async fn run(
             .zip(model.weights.iter().copied())
             .chain([("bias".to_string(), model.bias)])
             .collect(),
+        novel_head: model.novel.as_ref().map(|h| NovelHeadReport {
+            auc: h.auc,
+            rows: h.trained_rows,
+            weights: super::novel::NOVEL_FEATURES
+                .iter()
+                .map(|f| f.to_string())
+                .zip(h.weights.iter().copied())
+                .chain([("bias".to_string(), h.bias)])
+                .collect(),
+        }),
         segments,
         hoffrec,
         popularity,

@@ -10,7 +10,9 @@
 pub mod collab;
 pub mod data;
 pub mod evaluate;
+pub mod metrics;
 pub mod model;
+pub mod novel;
 pub mod rank;
 pub mod rules;
 pub mod store;
@@ -98,6 +100,8 @@ pub struct Recommender {
     pub ease_max_items: usize,
     /// How far back the marts are read for next-purchase labels (see the config).
     pub label_horizon_days: u32,
+    /// Snapshots, a horizon apart, the novel head learns from (see the config).
+    pub novel_cutoffs: u32,
     /// Read again only when one of its marts or the collaborative model is new.
     catalogue: tokio::sync::Mutex<Option<CachedCatalogue>>,
 }
@@ -112,6 +116,7 @@ impl Recommender {
             ease_lambda: crate::config::RecommendConfig::default().ease_lambda,
             ease_max_items: crate::config::RecommendConfig::default().ease_max_items,
             label_horizon_days: crate::config::RecommendConfig::default().train_label_horizon_days,
+            novel_cutoffs: crate::config::RecommendConfig::default().train_novel_cutoffs,
             catalogue: tokio::sync::Mutex::new(None),
         }
     }
@@ -124,6 +129,7 @@ impl Recommender {
         r.ease_lambda = config.recommend.ease_lambda;
         r.ease_max_items = config.recommend.ease_max_items;
         r.label_horizon_days = config.recommend.train_label_horizon_days;
+        r.novel_cutoffs = config.recommend.train_novel_cutoffs;
         Ok(r)
     }
 

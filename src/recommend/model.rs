@@ -44,6 +44,9 @@ pub struct Model {
     pub ndcg_at_10: Option<f64>,
     #[serde(default)]
     pub trained_rows: u64,
+    /// The novel head, where the labels let one be fitted (`novel.rs`).
+    #[serde(default)]
+    pub novel: Option<super::novel::Head>,
 }
 
 impl Model {
@@ -61,6 +64,7 @@ impl Model {
             auc: None,
             ndcg_at_10: None,
             trained_rows: 0,
+            novel: None,
         }
     }
 

@@ -5,6 +5,7 @@
 use super::collab;
 use super::data::{CatalogueView, Customer, Product};
 use super::model::{FEATURES, Model};
+use super::novel::NovelX;
 use super::rules::{Rules, names};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,6 +28,14 @@ pub struct Signals {
     pub recency: f64,
     /// Item-kNN's score, over the customer's best-scored product.
     pub knn: f64,
+    /// EASE and item-kNN over the customer's best never-touched product, and by rank among
+    /// the never-touched (1 / log2(rank + 2); 0 outside the `COLLABORATIVE` proposed).
+    pub collab_new: f64,
+    pub knn_new: f64,
+    pub collab_rank: f64,
+    pub knn_rank: f64,
+    /// Item-kNN over the newest `RECENT_DAYS` of the customer's history only, over its best.
+    pub knn_recent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +89,8 @@ const COLLABORATIVE: usize = 50;
 /// Products of their own the customer may be offered again, most often bought first.
 const BUY_AGAIN: usize = 50;
 const RECENCY_HALF_LIFE_DAYS: f64 = 14.0;
+/// What the customer is into right now, for `knn_recent`.
+const RECENT_DAYS: i64 = 14;
 
 /// Every product proposed for the customer, with why.
 fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet<&str>) -> Pool {
@@ -199,24 +210,28 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet
     // What customers with a history like theirs went on to (EASE over the whole history,
     // weighed as it was fitted); every candidate gets its score as evidence.
     if let Some(cf) = cat.collab.as_deref() {
-        let history: Vec<(u32, f32)> = c
-            .touched
-            .iter()
-            .filter_map(|t| {
-                let at = t.last_viewed_ms.max(t.last_purchased_ms).unwrap_or(newest);
-                let w = collab::interest(
-                    t.views,
-                    t.carts,
-                    t.purchase_orders.max(i64::from(t.purchased_qty > 0.0)),
-                    (newest - at) as f64 / 86_400_000.0,
-                );
-                Some((*cf.ease_of.get(&t.product_id)?, w as f32))
-            })
-            .collect();
+        let mut history: Vec<(u32, f32)> = Vec::new();
+        let mut recent: Vec<(u32, f32)> = Vec::new();
+        for t in &c.touched {
+            let Some(&j) = cf.ease_of.get(&t.product_id) else {
+                continue;
+            };
+            let at = t.last_viewed_ms.max(t.last_purchased_ms).unwrap_or(newest);
+            let w = collab::interest(
+                t.views,
+                t.carts,
+                t.purchase_orders.max(i64::from(t.purchased_qty > 0.0)),
+                (newest - at) as f64 / 86_400_000.0,
+            ) as f32;
+            history.push((j, w));
+            if at >= newest - RECENT_DAYS * 86_400_000 {
+                recent.push((j, w));
+            }
+        }
         let touched: HashSet<u32> = history.iter().map(|(j, _)| *j).collect();
         // The best overall (often what they already buy) and the best they never touched.
         propose(&mut pool, cat, cf, &cf.ease.scores(&history), &touched, true, |s, v| {
-            s.collab = v
+            (s.collab, s.collab_new, s.collab_rank) = (v.over_best, v.over_best_new, v.rank_new)
         });
         // Item-kNN proposes what the customer never touched from the whole catalogue
         // (EASE covers only its `max_items`).
@@ -227,10 +242,27 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet
             &cf.ease.knn_scores(&history),
             &touched,
             false,
-            |s, v| s.knn = v,
+            |s, v| (s.knn, s.knn_new, s.knn_rank) = (v.over_best, v.over_best_new, v.rank_new),
         );
+        let recent = cf.ease.knn_scores(&recent);
+        let best = recent.iter().copied().fold(0.0f32, f32::max);
+        if best > 0.0 {
+            for (&i, s) in pool.signals.iter_mut() {
+                if let Some(&j) = cf.ease_of.get(&cat.products[i].product_id) {
+                    s.knn_recent = f64::from(recent[j as usize].max(0.0) / best);
+                }
+            }
+        }
     }
     pool
+}
+
+/// A collaborative score as the features read it.
+#[derive(Debug, Clone, Copy)]
+struct Proposed {
+    over_best: f64,
+    over_best_new: f64,
+    rank_new: f64,
 }
 
 /// Adds the `COLLABORATIVE` best-scored products the customer never touched (and with
@@ -243,14 +275,21 @@ fn propose(
     scores: &[f32],
     touched: &HashSet<u32>,
     best_overall: bool,
-    set: impl Fn(&mut Signals, f64),
+    set: impl Fn(&mut Signals, Proposed),
 ) {
     let best = scores.iter().copied().fold(0.0f32, f32::max);
     if best <= 0.0 {
         return;
     }
     let outside = |j: u32| cf.catalogue_of[j as usize].is_none();
-    let mut proposed = collab::top(scores, COLLABORATIVE, |j| outside(j) || touched.contains(&j));
+    let new = collab::top(scores, COLLABORATIVE, |j| outside(j) || touched.contains(&j));
+    let best_new = new.first().map_or(0.0, |&j| scores[j as usize]);
+    let rank_new: HashMap<u32, f64> = new
+        .iter()
+        .enumerate()
+        .map(|(r, &j)| (j, 1.0 / ((r + 2) as f64).log2()))
+        .collect();
+    let mut proposed = new.clone();
     if best_overall {
         proposed.extend(collab::top(scores, COLLABORATIVE, outside));
     }
@@ -261,7 +300,20 @@ fn propose(
     }
     for (&i, s) in pool.signals.iter_mut() {
         if let Some(&j) = cf.ease_of.get(&cat.products[i].product_id) {
-            set(s, f64::from(scores[j as usize].max(0.0) / best));
+            let v = scores[j as usize].max(0.0);
+            let over_best_new = if best_new > 0.0 {
+                f64::from((v / best_new).min(1.0))
+            } else {
+                0.0
+            };
+            set(
+                s,
+                Proposed {
+                    over_best: f64::from(v / best),
+                    over_best_new,
+                    rank_new: rank_new.get(&j).copied().unwrap_or(0.0),
+                },
+            );
         }
     }
 }
@@ -273,6 +325,8 @@ pub struct Context<'a> {
     viewed: HashSet<&'a str>,
     target: i64,
     max_reach: f64,
+    /// ln(1 + products bought) / ln(201): 0 for a new customer, 1 at 200 products.
+    history: f64,
 }
 
 impl<'a> Context<'a> {
@@ -283,6 +337,7 @@ impl<'a> Context<'a> {
             .filter(|t| t.purchased_qty > 0.0)
             .map(|t| t.product_id.as_str())
             .collect();
+        let bought_count = bought.len();
         let bought_categories = bought
             .iter()
             .filter_map(|id| cat.product(id))
@@ -299,13 +354,56 @@ impl<'a> Context<'a> {
                 .collect(),
             target: rules.target_tier(&c.portrait),
             max_reach: cat.products.iter().map(Product::reach).max().unwrap_or(0).max(1) as f64,
+            history: (1.0 + bought_count as f64).ln() / 201f64.ln(),
         }
+    }
+}
+
+fn popularity(q: &Product, ctx: &Context) -> f64 {
+    (1.0 + q.reach() as f64).ln() / (1.0 + ctx.max_reach).ln()
+}
+
+/// The novel head's input for a candidate the customer never bought, in
+/// `novel::NOVEL_FEATURES` order; `None` for one they did.
+pub fn novel_features(q: &Product, s: &Signals, ctx: &Context) -> Option<NovelX> {
+    let id = q.product_id.as_str();
+    if ctx.bought.contains(id) {
+        return None;
+    }
+    let ln = |n: i64| (1.0 + n.max(0) as f64).ln();
+    let (popularity, history) = (popularity(q, ctx), ctx.history);
+    Some([
+        s.knn_new,
+        s.collab_new,
+        s.knn_rank,
+        s.collab_rank,
+        s.knn_recent,
+        popularity,
+        ln(q.buyers_7d),
+        ln(q.new_buyers_28d),
+        ln(q.new_buyers_14d),
+        history,
+        history * s.knn_new,
+        history * s.collab_new,
+        history * popularity,
+        s.neighbour,
+        s.affinity,
+        f64::from(ctx.viewed.contains(id)),
+    ])
+}
+
+/// The ranker's score: the novel head's for a never-bought candidate when the model has
+/// one, the main model's otherwise.
+fn score(model: &Model, x: &[f64; FEATURES.len()], z: Option<&NovelX>) -> f64 {
+    match (&model.novel, z) {
+        (Some(head), Some(z)) => head.score(z),
+        _ => model.score(x),
     }
 }
 
 /// The ranker's input for one candidate, in `model::FEATURES` order.
 pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()] {
-    let popularity = (1.0 + q.reach() as f64).ln() / (1.0 + ctx.max_reach).ln();
+    let popularity = popularity(q, ctx);
     let novel = f64::from(!ctx.bought.contains(q.product_id.as_str()));
     [
         s.neighbour,
@@ -367,24 +465,35 @@ fn removed_by(q: &Product, ctx: &Context, exclusions: &[&super::rules::Exclude],
     }
 }
 
+/// A candidate the rules let onto the list, with what the ranker reads of it.
+pub struct Listed {
+    pub product_id: String,
+    pub x: [f64; FEATURES.len()],
+    /// The novel head's input, for a product the customer never bought.
+    pub z: Option<NovelX>,
+}
+
 /// Every candidate the rules let onto the customer's list, with the ranker's features:
 /// what ranking scores, so a ranker trained on these rows learns what it will be asked.
-pub fn listable(c: &Customer, cat: &CatalogueView, rules: &Rules) -> Vec<(String, [f64; FEATURES.len()])> {
+pub fn listable(c: &Customer, cat: &CatalogueView, rules: &Rules) -> Vec<Listed> {
     let ctx = Context::new(c, cat, rules);
     let pool = candidates(c, cat, rules, &ctx.bought);
     let exclusions = rules.exclusions(&c.portrait);
-    let mut out: Vec<(String, [f64; FEATURES.len()])> = pool
+    let mut out: Vec<Listed> = pool
         .reasons
         .keys()
-        .map(|&i| &cat.products[i])
-        .filter(|q| removed_by(q, &ctx, &exclusions, rules).is_none())
-        .map(|q| {
-            let i = cat.by_id[&q.product_id];
+        .map(|&i| (i, &cat.products[i]))
+        .filter(|(_, q)| removed_by(q, &ctx, &exclusions, rules).is_none())
+        .map(|(i, q)| {
             let s = pool.signals.get(&i).copied().unwrap_or_default();
-            (q.product_id.clone(), features(q, &s, &ctx))
+            Listed {
+                product_id: q.product_id.clone(),
+                x: features(q, &s, &ctx),
+                z: novel_features(q, &s, &ctx),
+            }
         })
         .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.product_id.cmp(&b.product_id));
     out
 }
 
@@ -409,7 +518,7 @@ pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: 
         }
         let s = pool.signals.get(&i).copied().unwrap_or_default();
         let x = features(q, &s, &ctx);
-        let model_score = model.score(&x);
+        let model_score = score(model, &x, novel_features(q, &s, &ctx).as_ref());
         let lifecycle_weight = rules.lifecycle_weight(&p.lifecycle_stage, q);
         let tier_weight = rules.tier_weight(target, q.price_tier);
         let mut reasons = reasons;

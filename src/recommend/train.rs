@@ -6,8 +6,10 @@
 
 use super::collab::{self, Ease};
 use super::data::{Customer, Marts};
+use super::metrics::{auc, ndcg_at};
 use super::model::{FEATURES, Model};
 use super::{RecommendError, Recommender, store};
+use crate::mart::session::MartVersions;
 use serde::{Deserialize, Serialize};
 use smartcore::linalg::basic::arrays::Array;
 use smartcore::linalg::basic::matrix::DenseMatrix;
@@ -23,6 +25,9 @@ pub struct TrainingRow {
     pub shown_ms: i64,
     pub label: i32,
     pub x: [f64; FEATURES.len()],
+    /// The novel head's input, on next-purchase rows of never-bought products.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub z: Option<super::novel::NovelX>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +93,7 @@ pub async fn training_set(r: &Recommender, window_days: u32) -> Result<Vec<Train
                 shown_ms: i.shown_ms,
                 label: i32::from(i.label > 0),
                 x,
+                z: None,
             });
         }
     }
@@ -119,6 +125,7 @@ pub fn fit(rows: &[TrainingRow], validation_share: f64, version: String) -> Resu
         auc: None,
         ndcg_at_10: None,
         trained_rows: train.len() as u64,
+        novel: None,
     };
     let (auc, ndcg) = evaluate(&model, valid);
     model.auc = auc;
@@ -138,47 +145,6 @@ pub fn evaluate(model: &Model, rows: &[TrainingRow]) -> (Option<f64>, Option<f64
     (auc(&scored), ndcg)
 }
 
-/// Probability that a random positive scores above a random negative (ties count half).
-pub fn auc(scored: &[(f64, i32)]) -> Option<f64> {
-    let mut v = scored.to_vec();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (pos, neg) = (
-        v.iter().filter(|s| s.1 == 1).count(),
-        v.iter().filter(|s| s.1 != 1).count(),
-    );
-    if pos == 0 || neg == 0 {
-        return None;
-    }
-    // Rank-sum with average ranks for ties.
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1].0 == v[i].0 {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += v[i..=j].iter().filter(|s| s.1 == 1).count() as f64 * avg;
-        i = j + 1;
-    }
-    Some((rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
-}
-
-fn ndcg_at(mut list: Vec<(f64, i32)>, k: usize) -> Option<f64> {
-    let gain = |rel: i32, i: usize| f64::from(rel) / ((i + 2) as f64).log2();
-    let mut ideal: Vec<i32> = list.iter().map(|s| s.1).collect();
-    ideal.sort_unstable_by(|a, b| b.cmp(a));
-    let idcg: f64 = ideal.iter().take(k).enumerate().map(|(i, &r)| gain(r, i)).sum();
-    if idcg == 0.0 {
-        return None;
-    }
-    list.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let dcg: f64 = list.iter().take(k).enumerate().map(|(i, s)| gain(s.1, i)).sum();
-    Some(dcg / idcg)
-}
-
-/// Builds the set, fits, compares with the current model on the same newest slice, and
-/// promotes the new model if its AUC there is not worse.
 /// One row of `mart.customer_product`, as the collaborative model reads it.
 #[derive(Debug, Clone, Deserialize)]
 struct Dealt {
@@ -311,14 +277,15 @@ pub async fn next_purchase_set(
         for c in customers {
             let id = c.portrait.customer_id.as_str();
             let Some(next) = bought.get(id) else { continue };
-            for (product_id, x) in super::rank::listable(&c, &catalogue, &r.rules) {
+            for l in super::rank::listable(&c, &catalogue, &r.rules) {
                 rows.push(TrainingRow {
                     customer_id: id.to_string(),
                     list_id: id.to_string(),
-                    label: i32::from(next.contains(product_id.as_str())),
-                    product_id,
+                    label: i32::from(next.contains(l.product_id.as_str())),
+                    product_id: l.product_id,
                     shown_ms: cutoff,
-                    x,
+                    x: l.x,
+                    z: l.z,
                 });
             }
         }
@@ -331,6 +298,8 @@ fn both_labels(rows: &[TrainingRow]) -> bool {
     rows.iter().any(|r| r.label == 1) && rows.iter().any(|r| r.label == 0)
 }
 
+/// Builds the set, fits, compares with the current model on the same newest slice, and
+/// promotes the new model if its AUC there is not worse.
 pub async fn train_once(
     r: &Recommender,
     window_days: u32,
@@ -339,39 +308,76 @@ pub async fn train_once(
     train_once_at(r, window_days, validation_share, None).await
 }
 
-/// `train_once`, with the marts' earlier versions for next-purchase labels given (an
-/// offline evaluation folds its log in two steps) instead of read at
-/// `label_horizon_days` ago by commit time.
+/// The marts' versions `f` label horizons ago for f = 1..=`novel_cutoffs`, newest first,
+/// by commit time; a lake younger than a cutoff gives fewer.
+async fn snapshots(r: &Recommender) -> Result<Vec<MartVersions>, RecommendError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out = Vec::new();
+    for f in 1..=i64::from(r.novel_cutoffs.max(1)) {
+        let at = now - f * i64::from(r.label_horizon_days) * 86_400_000;
+        let v = crate::mart::session::mart_versions_at(&r.lake, &super::data::MARTS, at)
+            .await
+            .map_err(|e| RecommendError::Config(e.to_string()))?;
+        if v.is_empty() && f > 1 {
+            break;
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// `train_once`, with the marts' earlier versions for next-purchase labels given, newest
+/// first (an offline evaluation folds its log in steps), instead of read a horizon apart
+/// by commit time.
 pub async fn train_once_at(
     r: &Recommender,
     window_days: u32,
     validation_share: f64,
-    then: Option<crate::mart::session::MartVersions>,
+    thens: Option<Vec<MartVersions>>,
 ) -> Result<TrainReport, RecommendError> {
     // The collaborative model needs no exposures: it is refitted even when the ranker
     // has nothing to learn from yet.
     let collab_version = fit_collab(r, window_days).await?.map(|e| e.version);
     let mut rows = training_set(r, window_days).await?;
     let mut labels = "exposure";
+    // Never-bought rows of older snapshots: only the novel head learns from them.
+    let mut older: Vec<TrainingRow> = Vec::new();
     if !both_labels(&rows) {
-        let then = match then {
+        let thens = match thens {
             Some(v) => v,
-            None => {
-                let at = chrono::Utc::now().timestamp_millis() - i64::from(r.label_horizon_days) * 86_400_000;
-                crate::mart::session::mart_versions_at(&r.lake, &super::data::MARTS, at)
-                    .await
-                    .map_err(|e| RecommendError::Config(e.to_string()))?
-            }
+            None => snapshots(r).await?,
         };
-        let earlier = Marts::open_at(&r.lake, &then)
-            .await
-            .map_err(|e| RecommendError::Config(format!("next-purchase labels: {e}")))?;
-        rows = next_purchase_set(r, &earlier, &Marts::open(&r.lake).await?, window_days).await?;
+        let now = Marts::open(&r.lake).await?;
+        rows = Vec::new();
+        for (i, then) in thens.iter().enumerate() {
+            let earlier = Marts::open_at(&r.lake, then)
+                .await
+                .map_err(|e| RecommendError::Config(format!("next-purchase labels: {e}")))?;
+            let set = next_purchase_set(r, &earlier, &now, window_days).await?;
+            if i == 0 {
+                rows = set;
+            } else {
+                older.extend(set.into_iter().filter(|r| r.z.is_some()));
+            }
+        }
         labels = "next_purchase";
     }
     let version = format!("m{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
-    let (candidate, validation_rows) =
+    let (mut candidate, validation_rows) =
         fit(&rows, validation_share, version).map_err(|e| RecommendError::Config(format!("training: {e}")))?;
+    let novel: Vec<(&str, i32, super::novel::NovelX)> = rows
+        .iter()
+        .chain(&older)
+        .filter_map(|r| Some((r.customer_id.as_str(), r.label, r.z?)))
+        .collect();
+    candidate.novel = super::novel::fit(&novel).map_err(|e| RecommendError::Config(format!("novel head: {e}")))?;
+    if let Some(head) = candidate.novel.as_mut() {
+        let newest: Vec<_> = rows
+            .iter()
+            .filter_map(|r| Some((r.customer_id.as_str(), r.label, r.z?)))
+            .collect();
+        head.calibrate(&newest);
+    }
     let current = store::current(&r.lake).await?.unwrap_or_else(Model::prior);
     let valid = &rows[rows.len() - validation_rows..];
     let (current_auc, current_ndcg) = evaluate(&current, valid);
@@ -429,6 +435,7 @@ mod tests {
                     shown_ms: i64::from(i),
                     label: i % 2,
                     x,
+                    z: None,
                 }
             })
             .collect();

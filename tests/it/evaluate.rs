@@ -112,6 +112,10 @@ fn learns_next_purchases(report: &serde_json::Value, beaten: &[&str]) {
         );
     }
     assert!(ndcg("hoffrec") >= 0.97 * ndcg("ease"), "hoffrec vs ease: {report}");
+    // Products the customer never bought are ordered by the novel head, fitted on them
+    // alone and judged on customers it never saw.
+    let head_auc = report["novel_head"]["auc"].as_f64().unwrap_or(0.0);
+    assert!(head_auc > 0.6, "novel head: {report}");
 }
 
 #[test]
