@@ -155,6 +155,17 @@ fn world() -> (CatalogueView, Customer) {
                 ..Default::default()
             })
             .collect(),
+        // Ten earlier lists, every third product reacted to.
+        shown: (0..100)
+            .map(|i| hoffrec::recommend::data::Exposure {
+                product_id: cat.products[(i * 3) % cat.products.len()].product_id.clone(),
+                list_id: format!("l{}", i / 10),
+                shown_ms: (i / 10) as i64,
+                position: (i % 10) as i64,
+                label: i64::from(i % 3 == 0),
+                propensity: None,
+            })
+            .collect(),
     };
     (cat, customer)
 }
@@ -163,7 +174,7 @@ fn ranking(c: &mut Criterion) {
     let (cat, customer) = world();
     let rules = Rules::load(None).expect("rules");
     let model = Model::prior();
-    let ids: Vec<&str> = cat.products.iter().map(|p| p.product_id.as_str()).collect();
+    let ids: Vec<(&str, i64)> = cat.products.iter().map(|p| (p.product_id.as_str(), 10)).collect();
     let mut g = c.benchmark_group("recommend");
     g.bench_function("features_for_whole_catalogue", |b| {
         b.iter(|| black_box(rank::features_of(&customer, &cat, &rules, &ids)))

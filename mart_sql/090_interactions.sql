@@ -3,7 +3,8 @@
 -- The training data: one row per product shown in a recommendation list. Label 1 when
 -- the customer reacted within 7 days of first seeing it (clicked it in that list, or put
 -- it in the cart, or bought it); 0 when it was shown and ignored. Products never shown
--- produce no row: they are unknown to us, never negatives.
+-- produce no row: they are unknown to us, never negatives. `propensity` (1 for the
+-- ranker's own top, less for an exploration slot) lets training weigh rows by its inverse.
 SELECT customer_id FROM new_raw.site_rec_impression
 UNION SELECT customer_id FROM new_raw.site_rec_click
 UNION SELECT customer_id FROM new_raw.site_cart_add
@@ -14,7 +15,10 @@ WITH shown AS (
            min(unix_millis(i.event_time)) AS shown_ms,
            min(i.position) AS position,
            max(i.placement) AS placement,
-           max(i.model_version) AS model_version
+           max(i.model_version) AS model_version,
+           -- How likely the list's policy was to show it (exploration slots: below 1);
+           -- impressions from before propensities were logged were the ranker's own top.
+           min(coalesce(i.propensity, 1.0)) AS propensity
     FROM raw.site_rec_impression i JOIN changed c ON c.customer_id = i.customer_id
     GROUP BY i.customer_id, i.list_id, i.product_id
 ),
@@ -47,6 +51,7 @@ SELECT s.customer_id,
        s.position,
        s.placement,
        s.model_version,
+       s.propensity,
        coalesce(k.clicked_ms IS NOT NULL AND k.clicked_ms <= s.shown_ms + 604800000, false) AS clicked,
        coalesce(r.carted = 1, false) AS carted,
        coalesce(r.purchased = 1, false) AS purchased,

@@ -16,8 +16,11 @@ pub const ENV_PREFIX: &str = "HOFFREC__";
 /// Read when no `--config` is given and the file exists.
 pub const DEFAULT_FILE: &str = "hoffrec.toml";
 
-/// Maps whose keys are free-form (passed through to librdkafka).
-const FREE_MAPS: [&str; 1] = ["kafka.properties"];
+/// Maps whose keys are free-form (passed through to librdkafka and to the HDFS client).
+const FREE_MAPS: [&str; 2] = ["kafka.properties", "lake.hdfs_options"];
+
+/// SASL mechanisms librdkafka (built with OpenSSL and Cyrus SASL) offers.
+const SASL_MECHANISMS: [&str; 5] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,10 +47,13 @@ pub struct KafkaConfig {
     pub request_timeout_ms: u64,
     /// plaintext, ssl, sasl_plaintext or sasl_ssl.
     pub security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (these take the username and password), GSSAPI
+    /// (Kerberos: `sasl.kerberos.*` in `properties`) or OAUTHBEARER; empty leaves
+    /// librdkafka's default, GSSAPI.
     pub sasl_mechanism: String,
     pub sasl_username: String,
     pub sasl_password: Secret,
-    /// Further librdkafka properties, passed through as given.
+    /// Further librdkafka properties, passed through as given (e.g. `ssl.ca.location`).
     pub properties: BTreeMap<String, String>,
 }
 
@@ -70,13 +76,22 @@ impl Default for KafkaConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeConfig {
-    /// Lake root: a local path, `file:///abs/path` or `hdfs://host:port/path`.
+    /// Lake root: a local path, `file:///abs/path`, `hdfs://host:port/path` (one NameNode)
+    /// or `hdfs://nameservice/path` (NameNode HA, resolved through the Hadoop settings).
     pub url: String,
+    /// Hadoop client settings for an HDFS lake, over those hdfs-native reads from
+    /// `HADOOP_CONF_DIR`'s core-site.xml and hdfs-site.xml: the NameNodes of a nameservice
+    /// (`dfs.ha.namenodes.<ns>`, `dfs.namenode.rpc-address.<ns>.<nn>`), Kerberos
+    /// (`hadoop.security.authentication`), and so on. Passed through as given.
+    pub hdfs_options: BTreeMap<String, String>,
 }
 
 impl Default for LakeConfig {
     fn default() -> Self {
-        Self { url: "./lake".into() }
+        Self {
+            url: "./lake".into(),
+            hdfs_options: BTreeMap::new(),
+        }
     }
 }
 
@@ -256,8 +271,11 @@ pub struct RecommendConfig {
     pub group: String,
     /// Products per list.
     pub top_k: usize,
-    /// Changes are gathered this long into one batch (one read of the marts).
+    /// Changes are gathered at most this long into one batch (one read of the marts)...
     pub batch_ms: u64,
+    /// ...and a batch closes early once no change has come for this long: a fold announces
+    /// its customers at once, so waiting on only delays their lists.
+    pub batch_quiet_ms: u64,
     /// How long the site may show a list.
     pub valid_for_ms: u64,
     /// How often the promoted model is re-read from the lake (hot swap).
@@ -283,6 +301,15 @@ pub struct RecommendConfig {
     /// many such snapshots, a horizon apart: new products are bought far less often than
     /// old ones, and one horizon holds too few of them.
     pub train_novel_cutoffs: u32,
+    /// Places in each published list given to exploration: products drawn uniformly from
+    /// the `explore_pool` ranked just below the ranker's own top, at random places, each
+    /// logged with its propensity. Without them a model learns only about what it already
+    /// shows. 0 turns exploration off.
+    pub explore_slots: usize,
+    pub explore_pool: usize,
+    /// Training weighs an exposure by 1 / propensity (exploration) and a reaction by
+    /// 1 / how often its position is looked at (position bias), each capped at this.
+    pub train_max_ips_weight: f64,
 }
 
 impl Default for RecommendConfig {
@@ -291,6 +318,7 @@ impl Default for RecommendConfig {
             group: "hoffrec-recommend".into(),
             top_k: 10,
             batch_ms: 1_000,
+            batch_quiet_ms: 50,
             valid_for_ms: 7 * 24 * 3600 * 1000,
             model_check_ms: 10_000,
             rules_file: None,
@@ -301,6 +329,9 @@ impl Default for RecommendConfig {
             ease_max_items: 4000,
             train_label_horizon_days: 7,
             train_novel_cutoffs: 3,
+            explore_slots: 2,
+            explore_pool: 20,
+            train_max_ips_weight: 10.0,
         }
     }
 }
@@ -356,9 +387,14 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Loads the layers from the real environment.
+    /// Loads the layers from the real environment: the process's configuration. Its
+    /// lake's HDFS settings become the settings of that HDFS store in this process, so
+    /// every stage that opens the lake by URL (`LakeUrl::parse`) uses them.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, overrides, std::env::vars())
+        let config = Self::load_with_env(file, overrides, std::env::vars())?;
+        crate::lake::LakeUrl::with_settings(&config.lake.url, &config.lake.hdfs_options)
+            .map_err(|e| ConfigError::Invalid(vec![format!("lake.url: {e}")]))?;
+        Ok(config)
     }
 
     /// Loads the layers with an explicit environment (tests pass their own).
@@ -424,7 +460,20 @@ impl Config {
                 protocols.join(", ")
             ));
         }
-        if k.security_protocol.starts_with("sasl") && (k.sasl_username.is_empty() || !k.sasl_password.is_set()) {
+        if !k.sasl_mechanism.is_empty() && !SASL_MECHANISMS.contains(&k.sasl_mechanism.as_str()) {
+            problems.push(format!(
+                "kafka.sasl_mechanism '{}' is not one of {}",
+                k.sasl_mechanism,
+                SASL_MECHANISMS.join(", ")
+            ));
+        }
+        // Kerberos and OAuth bring their own credentials (a keytab or ticket cache, a token
+        // endpoint, set in kafka.properties); the other mechanisms need both of these.
+        let own_credentials = ["GSSAPI", "OAUTHBEARER"].contains(&k.sasl_mechanism.as_str());
+        if k.security_protocol.starts_with("sasl")
+            && !own_credentials
+            && (k.sasl_username.is_empty() || !k.sasl_password.is_set())
+        {
             problems.push(
                 "kafka.security_protocol uses SASL but kafka.sasl_username or kafka.sasl_password is empty".into(),
             );
@@ -453,6 +502,25 @@ impl Config {
             problems.push("collector.max_events_per_request and collector.max_body_bytes must be above 0".into());
         }
         problems.extend(self.ingest.validate());
+        let r = &self.recommend;
+        if r.explore_slots >= r.top_k.max(1) {
+            problems.push(format!(
+                "recommend.explore_slots ({}) must be below recommend.top_k ({})",
+                r.explore_slots, r.top_k
+            ));
+        }
+        if r.explore_slots > 0 && r.explore_pool < r.explore_slots {
+            problems.push(format!(
+                "recommend.explore_pool ({}) must hold at least recommend.explore_slots ({})",
+                r.explore_pool, r.explore_slots
+            ));
+        }
+        if r.train_max_ips_weight.is_nan() || r.train_max_ips_weight < 1.0 {
+            problems.push(format!(
+                "recommend.train_max_ips_weight must be at least 1, found {}",
+                r.train_max_ips_weight
+            ));
+        }
         if self.mart.target_file_bytes == 0 {
             problems.push("mart.target_file_bytes must be positive".into());
         }
@@ -706,5 +774,66 @@ fn origin_of(figment: &Figment, path: &str) -> String {
             None => format!(" (from {})", md.name),
         },
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("hoffrec.toml");
+        std::fs::write(&file, toml).expect("write config");
+        Config::load_with_env(Some(&file), &Overrides::default(), Vec::new())
+    }
+
+    #[test]
+    fn hdfs_options_pass_through_with_hadoop_keys() {
+        let config = load(
+            r#"
+[lake]
+url = "hdfs://hoffrec-ha/lake"
+[lake.hdfs_options]
+"dfs.ha.namenodes.hoffrec-ha" = "nn1,nn2"
+"dfs.namenode.rpc-address.hoffrec-ha.nn1" = "nn1.example:8020"
+"hadoop.security.authentication" = "kerberos"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(config.lake.hdfs_options["dfs.ha.namenodes.hoffrec-ha"], "nn1,nn2");
+        assert_eq!(config.lake.hdfs_options["hadoop.security.authentication"], "kerberos");
+        // Unknown keys are still refused next to the free-form map.
+        let err = load("[lake]\nurl = \"./lake\"\nhdfs_option = {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key 'lake.hdfs_option'"), "{err}");
+    }
+
+    #[test]
+    fn sasl_mechanisms_and_their_credentials() {
+        let kerberos = load(
+            r#"
+[kafka]
+security_protocol = "sasl_ssl"
+sasl_mechanism = "GSSAPI"
+[kafka.properties]
+"sasl.kerberos.service.name" = "kafka"
+"sasl.kerberos.keytab" = "/etc/security/keytabs/hoffrec.keytab"
+"sasl.kerberos.principal" = "hoffrec/host.example@EXAMPLE.COM"
+"#,
+        )
+        .expect("Kerberos needs no username or password");
+        assert_eq!(kerberos.kafka.properties["sasl.kerberos.service.name"], "kafka");
+
+        let err = load("[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.sasl_username or kafka.sasl_password is empty"),
+            "{err}"
+        );
+        let err = load("[kafka]\nsasl_mechanism = \"scram\"\n").unwrap_err().to_string();
+        assert!(err.contains("kafka.sasl_mechanism 'scram' is not one of"), "{err}");
     }
 }

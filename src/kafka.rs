@@ -107,3 +107,65 @@ impl Outage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use rdkafka::producer::BaseProducer;
+
+    fn scram_ssl() -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            security_protocol: "sasl_ssl".into(),
+            sasl_mechanism: "SCRAM-SHA-512".into(),
+            sasl_username: "hoffrec".into(),
+            sasl_password: Secret::new("s3cret"),
+            properties: [("ssl.endpoint.identification.algorithm".to_string(), "https".to_string())].into(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    #[test]
+    fn security_settings_reach_librdkafka() {
+        let cfg = client_config(&scram_ssl());
+        assert_eq!(cfg.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(cfg.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(cfg.get("sasl.username"), Some("hoffrec"));
+        assert_eq!(cfg.get("sasl.password"), Some("s3cret"));
+        assert_eq!(cfg.get("ssl.endpoint.identification.algorithm"), Some("https"));
+    }
+
+    /// librdkafka refuses `ssl`/`sasl_ssl` at client creation when it was built without
+    /// OpenSSL ("OpenSSL not available at build time"), and GSSAPI without Cyrus SASL.
+    /// Creating a client connects to nothing yet, so this needs no broker.
+    #[test]
+    fn clients_start_with_tls_scram_and_kerberos() {
+        for protocol in ["ssl", "sasl_ssl"] {
+            let mut kafka = scram_ssl();
+            kafka.security_protocol = protocol.into();
+            if protocol == "ssl" {
+                kafka.sasl_mechanism.clear();
+            }
+            let created = client_config(&kafka).create::<BaseProducer>();
+            assert!(created.is_ok(), "{protocol}: {:?}", created.err());
+        }
+        let kerberos = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            security_protocol: "sasl_ssl".into(),
+            sasl_mechanism: "GSSAPI".into(),
+            properties: [
+                ("sasl.kerberos.service.name", "kafka"),
+                ("sasl.kerberos.principal", "hoffrec@EXAMPLE.COM"),
+                ("sasl.kerberos.keytab", "/etc/security/keytabs/hoffrec.keytab"),
+                // No kinit in a unit test: the ticket would come from a KDC.
+                ("sasl.kerberos.min.time.before.relogin", "0"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+            ..KafkaConfig::default()
+        };
+        let created = client_config(&kerberos).create::<BaseProducer>();
+        assert!(created.is_ok(), "GSSAPI: {:?}", created.err());
+    }
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing hoffrec needs on a fresh Debian machine, skipping
 # whatever is already there: Java 17 and Maven (for the Kafka and HDFS services), the
+# OpenSSL and Cyrus SASL headers librdkafka is built against, the
 # Rust components used by CI, Chromium and ChromeDriver (the dashboard's browser test), and
 # the Python packages the tests compare against (fastavro, pyspark with delta-spark).
 set -euo pipefail
@@ -9,6 +10,10 @@ need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# librdkafka is built with TLS (OpenSSL) and SASL/Kerberos (Cyrus SASL), found by pkg-config.
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
+pkg-config --exists libsasl2 2>/dev/null || need_apt+=(libsasl2-dev)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then

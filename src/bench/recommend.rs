@@ -208,7 +208,11 @@ pub async fn run(config: &Config, customers: usize) -> Result<RecommendBenchRepo
     for size in [10_000, 50_000, 200_000] {
         let rows = synthetic_rows(size);
         let started = Instant::now();
-        crate::recommend::train::fit(&rows, 0.2, "bench".into()).map_err(setup)?;
+        let options = crate::recommend::train::FitOptions {
+            max_weight: crate::config::RecommendConfig::default().train_max_ips_weight,
+            start: None,
+        };
+        crate::recommend::train::fit(&rows, 0.2, "bench".into(), &options).map_err(setup)?;
         training_seconds.push((size, (started.elapsed().as_secs_f64() * 100.0).round() / 100.0));
     }
     Ok(RecommendBenchReport {
@@ -239,6 +243,8 @@ fn synthetic_rows(n: usize) -> Vec<TrainingRow> {
                 product_id: format!("p{i}"),
                 shown_ms: i as i64,
                 label: i32::from(rng.random_bool(p)),
+                position: (i % 10) as i64,
+                propensity: 1.0,
                 x,
                 z: None,
             }

@@ -108,10 +108,42 @@ impl PinnedRaw {
             return self.empty_provider();
         };
         table.update_datafusion_session(&ctx.state()).map_err(self.err())?;
-        table.table_provider().await.map_err(|source| LakeReadError::Read {
+        let provider = table.table_provider().await.map_err(|source| LakeReadError::Read {
             table: self.path.clone(),
             source: Box::new(source),
-        })
+        })?;
+        self.widen(ctx, provider)
+    }
+
+    /// Columns the topic's schema gained after this table was last written read as null
+    /// (schema on read): a mart may name a new field before any row carries it, and the
+    /// SQL says what a missing value means.
+    fn widen(
+        &self,
+        ctx: &SessionContext,
+        provider: Arc<dyn TableProvider>,
+    ) -> Result<Arc<dyn TableProvider>, LakeReadError> {
+        let have = provider.schema();
+        let missing: Vec<&Field> = self
+            .empty
+            .fields()
+            .iter()
+            .filter(|f| have.field_with_name(f.name()).is_err())
+            .map(|f| f.as_ref())
+            .collect();
+        if missing.is_empty() {
+            return Ok(provider);
+        }
+        let read = |source| LakeReadError::Read {
+            table: self.path.clone(),
+            source: Box::new(source),
+        };
+        let mut df = ctx.read_table(provider).map_err(read)?;
+        for f in missing {
+            let null = datafusion::scalar::ScalarValue::try_from(f.data_type()).map_err(read)?;
+            df = df.with_column(f.name(), datafusion::prelude::lit(null)).map_err(read)?;
+        }
+        Ok(df.into_view())
     }
 
     /// The rows that landed after `version` (all of them for `None`), up to the pinned
@@ -143,7 +175,7 @@ impl PinnedRaw {
                 table: self.path.clone(),
                 source: Box::new(source),
             })?;
-        Ok(Added::Rows(rows.into_view()))
+        Ok(Added::Rows(self.widen(ctx, rows.into_view())?))
     }
 
     /// Reads data files with the table's schema; the partition column, which Delta keeps in

@@ -152,6 +152,8 @@ pub struct Touched {
     pub purchase_orders: i64,
     pub last_viewed_ms: Option<i64>,
     pub last_purchased_ms: Option<i64>,
+    /// When they first looked at, carted or bought it.
+    pub first_seen_ms: Option<i64>,
 }
 
 /// One customer_category row.
@@ -166,6 +168,23 @@ pub struct Department {
     pub views: i64,
     pub views_recent: i64,
 }
+
+/// One product shown to the customer in a list (a `mart.interactions` row): reacted to
+/// (clicked, carted, bought) or ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Exposure {
+    pub product_id: String,
+    pub list_id: String,
+    pub shown_ms: i64,
+    pub position: i64,
+    pub label: i64,
+    /// How likely the list's policy was to show it (1 for the exploited slots).
+    pub propensity: Option<f64>,
+}
+
+/// How far back shown lists count as feedback on the customer's tastes.
+pub const FEEDBACK_DAYS: i64 = 28;
 
 /// The catalogue side, the same for every customer.
 #[derive(Debug, Clone, Default)]
@@ -223,6 +242,25 @@ pub struct Customer {
     pub portrait: Portrait,
     pub touched: Vec<Touched>,
     pub departments: Vec<Department>,
+    /// The newest `FEEDBACK_DAYS` of lists shown to them, oldest first.
+    pub shown: Vec<Exposure>,
+}
+
+impl Customer {
+    /// The customer without the products they first touched at or after `at_ms`: a list
+    /// shown then must be judged on what was known then, or a click (which opens the
+    /// product's card, a view) would explain itself.
+    pub fn before(&self, at_ms: i64) -> Customer {
+        Customer {
+            touched: self
+                .touched
+                .iter()
+                .filter(|t| t.first_seen_ms.is_none_or(|f| f < at_ms))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 pub struct Marts {
@@ -394,6 +432,27 @@ impl Marts {
         for d in departments {
             if let Some(c) = out.get_mut(&d.customer_id) {
                 c.departments.push(d);
+            }
+        }
+        if self.has("interactions") {
+            #[derive(Deserialize)]
+            struct Row {
+                customer_id: String,
+                #[serde(flatten)]
+                exposure: Exposure,
+            }
+            let rows: Vec<Row> = self
+                .rows(&format!(
+                    "SELECT * FROM mart.interactions WHERE customer_id IN ({list}) \
+                     AND shown_ms >= (SELECT max(shown_ms) FROM mart.interactions) - {} \
+                     ORDER BY shown_ms, list_id, position",
+                    FEEDBACK_DAYS * 86_400_000
+                ))
+                .await?;
+            for r in rows {
+                if let Some(c) = out.get_mut(&r.customer_id) {
+                    c.shown.push(r.exposure);
+                }
             }
         }
         Ok(out.into_values().collect())

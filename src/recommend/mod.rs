@@ -10,9 +10,12 @@
 pub mod collab;
 pub mod data;
 pub mod evaluate;
+pub mod feedback;
+pub mod fit;
 pub mod metrics;
 pub mod model;
 pub mod novel;
+pub mod policy;
 pub mod rank;
 pub mod rules;
 pub mod store;
@@ -102,6 +105,9 @@ pub struct Recommender {
     pub label_horizon_days: u32,
     /// Snapshots, a horizon apart, the novel head learns from (see the config).
     pub novel_cutoffs: u32,
+    /// Exploration slots in published lists, and the cap on training's weights.
+    pub explore: policy::Explore,
+    pub max_ips_weight: f64,
     /// Read again only when one of its marts or the collaborative model is new.
     catalogue: tokio::sync::Mutex<Option<CachedCatalogue>>,
 }
@@ -117,6 +123,8 @@ impl Recommender {
             ease_max_items: crate::config::RecommendConfig::default().ease_max_items,
             label_horizon_days: crate::config::RecommendConfig::default().train_label_horizon_days,
             novel_cutoffs: crate::config::RecommendConfig::default().train_novel_cutoffs,
+            explore: policy::Explore::default(),
+            max_ips_weight: crate::config::RecommendConfig::default().train_max_ips_weight,
             catalogue: tokio::sync::Mutex::new(None),
         }
     }
@@ -130,6 +138,11 @@ impl Recommender {
         r.ease_max_items = config.recommend.ease_max_items;
         r.label_horizon_days = config.recommend.train_label_horizon_days;
         r.novel_cutoffs = config.recommend.train_novel_cutoffs;
+        r.explore = policy::Explore {
+            slots: config.recommend.explore_slots,
+            pool: config.recommend.explore_pool,
+        };
+        r.max_ips_weight = config.recommend.train_max_ips_weight;
         Ok(r)
     }
 
@@ -160,14 +173,39 @@ impl Recommender {
         Ok(view)
     }
 
-    /// Explanations (and lists) for these customers, against the marts as they are now.
+    /// Explanations (and lists) for these customers, against the marts as they are now:
+    /// the ranker's own top, with no exploration.
     pub async fn rank(&self, ids: &[String], model: &model::Model) -> Result<Vec<rank::Explanation>, RecommendError> {
+        self.rank_with(ids, model, policy::Explore::default(), 0).await
+    }
+
+    /// The lists to publish at `now_ms`: with the configured exploration slots, drawn
+    /// afresh for each customer and moment.
+    pub async fn lists(
+        &self,
+        ids: &[String],
+        model: &model::Model,
+        now_ms: i64,
+    ) -> Result<Vec<rank::Explanation>, RecommendError> {
+        self.rank_with(ids, model, self.explore, now_ms as u64).await
+    }
+
+    async fn rank_with(
+        &self,
+        ids: &[String],
+        model: &model::Model,
+        explore: policy::Explore,
+        seed: u64,
+    ) -> Result<Vec<rank::Explanation>, RecommendError> {
         let marts = data::Marts::open(&self.lake).await?;
         let catalogue = self.catalogue(&marts).await?;
         let customers = marts.customers(ids).await?;
         Ok(customers
             .iter()
-            .map(|c| rank::rank(c, &catalogue, &self.rules, model, self.top_k))
+            .map(|c| {
+                let seed = seed ^ novel::fnv(&c.portrait.customer_id);
+                rank::rank_exploring(c, &catalogue, &self.rules, model, self.top_k, explore, seed)
+            })
             .collect())
     }
 }
@@ -202,18 +240,28 @@ pub async fn run(
     let mut checked = Instant::now();
     let mut outage = crate::kafka::Outage::default();
     let batch = Duration::from_millis(config.recommend.batch_ms);
+    let quiet_for = Duration::from_millis(config.recommend.batch_quiet_ms.min(config.recommend.batch_ms));
     telemetry.set_ready(true);
     while !shutdown.is_cancelled() {
-        // One micro-batch: the first change opens it, `batch_ms` closes it.
+        // One micro-batch: the first change opens it; `batch_ms` after that, or
+        // `batch_quiet_ms` without a new change (a fold announces its customers at once,
+        // so waiting longer only makes the lists later), closes it.
         let mut customers = BTreeSet::new();
         let deadline = tokio::time::sleep(batch);
-        tokio::pin!(deadline);
+        let quiet = tokio::time::sleep(batch);
+        tokio::pin!(deadline, quiet);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = &mut deadline, if !customers.is_empty() => break,
+                _ = &mut quiet, if !customers.is_empty() => break,
                 m = consumer.recv() => match m {
                     Ok(m) => {
+                        let now = tokio::time::Instant::now();
+                        if customers.is_empty() {
+                            deadline.as_mut().reset(now + batch);
+                        }
+                        quiet.as_mut().reset(now + quiet_for);
                         if let Some(key) = m.key() {
                             customers.insert(String::from_utf8_lossy(key).into_owned());
                         }
@@ -298,8 +346,8 @@ async fn publish(
     model: &model::Model,
     out: &Outlet<'_>,
 ) -> Result<usize, RecommendError> {
-    let lists = r.rank(ids, model).await?;
     let now = chrono::Utc::now().timestamp_millis();
+    let lists = r.lists(ids, model, now).await?;
     let mut pending = Vec::with_capacity(lists.len());
     for e in &lists {
         let payload = r
@@ -340,6 +388,7 @@ pub fn record(e: &rank::Explanation, now_ms: i64, valid_for_ms: u64) -> Value {
                     "reasons".into(),
                     Value::Array(s.reasons.iter().map(|r| Value::String(r.clone())).collect()),
                 ),
+                ("propensity".into(), Value::Double(s.propensity)),
             ])
         })
         .collect();

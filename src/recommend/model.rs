@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Feature names, in vector order; `features::vector` fills them.
-pub const FEATURES: [&str; 20] = [
+pub const FEATURES: [&str; 24] = [
     "neighbour",
     "affinity",
     "complement",
@@ -30,6 +30,13 @@ pub const FEATURES: [&str; 20] = [
     // products never bought: the signal the simple neighbour baseline wins novel products on.
     "knn",
     "novel_knn",
+    // What the customer did with earlier lists (before the one being scored): products of
+    // this category they reacted to and ignored, and this very product. Shown and ignored
+    // is the only rejection there is; never shown says nothing.
+    "category_reacted",
+    "category_ignored",
+    "shown_reacted",
+    "shown_ignored",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,12 +60,16 @@ impl Model {
     /// Hand-set weights for a deployment with nothing to learn from yet: what the
     /// collaborative model learned customers like them do next counts most, then evidence
     /// from the customer's own behaviour (neighbours of what they looked at, their
-    /// departments, complements, what they keep rebuying), popularity least.
+    /// departments, complements, what they keep rebuying), popularity least; what they
+    /// were shown and ignored down, their reactions to a category up only a little (a
+    /// trained model learns how much they say; the worked customer clicked swing
+    /// accessories once and is still renovating).
     pub fn prior() -> Self {
         Self {
-            version: "prior-v3".into(),
+            version: "prior-v4".into(),
             weights: vec![
                 1.6, 1.2, 1.4, 0.6, 0.8, 0.3, 0.8, 0.5, 0.2, 0.4, 0.2, 8.0, 2.0, 0.3, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0,
+                0.2, -0.3, 0.0, -0.8,
             ],
             bias: -4.0,
             auc: None,

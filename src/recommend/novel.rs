@@ -168,8 +168,8 @@ fn logistic(head: &Head, rows: &[&(&str, i32, NovelX)]) -> Result<Option<(Vec<f6
     )))
 }
 
-/// FNV-1a: a split that is the same on every run and machine.
-fn fnv(s: &str) -> u64 {
+/// FNV-1a: a split (or a seed) that is the same on every run and machine.
+pub(super) fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })

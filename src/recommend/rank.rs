@@ -4,8 +4,10 @@
 
 use super::collab;
 use super::data::{CatalogueView, Customer, Product};
+use super::feedback::Feedback;
 use super::model::{FEATURES, Model};
 use super::novel::NovelX;
+use super::policy::{Explore, explore_in};
 use super::rules::{Rules, names};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -51,6 +53,9 @@ pub struct Scored {
     pub lifecycle_weight: f64,
     pub tier_weight: f64,
     pub score: f64,
+    /// How likely the policy was to put it on the list: 1 for the ranker's own top, the
+    /// draw's chance for an exploration slot.
+    pub propensity: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,8 +98,8 @@ const RECENCY_HALF_LIFE_DAYS: f64 = 14.0;
 const RECENT_DAYS: i64 = 14;
 
 /// Every product proposed for the customer, with why.
-fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet<&str>) -> Pool {
-    let p = &c.portrait;
+fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, ctx: &Context) -> Pool {
+    let (p, bought) = (&c.portrait, &ctx.bought);
     let mut pool = Pool::default();
     let index = |id: &str| cat.by_id.get(id).copied();
     // Most recent things the customer looked at or bought seed neighbours and complements.
@@ -141,6 +146,12 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, bought: &HashSet
             if burst {
                 pool.add(i, "renovation_burst".into(), |s| s.affinity = s.affinity.max(0.9));
             }
+        }
+    }
+    // Categories they reacted to in earlier lists.
+    for category in ctx.feedback.liked_categories(3) {
+        for i in popular_in(cat, |q| q.category_id == category, PER_DEPARTMENT) {
+            pool.add(i, format!("reacted_to:{category}"), |_| {});
         }
     }
     // The stage of settling in brings its departments.
@@ -327,6 +338,8 @@ pub struct Context<'a> {
     max_reach: f64,
     /// ln(1 + products bought) / ln(201): 0 for a new customer, 1 at 200 products.
     history: f64,
+    /// What they did with every list shown to them so far.
+    feedback: Feedback<'a>,
 }
 
 impl<'a> Context<'a> {
@@ -355,6 +368,7 @@ impl<'a> Context<'a> {
             target: rules.target_tier(&c.portrait),
             max_reach: cat.products.iter().map(Product::reach).max().unwrap_or(0).max(1) as f64,
             history: (1.0 + bought_count as f64).ln() / 201f64.ln(),
+            feedback: Feedback::of(c, cat, None),
         }
     }
 }
@@ -405,6 +419,7 @@ fn score(model: &Model, x: &[f64; FEATURES.len()], z: Option<&NovelX>) -> f64 {
 pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()] {
     let popularity = popularity(q, ctx);
     let novel = f64::from(!ctx.bought.contains(q.product_id.as_str()));
+    let [category_reacted, category_ignored, shown_reacted, shown_ignored] = ctx.feedback.values(q);
     [
         s.neighbour,
         s.affinity,
@@ -426,28 +441,39 @@ pub fn features(q: &Product, s: &Signals, ctx: &Context) -> [f64; FEATURES.len()
         novel * popularity,
         s.knn,
         novel * s.knn,
+        category_reacted,
+        category_ignored,
+        shown_reacted,
+        shown_ignored,
     ]
 }
 
-/// Features of the given products for a customer, as ranking computes them (products no
-/// candidate source proposed get no evidence, only their own features); `None` for ids
-/// not in the catalogue. The training set uses this so training and serving agree.
+/// Features of the given products for a customer, each as ranking computed them for the
+/// list it was shown in: products first touched since, and lists shown since, do not
+/// count (products no candidate source proposed get no evidence, only their own
+/// features); `None` for ids not in the catalogue. The training set uses this so training
+/// and serving agree. Rows of one list share their `shown_ms` and should be adjacent.
 pub fn features_of(
     c: &Customer,
     cat: &CatalogueView,
     rules: &Rules,
-    products: &[&str],
+    shown: &[(&str, i64)],
 ) -> Vec<Option<[f64; FEATURES.len()]>> {
-    let ctx = Context::new(c, cat, rules);
-    let pool = candidates(c, cat, rules, &ctx.bought);
-    products
-        .iter()
-        .map(|id| {
-            let i = *cat.by_id.get(*id)?;
-            let s = pool.signals.get(&i).copied().unwrap_or_default();
-            Some(features(&cat.products[i], &s, &ctx))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(shown.len());
+    for group in shown.chunk_by(|a, b| a.1 == b.1) {
+        let at = group[0].1;
+        let then = c.before(at);
+        let mut ctx = Context::new(&then, cat, rules);
+        ctx.feedback = Feedback::of(&then, cat, Some(at));
+        let pool = candidates(&then, cat, rules, &ctx);
+        for (id, _) in group {
+            out.push(cat.by_id.get(*id).map(|&i| {
+                let s = pool.signals.get(&i).copied().unwrap_or_default();
+                features(&cat.products[i], &s, &ctx)
+            }));
+        }
+    }
+    out
 }
 
 /// Why the rules keep a candidate off the customer's list, if they do.
@@ -477,7 +503,7 @@ pub struct Listed {
 /// what ranking scores, so a ranker trained on these rows learns what it will be asked.
 pub fn listable(c: &Customer, cat: &CatalogueView, rules: &Rules) -> Vec<Listed> {
     let ctx = Context::new(c, cat, rules);
-    let pool = candidates(c, cat, rules, &ctx.bought);
+    let pool = candidates(c, cat, rules, &ctx);
     let exclusions = rules.exclusions(&c.portrait);
     let mut out: Vec<Listed> = pool
         .reasons
@@ -499,9 +525,23 @@ pub fn listable(c: &Customer, cat: &CatalogueView, rules: &Rules) -> Vec<Listed>
 
 /// Ranks the catalogue for one customer; `k` items in the list.
 pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: usize) -> Explanation {
+    rank_exploring(c, cat, rules, model, k, Explore::default(), 0)
+}
+
+/// `rank`, with `explore.slots` of the `k` places drawn as `Explore` says; the draw is
+/// seeded by `seed`, so a list can be made again.
+pub fn rank_exploring(
+    c: &Customer,
+    cat: &CatalogueView,
+    rules: &Rules,
+    model: &Model,
+    k: usize,
+    explore: Explore,
+    seed: u64,
+) -> Explanation {
     let p = &c.portrait;
     let ctx = Context::new(c, cat, rules);
-    let pool = candidates(c, cat, rules, &ctx.bought);
+    let pool = candidates(c, cat, rules, &ctx);
     let candidates = pool.reasons.len();
 
     // Rules: remove what must not be offered, counting what each rule removed.
@@ -537,13 +577,17 @@ pub fn rank(c: &Customer, cat: &CatalogueView, rules: &Rules, model: &Model, k: 
             lifecycle_weight,
             tier_weight,
             score: model_score * lifecycle_weight * tier_weight,
+            propensity: 1.0,
         });
     }
     if p.lifecycle_stage.is_empty() || !rules.lifecycle.contains_key(&p.lifecycle_stage) {
         applied.entry("no_lifecycle_weights".into()).or_default();
     }
     list.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.product_id.cmp(&b.product_id)));
-    list.truncate(k);
+    explore_in(&mut list, k, explore, seed, |s, propensity| {
+        s.propensity = propensity;
+        s.reasons.push("explore".into());
+    });
     Explanation {
         customer_id: p.customer_id.clone(),
         portrait: p.clone(),

@@ -11,9 +11,6 @@ use super::model::{FEATURES, Model};
 use super::{RecommendError, Recommender, store};
 use crate::mart::session::MartVersions;
 use serde::{Deserialize, Serialize};
-use smartcore::linalg::basic::arrays::Array;
-use smartcore::linalg::basic::matrix::DenseMatrix;
-use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 use std::collections::{BTreeMap, HashMap};
 
 /// One exposure: what was shown, to whom, whether they reacted, and the features.
@@ -24,6 +21,10 @@ pub struct TrainingRow {
     pub product_id: String,
     pub shown_ms: i64,
     pub label: i32,
+    /// Where in the list it was shown (0 first), and how likely the policy was to show it
+    /// (1 where the list was the ranker's own top, less in exploration slots).
+    pub position: i64,
+    pub propensity: f64,
     pub x: [f64; FEATURES.len()],
     /// The novel head's input, on next-purchase rows of never-bought products.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,10 +34,8 @@ pub struct TrainingRow {
 #[derive(Debug, Clone, Deserialize)]
 struct Interaction {
     customer_id: String,
-    list_id: String,
-    product_id: String,
-    shown_ms: i64,
-    label: i64,
+    #[serde(flatten)]
+    exposure: super::data::Exposure,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,22 +53,33 @@ pub struct TrainReport {
     /// What labelled the rows: `exposure` (shown and reacted or ignored) or
     /// `next_purchase` (listable then, bought since or not).
     pub labels: String,
+    /// The decay of attention over list positions the weights corrected for, and the
+    /// Newton steps the fit took from the model in use.
+    pub position_decay: Option<f64>,
+    pub newton_iterations: usize,
 }
 
-/// The exposure-labelled training set over the newest `window_days` of interactions.
+/// The exposure-labelled training set over the newest `window_days` of interactions; each
+/// row's feedback features count the lists shown to its customer before its own.
 pub async fn training_set(r: &Recommender, window_days: u32) -> Result<Vec<TrainingRow>, RecommendError> {
     let marts = Marts::open(&r.lake).await?;
-    let window_ms = i64::from(window_days) * 86_400_000;
+    let day_ms = 86_400_000;
+    let window_ms = i64::from(window_days) * day_ms;
+    let history_ms = window_ms + super::data::FEEDBACK_DAYS * day_ms;
     let shown: Vec<Interaction> = marts
         .rows(&format!(
-            "SELECT customer_id, list_id, product_id, shown_ms, label FROM mart.interactions \
-             WHERE shown_ms >= (SELECT max(shown_ms) FROM mart.interactions) - {window_ms}"
+            "SELECT * FROM mart.interactions \
+             WHERE shown_ms >= (SELECT max(shown_ms) FROM mart.interactions) - {history_ms} \
+             ORDER BY shown_ms, list_id, position"
         ))
         .await?;
+    let Some(newest) = shown.iter().map(|i| i.exposure.shown_ms).max() else {
+        return Ok(Vec::new());
+    };
     let catalogue = marts.catalogue().await?;
-    let mut by_customer: BTreeMap<&str, Vec<&Interaction>> = BTreeMap::new();
+    let mut by_customer: BTreeMap<&str, Vec<&super::data::Exposure>> = BTreeMap::new();
     for i in &shown {
-        by_customer.entry(i.customer_id.as_str()).or_default().push(i);
+        by_customer.entry(i.customer_id.as_str()).or_default().push(&i.exposure);
     }
     let ids: Vec<String> = by_customer.keys().map(|s| s.to_string()).collect();
     let mut customers: HashMap<String, Customer> = HashMap::new();
@@ -79,19 +89,28 @@ pub async fn training_set(r: &Recommender, window_days: u32) -> Result<Vec<Train
         }
     }
     let mut rows = Vec::with_capacity(shown.len());
-    for (customer, items) in by_customer {
-        let Some(c) = customers.get(customer) else { continue };
-        let products: Vec<&str> = items.iter().map(|i| i.product_id.as_str()).collect();
-        let xs = super::rank::features_of(c, &catalogue, &r.rules, &products);
-        for (i, x) in items.into_iter().zip(xs) {
+    for (customer, history) in by_customer {
+        let Some(c) = customers.get_mut(customer) else { continue };
+        // Everything shown in the window and the feedback days before it, not only the
+        // newest days that ranking reads.
+        c.shown = history.iter().map(|e| (*e).clone()).collect();
+        let items: Vec<&super::data::Exposure> = history
+            .into_iter()
+            .filter(|e| e.shown_ms >= newest - window_ms)
+            .collect();
+        let at: Vec<(&str, i64)> = items.iter().map(|e| (e.product_id.as_str(), e.shown_ms)).collect();
+        let xs = super::rank::features_of(c, &catalogue, &r.rules, &at);
+        for (e, x) in items.into_iter().zip(xs) {
             // A product that left the catalogue has no features to learn from.
             let Some(x) = x else { continue };
             rows.push(TrainingRow {
-                customer_id: i.customer_id.clone(),
-                list_id: i.list_id.clone(),
-                product_id: i.product_id.clone(),
-                shown_ms: i.shown_ms,
-                label: i32::from(i.label > 0),
+                customer_id: customer.to_string(),
+                list_id: e.list_id.clone(),
+                product_id: e.product_id.clone(),
+                shown_ms: e.shown_ms,
+                label: i32::from(e.label > 0),
+                position: e.position,
+                propensity: e.propensity.unwrap_or(1.0),
                 x,
                 z: None,
             });
@@ -101,8 +120,35 @@ pub async fn training_set(r: &Recommender, window_days: u32) -> Result<Vec<Train
     Ok(rows)
 }
 
-/// Fits on all but the newest `validation_share` of rows, scores on the newest.
-pub fn fit(rows: &[TrainingRow], validation_share: f64, version: String) -> Result<(Model, usize), String> {
+/// How a fit weighs its rows and where it starts.
+#[derive(Debug, Clone, Default)]
+pub struct FitOptions {
+    /// Cap on each row's inverse-propensity and position weight (see the config); 1 or
+    /// less weighs every row alike.
+    pub max_weight: f64,
+    /// The model in use, to start from (a warm start).
+    pub start: Option<Model>,
+}
+
+/// A fitted candidate and what the fit found out on the way.
+#[derive(Debug, Clone)]
+pub struct Fit {
+    pub model: Model,
+    pub validation_rows: usize,
+    /// How much less often position p is looked at than the top: `decay^p`, fitted on the
+    /// exploration slots' reactions (none while they hold too few).
+    pub position_decay: Option<f64>,
+    pub newton_iterations: usize,
+}
+
+/// Reactions in exploration slots needed before their decay over positions is trusted.
+const MIN_EXPLORED_REACTIONS: usize = 30;
+
+/// Fits on all but the newest `validation_share` of rows, scores on the newest. Each row
+/// weighs 1 / propensity (what exploration drew stands for all it could have drawn) and a
+/// reaction also 1 / decay^position (a reaction low in a list is worth more than at the
+/// top), each capped at `max_weight`.
+pub fn fit(rows: &[TrainingRow], validation_share: f64, version: String, options: &FitOptions) -> Result<Fit, String> {
     let cut = ((rows.len() as f64) * (1.0 - validation_share)).round() as usize;
     let (train, valid) = rows.split_at(cut.min(rows.len()));
     let positives = train.iter().filter(|r| r.label == 1).count();
@@ -112,16 +158,40 @@ pub fn fit(rows: &[TrainingRow], validation_share: f64, version: String) -> Resu
             train.len()
         ));
     }
-    let x: Vec<Vec<f64>> = train.iter().map(|r| r.x.to_vec()).collect();
+    let weighted = options.max_weight > 1.0;
+    let explored: Vec<(i64, i32)> = train
+        .iter()
+        .filter(|r| r.propensity < 1.0)
+        .map(|r| (r.position, r.label))
+        .collect();
+    let decay = if weighted {
+        super::fit::position_decay(&explored, MIN_EXPLORED_REACTIONS)
+    } else {
+        None
+    };
+    let cap = options.max_weight.max(1.0);
+    let w: Vec<f64> = train
+        .iter()
+        .map(|r| {
+            if !weighted {
+                return 1.0;
+            }
+            let policy = (1.0 / r.propensity.clamp(1e-9, 1.0)).min(cap);
+            let looked = match decay {
+                Some(g) if r.label == 1 => (1.0 / g.powi(r.position.clamp(0, 64) as i32)).min(cap),
+                _ => 1.0,
+            };
+            policy * looked
+        })
+        .collect();
+    let x: Vec<&[f64]> = train.iter().map(|r| r.x.as_slice()).collect();
     let y: Vec<i32> = train.iter().map(|r| r.label).collect();
-    let x = DenseMatrix::from_2d_vec(&x).map_err(|e| e.to_string())?;
-    let params = LogisticRegressionParameters::default().with_alpha(1.0);
-    let fitted = LogisticRegression::fit(&x, &y, params).map_err(|e| e.to_string())?;
-    let (coefficients, intercept) = (fitted.coefficients(), fitted.intercept());
+    let start = options.start.as_ref().map(|m| (m.weights.as_slice(), m.bias));
+    let fitted = super::fit::logistic(&x, &y, &w, 1.0, start)?;
     let mut model = Model {
         version,
-        weights: (0..FEATURES.len()).map(|j| *coefficients.get((0, j))).collect(),
-        bias: *intercept.get((0, 0)),
+        weights: fitted.weights,
+        bias: fitted.bias,
         auc: None,
         ndcg_at_10: None,
         trained_rows: train.len() as u64,
@@ -130,7 +200,12 @@ pub fn fit(rows: &[TrainingRow], validation_share: f64, version: String) -> Resu
     let (auc, ndcg) = evaluate(&model, valid);
     model.auc = auc;
     model.ndcg_at_10 = ndcg;
-    Ok((model, valid.len()))
+    Ok(Fit {
+        model,
+        validation_rows: valid.len(),
+        position_decay: decay,
+        newton_iterations: fitted.iterations,
+    })
 }
 
 /// AUC over all rows, and NDCG@10 averaged over lists (shown products re-ranked by score).
@@ -281,6 +356,8 @@ pub async fn next_purchase_set(
                 rows.push(TrainingRow {
                     customer_id: id.to_string(),
                     list_id: id.to_string(),
+                    position: 0,
+                    propensity: 1.0,
                     label: i32::from(next.contains(l.product_id.as_str())),
                     product_id: l.product_id,
                     shown_ms: cutoff,
@@ -363,8 +440,15 @@ pub async fn train_once_at(
         labels = "next_purchase";
     }
     let version = format!("m{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
-    let (mut candidate, validation_rows) =
-        fit(&rows, validation_share, version).map_err(|e| RecommendError::Config(format!("training: {e}")))?;
+    let current = store::current(&r.lake).await?.unwrap_or_else(Model::prior);
+    // The prior's hand-set weights are no start for a fit; a trained model is.
+    let options = FitOptions {
+        max_weight: r.max_ips_weight,
+        start: (current.trained_rows > 0).then(|| current.clone()),
+    };
+    let fitted = fit(&rows, validation_share, version, &options)
+        .map_err(|e| RecommendError::Config(format!("training: {e}")))?;
+    let (mut candidate, validation_rows) = (fitted.model, fitted.validation_rows);
     let novel: Vec<(&str, i32, super::novel::NovelX)> = rows
         .iter()
         .chain(&older)
@@ -378,7 +462,6 @@ pub async fn train_once_at(
             .collect();
         head.calibrate(&newest);
     }
-    let current = store::current(&r.lake).await?.unwrap_or_else(Model::prior);
     let valid = &rows[rows.len() - validation_rows..];
     let (current_auc, current_ndcg) = evaluate(&current, valid);
     let promoted = match (candidate.auc, current_auc) {
@@ -390,7 +473,15 @@ pub async fn train_once_at(
     if promoted {
         store::promote(&r.lake, &candidate).await?;
     }
-    tracing::info!(version = %candidate.version, auc = ?candidate.auc, current = ?current_auc, promoted, "model trained");
+    tracing::info!(
+        version = %candidate.version,
+        auc = ?candidate.auc,
+        current = ?current_auc,
+        promoted,
+        newton_iterations = fitted.newton_iterations,
+        position_decay = ?fitted.position_decay,
+        "model trained"
+    );
     Ok(TrainReport {
         rows: rows.len(),
         positives: rows.iter().filter(|r| r.label == 1).count(),
@@ -402,6 +493,8 @@ pub async fn train_once_at(
         promoted,
         collab_version,
         labels: labels.to_string(),
+        position_decay: fitted.position_decay,
+        newton_iterations: fitted.newton_iterations,
     })
 }
 
@@ -434,12 +527,15 @@ mod tests {
                     product_id: format!("p{i}"),
                     shown_ms: i64::from(i),
                     label: i % 2,
+                    position: 0,
+                    propensity: 1.0,
                     x,
                     z: None,
                 }
             })
             .collect();
-        let (m, valid) = fit(&rows, 0.2, "t".into()).unwrap();
+        let f = fit(&rows, 0.2, "t".into(), &FitOptions::default()).unwrap();
+        let (m, valid) = (f.model, f.validation_rows);
         assert_eq!(valid, 80);
         assert!(m.weights[0] > m.weights[5].abs(), "{:?}", m.weights);
         assert_eq!(m.auc, Some(1.0));

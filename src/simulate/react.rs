@@ -18,6 +18,8 @@ pub struct ShownList {
     pub list_id: String,
     pub model_version: String,
     pub products: Vec<String>,
+    /// Each product's propensity, in the same order (a missing one is 1).
+    pub propensities: Vec<f64>,
 }
 
 impl ShownList {
@@ -32,21 +34,27 @@ impl ShownList {
         let Some(Value::Array(items)) = get("items") else {
             return None;
         };
-        let products = items
+        let (products, propensities) = items
             .iter()
-            .filter_map(|i| match i {
-                Value::Record(f) => f.iter().find(|(n, _)| n == "product_id").and_then(|(_, v)| match v {
-                    Value::String(s) => Some(s.clone()),
-                    _ => None,
-                }),
-                _ => None,
+            .filter_map(|i| {
+                let Value::Record(f) = i else { return None };
+                let field = |name: &str| f.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+                let Some(Value::String(id)) = field("product_id") else {
+                    return None;
+                };
+                let propensity = match field("propensity") {
+                    Some(Value::Double(p)) => *p,
+                    _ => 1.0,
+                };
+                Some((id.clone(), propensity))
             })
-            .collect();
+            .unzip();
         Some(Self {
             customer_id: text("customer_id")?,
             list_id: text("list_id")?,
             model_version: text("model_version")?,
             products,
+            propensities,
         })
     }
 }
@@ -63,8 +71,8 @@ pub fn click_probability(persona: Persona, category: &str, position: usize) -> f
     interest * 0.92f64.powi(position as i32)
 }
 
-/// The events one shown list produces: impressions for every item, then the clicks and
-/// carts the customer's persona leads to. Customers the world does not know ignore lists.
+/// The events one shown list produces: impressions for every item, then the clicks (each
+/// opening the product's card: a view) and carts the customer's persona leads to. Customers the world does not know ignore lists.
 pub fn react(world: &World, list: &ShownList, now_ms: i64, rng: &mut StdRng) -> Vec<Json> {
     let Some(customer) = world.customers.iter().find(|c| c.id == list.customer_id) else {
         return Vec::new();
@@ -77,24 +85,34 @@ pub fn react(world: &World, list: &ShownList, now_ms: i64, rng: &mut StdRng) -> 
     let mut out = Vec::new();
     for (position, product) in list.products.iter().enumerate() {
         let id = format!("{}-{position}", list.list_id);
+        let propensity = list.propensities.get(position).copied().unwrap_or(1.0);
         out.push(
             json!({"type": "rec_impression", "event_id": format!("imp-{id}"), "event_time": now_ms,
             "customer_id": customer.id, "session_id": null, "list_id": list.list_id, "placement": "home",
-            "product_id": product, "position": position, "model_version": list.model_version}),
+            "product_id": product, "position": position, "model_version": list.model_version,
+            "propensity": propensity}),
         );
         let category = categories.get(product.as_str()).copied().unwrap_or("");
         if rng.random_bool(click_probability(customer.persona, category, position)) {
+            let price = world
+                .products
+                .iter()
+                .find(|p| &p.id == product)
+                .map_or(0, |p| (p.price_rub * 100.0) as i64);
             out.push(
                 json!({"type": "rec_click", "event_id": format!("clk-{id}"), "event_time": now_ms + 5_000,
                 "customer_id": customer.id, "session_id": null, "list_id": list.list_id,
                 "product_id": product, "position": position, "model_version": list.model_version}),
             );
+            // The click opens the product's card, which the site's tracker logs as a view
+            // attributed to the list.
+            out.push(
+                json!({"type": "product_view", "event_id": format!("view-{id}"), "event_time": now_ms + 6_000,
+                "customer_id": customer.id, "session_id": format!("rec-{}", list.list_id), "product_id": product,
+                "dwell_ms": rng.random_range(20_000..90_000i64), "price_kopecks": price,
+                "list_id": list.list_id, "position": position}),
+            );
             if rng.random_bool(0.3) {
-                let price = world
-                    .products
-                    .iter()
-                    .find(|p| &p.id == product)
-                    .map_or(0, |p| (p.price_rub * 100.0) as i64);
                 out.push(
                     json!({"type": "cart_add", "event_id": format!("cart-{id}"), "event_time": now_ms + 60_000,
                     "customer_id": customer.id, "session_id": format!("rec-{}", list.list_id),
@@ -133,6 +151,7 @@ mod tests {
                         list_id: format!("l{n}"),
                         model_version: "m".into(),
                         products: products.clone(),
+                        propensities: Vec::new(),
                     };
                     react(&world, &list, 0, rng)
                         .iter()
@@ -152,6 +171,7 @@ mod tests {
             list_id: "x".into(),
             model_version: "m".into(),
             products: of("71"),
+            propensities: Vec::new(),
         };
         let impressions = react(&world, &list, 0, &mut rng)
             .iter()

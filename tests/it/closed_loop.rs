@@ -20,6 +20,7 @@ async fn online_retraining_beats_a_frozen_model_and_popularity() {
         customers: 150,
         days: 6,
         seed: 1,
+        seeds: 1,
     };
     let report = hoffrec::bench::closed_loop::run(&config, &args).await.unwrap();
     let ctr = |arm: &str| report.after_day_one[arm];

@@ -1,20 +1,25 @@
 //! Against the real Apache Kafka 4.x broker from tests/services/up.sh: Avro single-object
-//! records survive a produce/consume round trip, and `topics apply` creates the catalog,
-//! is idempotent, and reports drift without touching data.
+//! records survive a produce/consume round trip, `topics apply` creates the catalog,
+//! is idempotent, and reports drift without touching data, and hoffrec's own client
+//! settings reach the broker's TLS + SASL/SCRAM listener.
 
 use crate::common;
 
 use hoffrec::catalog::Catalog;
 use hoffrec::codec::{SchemaSet, read_header};
+use hoffrec::config::{Config, KafkaConfig, Secret};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
@@ -246,4 +251,150 @@ async fn topics_apply_creates_is_idempotent_and_reports_drift_without_data_loss(
         .unwrap();
     assert_eq!(msg.payload(), Some(&b"kept"[..]));
     delete_topics(&brokers, &names).await;
+}
+
+/// The broker's SASL_SSL listener as tests/services/up.sh made it: its address, the CA
+/// that signed the broker's certificate, and the SCRAM-SHA-512 user.
+struct SaslSsl {
+    bootstrap: String,
+    ca: PathBuf,
+    username: String,
+    password: String,
+}
+
+fn sasl_ssl_listener() -> SaslSsl {
+    let state = std::env::var("HOFFREC_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/hoffrec/services"));
+    let dir = state.join("kafka/sasl_ssl");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}; start the broker with tests/services/up.sh",
+                    dir.join(name).display()
+                )
+            })
+            .trim()
+            .to_string()
+    };
+    SaslSsl {
+        bootstrap: read("bootstrap"),
+        ca: dir.join("ca.pem"),
+        username: read("username"),
+        password: read("password"),
+    }
+}
+
+/// hoffrec's `[kafka]` settings for the listener, as an operator would write them.
+fn sasl_ssl_config(listener: &SaslSsl, password: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: listener.bootstrap.clone(),
+        client_id: common::unique("it-sasl"),
+        security_protocol: "sasl_ssl".into(),
+        sasl_mechanism: "SCRAM-SHA-512".into(),
+        sasl_username: listener.username.clone(),
+        sasl_password: Secret::new(password),
+        properties: [("ssl.ca.location".to_string(), listener.ca.display().to_string())].into(),
+        ..KafkaConfig::default()
+    }
+}
+
+/// Keeps the client-level errors librdkafka reports (a refused login among them).
+#[derive(Default)]
+struct SeenErrors(Mutex<Vec<(KafkaError, String)>>);
+
+impl ClientContext for SeenErrors {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((error, reason.to_string()));
+    }
+}
+
+impl ProducerContext for SeenErrors {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// A record goes through TLS (verified against the CA up.sh made) and SCRAM-SHA-512 login
+/// with hoffrec's own `kafka::client_config`, and comes back; the same settings with a
+/// wrong password are refused with an authentication error, which the stages treat as
+/// fatal. Without rdkafka's `ssl` feature the first client cannot even be created.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_round_trip_over_tls_and_scram_and_a_wrong_password_is_refused() {
+    let _services = common::needs!(Kafka);
+    let listener = sasl_ssl_listener();
+    common::require_service("Kafka's SASL_SSL listener", &listener.bootstrap);
+    let kafka = sasl_ssl_config(&listener, &listener.password);
+    let config = Config {
+        kafka: kafka.clone(),
+        ..Config::default()
+    };
+    assert_eq!(config.validate(), Vec::<String>::new());
+
+    let topic = common::unique("it-sasl");
+    let producer: FutureProducer = hoffrec::kafka::client_config(&kafka)
+        .create()
+        .unwrap_or_else(|e| panic!("a sasl_ssl producer: {e}"));
+    let (partition, offset) = hoffrec::kafka::send_and_wait(
+        &producer,
+        FutureRecord::to(&topic).key("customer-1").payload("over tls"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("produce over SASL_SSL: {e}"));
+
+    let consumer: StreamConsumer =
+        hoffrec::kafka::consumer_config(&kafka, &common::unique("it-sasl-group"), "earliest")
+            .create()
+            .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&topic, partition, Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    // Owned copies: a fetched message still alive would keep the consumer's destroy waiting.
+    let (key, payload) = {
+        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("the record comes back over SASL_SSL within 30 s")
+            .unwrap();
+        (msg.key().map(<[u8]>::to_vec), msg.payload().map(<[u8]>::to_vec))
+    };
+    drop(consumer);
+    assert_eq!(key.as_deref(), Some(&b"customer-1"[..]));
+    assert_eq!(payload.as_deref(), Some(&b"over tls"[..]));
+
+    // The same settings with a wrong password: the broker refuses the login.
+    let wrong = sasl_ssl_config(&listener, "not-the-password");
+    let refused: BaseProducer<SeenErrors> = hoffrec::kafka::client_config(&wrong)
+        .create_with_context(SeenErrors::default())
+        .unwrap();
+    refused
+        .send(BaseRecord::to(&topic).key("customer-2").payload("never lands"))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refusal = loop {
+        refused.poll(Duration::from_millis(100));
+        let seen = refused.context().0.lock().unwrap().clone();
+        if let Some(found) = seen
+            .into_iter()
+            .find(|(e, _)| e.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication))
+        {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no authentication error within 30 s; errors: {:?}",
+            refused.context().0.lock().unwrap()
+        );
+    };
+    assert!(refusal.1.contains("SCRAM-SHA-512"), "{}", refusal.1);
+    assert!(hoffrec::kafka::error_is_fatal(&refusal.0), "{:?}", refusal.0);
+    drop(refused);
+
+    delete_topics(&common::kafka_bootstrap(), &[topic]).await;
 }

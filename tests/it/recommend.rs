@@ -142,7 +142,11 @@ async fn lists_reach_recs_customer_and_a_promoted_model_is_swapped_in() {
         apache_avro::types::Value::String(s) => s.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(first.iter().all(|v| version(v) == "prior-v3"));
+    assert!(
+        first
+            .iter()
+            .all(|v| version(v) == hoffrec::recommend::model::Model::prior().version)
+    );
     let items = match common::lab::field(&first[0], "items") {
         apache_avro::types::Value::Array(a) => a.len(),
         other => panic!("{other:?}"),

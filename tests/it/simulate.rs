@@ -154,6 +154,8 @@ async fn the_simulated_site_shows_lists_and_customers_react_by_persona() {
     let impressions = lab.add_topic("raw.site.rec_impression.toml", "rec_impression");
     let clicks = lab.add_topic("raw.site.rec_click.toml", "rec_click");
     lab.add_topic("raw.site.cart_add.toml", "cart_add");
+    // A click opens the product's card: the site logs a view.
+    lab.add_topic("raw.site.product_view.toml", "product_view");
     lab.add_topic("raw.site.consent.toml", "consent");
     lab.apply_catalog().await;
     let (mut collector, addr) = lab.collect().await;

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Starts a real single-node Apache Kafka 4.x broker (KRaft) on 127.0.0.1:9092 and a real
 # HDFS NameNode + DataNode on hdfs://127.0.0.1:9000, from Maven Central jars cached in ~/.m2.
-# Idempotent: services already started by this script are left running. Waits until Kafka
-# round-trips a message and HDFS round-trips a file, then prints the addresses to use.
+# The broker also listens with TLS + SASL/SCRAM-SHA-512 on 127.0.0.1:9094, with a test CA,
+# broker certificate and SCRAM user made here (files under $state/kafka/sasl_ssl/).
+# Idempotent: services already started by this script are left running (a broker started
+# before the SASL_SSL listener existed is restarted once). Waits until Kafka round-trips a
+# message (on both listeners) and HDFS round-trips a file, then prints the addresses to use.
 #
 # State (data, logs, pid files, generated configs) lives in one directory:
 #   HOFFREC_SERVICES_DIR (default ~/.cache/hoffrec/services)
@@ -12,6 +15,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 state=${HOFFREC_SERVICES_DIR:-$HOME/.cache/hoffrec/services}
 kafka_port=9092
 kafka_controller_port=9093
+kafka_sasl_ssl_port=9094
 hdfs_port=9000
 wait_s=${HOFFREC_SERVICES_WAIT_S:-180}
 
@@ -53,6 +57,15 @@ start() { # name, then the java command line (without "java")
   echo "up.sh: started $name (pid $!, log $state/$name.log)" >&2
 }
 
+stop() { # name: stops a service this script started, as down.sh --only NAME does
+  running "$1" || return 0
+  local pid; pid=$(cat "$state/$1.pid")
+  kill "$pid" 2>/dev/null
+  for _ in $(seq 1 30); do running "$1" || break; sleep 1; done
+  if running "$1"; then kill -9 "$pid" 2>/dev/null; fi
+  rm -f "$state/$1.pid"
+}
+
 wait_for() { # description, command...
   local what=$1; shift
   local deadline=$((SECONDS + wait_s))
@@ -63,22 +76,68 @@ wait_for() { # description, command...
 }
 
 # ---------------------------------------------------------------- Kafka (KRaft)
+# The SASL_SSL listener's secrets, made once: a CA, a certificate for 127.0.0.1 signed by
+# it (in PKCS12 for the broker: its PEM keystore accepts only an encrypted key), and the
+# SCRAM user's password. Clients take bootstrap, ca.pem, username and password from $sasl.
+make_kafka_tls() {
+  local sasl=$1
+  mkdir -p "$sasl"
+  [ -s "$sasl/password" ] || openssl rand -hex 16 >"$sasl/password"
+  [ -s "$sasl/keystore-password" ] || openssl rand -hex 16 >"$sasl/keystore-password"
+  chmod 600 "$sasl/password" "$sasl/keystore-password"
+  echo hoffrec >"$sasl/username"
+  echo "127.0.0.1:$kafka_sasl_ssl_port" >"$sasl/bootstrap"
+  if [ -s "$sasl/broker.p12" ] && [ -s "$sasl/ca.pem" ]; then return; fi
+  (
+    cd "$sasl"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj "/CN=hoffrec test CA" \
+      -keyout ca.key -out ca.pem \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=127.0.0.1" -keyout broker.key -out broker.csr
+    # librdkafka checks the broker's address against the certificate: 127.0.0.1 must be in it.
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >broker.ext
+    openssl x509 -req -sha256 -days 3650 -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -extfile broker.ext -out broker.pem
+    openssl pkcs12 -export -name broker -in broker.pem -inkey broker.key -certfile ca.pem \
+      -passout "pass:$(cat keystore-password)" -out broker.p12
+    chmod 600 ca.key broker.key broker.p12
+  ) >"$state/kafka-tls.log" 2>&1 || die "making the test CA and broker certificate failed; see $state/kafka-tls.log"
+}
+
 start_kafka() {
-  local dir="$state/kafka" cp
+  local dir="$state/kafka" sasl="$state/kafka/sasl_ssl" cp
   cp=$(classpath kafka)
   mkdir -p "$dir/data"
   if ! running kafka && port_busy $kafka_port; then
     die "127.0.0.1:$kafka_port is taken by a process this script did not start; stop it first."
   fi
+  if running kafka && ! port_busy $kafka_sasl_ssl_port; then
+    # Started by an up.sh from before the SASL_SSL listener: restarted once to add it.
+    echo "up.sh: restarting kafka to add the SASL_SSL listener on 127.0.0.1:$kafka_sasl_ssl_port" >&2
+    stop kafka
+  fi
+  if ! running kafka && port_busy $kafka_sasl_ssl_port; then
+    die "127.0.0.1:$kafka_sasl_ssl_port is taken by a process this script did not start; stop it first."
+  fi
+  make_kafka_tls "$sasl"
+  local keystore_password; keystore_password=$(cat "$sasl/keystore-password")
   cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$kafka_controller_port
-listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$kafka_controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
+listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$kafka_controller_port,SASL_SSL://127.0.0.1:$kafka_sasl_ssl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port,SASL_SSL://127.0.0.1:$kafka_sasl_ssl_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$sasl/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$keystore_password
+listener.name.sasl_ssl.ssl.key.password=$keystore_password
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -93,8 +152,13 @@ group.initial.rebalance.delay.ms=0
 EOF
   if [ ! -f "$dir/data/meta.properties" ]; then
     local id; id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-    java -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$state/kafka-format.log" 2>&1 \
+    # New storage gets the SCRAM user with its first metadata; storage formatted by an
+    # older up.sh gets it from ensure_scram_user once the broker runs.
+    java -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=$(cat "$sasl/username"),password=$(cat "$sasl/password")]" \
+      >"$state/kafka-format.log" 2>&1 \
       || die "formatting Kafka storage failed; see $state/kafka-format.log"
+    cp "$sasl/password" "$sasl/password.applied"
   fi
   start kafka -Xms256m -Xmx768m -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "$cp" kafka.Kafka "$dir/server.properties"
 }
@@ -107,6 +171,35 @@ kafka_roundtrip() {
   java -Dorg.slf4j.simpleLogger.defaultLogLevel=error -cp "$cp" org.apache.kafka.tools.consumer.ConsoleConsumer \
     --bootstrap-server 127.0.0.1:$kafka_port --topic "$topic" --from-beginning --timeout-ms 15000 2>/dev/null \
     | grep -q "$token"
+}
+
+# Storage formatted before the SASL_SSL listener existed has no SCRAM user: added (or its
+# password changed) through the PLAINTEXT listener, once per password.
+ensure_scram_user() {
+  local sasl="$state/kafka/sasl_ssl" cp
+  if cmp -s "$sasl/password" "$sasl/password.applied"; then return 0; fi
+  cp=$(cat "$state/kafka.classpath")
+  java -Dorg.slf4j.simpleLogger.defaultLogLevel=error -cp "$cp" kafka.admin.ConfigCommand \
+    --bootstrap-server 127.0.0.1:$kafka_port --alter --entity-type users --entity-name "$(cat "$sasl/username")" \
+    --add-config "SCRAM-SHA-512=[password=$(cat "$sasl/password")]" >"$state/kafka-scram.log" 2>&1 || return 1
+  cp "$sasl/password" "$sasl/password.applied"
+}
+
+# Produces one message through the SASL_SSL listener: TLS, the CA and the SCRAM user work.
+kafka_sasl_ssl_produce() {
+  local sasl="$state/kafka/sasl_ssl" cp
+  cp=$(cat "$state/kafka.classpath")
+  cat >"$sasl/client.properties" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$(cat "$sasl/username")" password="$(cat "$sasl/password")";
+ssl.truststore.type=PEM
+ssl.truststore.location=$sasl/ca.pem
+EOF
+  chmod 600 "$sasl/client.properties"
+  echo "probe-$$-$RANDOM" | java -Dorg.slf4j.simpleLogger.defaultLogLevel=error -cp "$cp" org.apache.kafka.tools.ConsoleProducer \
+    --bootstrap-server 127.0.0.1:$kafka_sasl_ssl_port --producer.config "$sasl/client.properties" \
+    --topic hoffrec.up.probe >"$state/kafka-sasl-probe.log" 2>&1
 }
 
 # ---------------------------------------------------------------- HDFS
@@ -171,10 +264,17 @@ hdfs_roundtrip() {
 start_kafka
 start_hdfs
 wait_for "Kafka on 127.0.0.1:$kafka_port (produce + consume)" kafka_roundtrip
+wait_for "the Kafka SCRAM user (kafka-configs through 127.0.0.1:$kafka_port; see $state/kafka-scram.log)" ensure_scram_user
+wait_for "Kafka SASL_SSL on 127.0.0.1:$kafka_sasl_ssl_port (produce with SCRAM-SHA-512; see $state/kafka-sasl-probe.log)" kafka_sasl_ssl_produce
 wait_for "HDFS on hdfs://127.0.0.1:$hdfs_port (write + read)" hdfs_roundtrip
 
 # Delta jars for the Spark checks, resolved now so tests find them offline.
 classpath spark >/dev/null
 echo "KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port"
 echo "HDFS_URL=hdfs://127.0.0.1:$hdfs_port"
+# The SASL_SSL listener and its credentials; tests/it/kafka_broker.rs reads the same files.
+echo "KAFKA_SASL_SSL_BOOTSTRAP=127.0.0.1:$kafka_sasl_ssl_port"
+echo "KAFKA_SASL_SSL_CA=$state/kafka/sasl_ssl/ca.pem"
+echo "KAFKA_SASL_USERNAME=$(cat "$state/kafka/sasl_ssl/username")"
+echo "KAFKA_SASL_PASSWORD_FILE=$state/kafka/sasl_ssl/password"
 echo "HOFFREC_SERVICES_DIR=$state"

@@ -370,3 +370,27 @@ async fn the_repository_combine_expressions_pass_the_check() {
     }
     assert!(checked > 10, "{checked} combine lines checked");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_the_topic_gained_reads_as_null_in_tables_written_before() {
+    let lab = Lab::new();
+    lab.land(&[("a", 1)]).await;
+    lab.land(&[("b", 2)]).await;
+    // The topic's schema now has `weight`; no landed row carries it.
+    let mut fields: Vec<Field> = Lab::schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("weight", DataType::Float64, true));
+    let raw = PinnedRaw::open(&lab.lake, TOPIC, Arc::new(Schema::new(fields)))
+        .await
+        .unwrap();
+    let ctx = crate::mart::session::session();
+    let nulls = |provider| async {
+        let df = ctx.read_table(provider).unwrap();
+        let df = df.filter(datafusion::prelude::col("weight").is_null()).unwrap();
+        df.count().await.unwrap()
+    };
+    assert_eq!(nulls(raw.full(&ctx).await.unwrap()).await, 2);
+    let Added::Rows(added) = raw.added_since(&ctx, Some(0)).await.unwrap() else {
+        panic!("commit 1 is still in the lake")
+    };
+    assert_eq!(nulls(added).await, 1);
+}
