@@ -349,7 +349,9 @@ impl Marts {
     }
 
     pub async fn catalogue(&self) -> Result<CatalogueView, DataError> {
-        let mut products: Vec<Product> = self.rows("SELECT * FROM mart.product_features").await?;
+        let mut products: Vec<Product> = self
+            .rows("SELECT * FROM mart.product_features ORDER BY product_id")
+            .await?;
         let by_id: HashMap<String, usize> = products
             .iter()
             .enumerate()

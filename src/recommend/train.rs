@@ -241,7 +241,8 @@ async fn collab_interactions(marts: &Marts, window_days: u32) -> Result<collab::
             "WITH t AS (SELECT customer_id, product_id, views, carts, purchased_qty, purchase_orders, \
                         greatest(coalesce(last_viewed_ms, 0), coalesce(last_purchased_ms, 0)) AS last_ms \
                         FROM mart.customer_product) \
-             SELECT * FROM t WHERE last_ms >= (SELECT max(last_ms) FROM t) - {window_ms}"
+             SELECT * FROM t WHERE last_ms >= (SELECT max(last_ms) FROM t) - {window_ms} \
+             ORDER BY customer_id, product_id"
         ))
         .await?;
     let newest = rows.iter().filter_map(|d| d.last_ms).max().unwrap_or_default();
