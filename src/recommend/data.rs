@@ -391,6 +391,12 @@ impl Marts {
 
     /// The customers asked for that have a portrait, in no particular order.
     pub async fn customers(&self, ids: &[String]) -> Result<Vec<Customer>, DataError> {
+        self.customers_with(ids, true).await
+    }
+
+    /// `customers`, with their newest lists (`shown`) read only when `feedback` is set: the
+    /// training set brings its own, over a longer window.
+    pub async fn customers_with(&self, ids: &[String], feedback: bool) -> Result<Vec<Customer>, DataError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -436,7 +442,7 @@ impl Marts {
                 c.departments.push(d);
             }
         }
-        if self.has("interactions") {
+        if feedback && self.has("interactions") {
             #[derive(Deserialize)]
             struct Row {
                 customer_id: String,

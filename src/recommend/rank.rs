@@ -344,6 +344,12 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub fn new(c: &'a Customer, cat: &'a CatalogueView, rules: &Rules) -> Self {
+        Self::before(c, cat, rules, None)
+    }
+
+    /// The context of a list shown at `before_ms` (`None`: now): only earlier lists count
+    /// as feedback.
+    fn before(c: &'a Customer, cat: &'a CatalogueView, rules: &Rules, before_ms: Option<i64>) -> Self {
         let bought: HashSet<&str> = c
             .touched
             .iter()
@@ -368,7 +374,7 @@ impl<'a> Context<'a> {
             target: rules.target_tier(&c.portrait),
             max_reach: cat.products.iter().map(Product::reach).max().unwrap_or(0).max(1) as f64,
             history: (1.0 + bought_count as f64).ln() / 201f64.ln(),
-            feedback: Feedback::of(c, cat, None),
+            feedback: Feedback::of(c, cat, before_ms),
         }
     }
 }
@@ -463,8 +469,7 @@ pub fn features_of(
     for group in shown.chunk_by(|a, b| a.1 == b.1) {
         let at = group[0].1;
         let then = c.before(at);
-        let mut ctx = Context::new(&then, cat, rules);
-        ctx.feedback = Feedback::of(&then, cat, Some(at));
+        let ctx = Context::before(&then, cat, rules, Some(at));
         let pool = candidates(&then, cat, rules, &ctx);
         for (id, _) in group {
             out.push(cat.by_id.get(*id).map(|&i| {

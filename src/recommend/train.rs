@@ -84,7 +84,7 @@ pub async fn training_set(r: &Recommender, window_days: u32) -> Result<Vec<Train
     let ids: Vec<String> = by_customer.keys().map(|s| s.to_string()).collect();
     let mut customers: HashMap<String, Customer> = HashMap::new();
     for chunk in ids.chunks(1_000) {
-        for c in marts.customers(chunk).await? {
+        for c in marts.customers_with(chunk, false).await? {
             customers.insert(c.portrait.customer_id.clone(), c);
         }
     }
