@@ -293,6 +293,9 @@ pub struct RecommendConfig {
     /// EASE is fitted on this many products, those most customers touched (memory and time
     /// grow with its square and cube); ALS covers the rest of the catalogue.
     pub ease_max_items: usize,
+    /// Latent factors of the implicit ALS fitted beside EASE (0: no ALS). Time grows with
+    /// their cube per product and customer, memory with products x factors.
+    pub als_factors: usize,
     /// Without both reacted and ignored exposures the ranker learns from next purchases:
     /// the marts as they were this many days ago give each customer's candidates and
     /// features, and what they bought since labels them.
@@ -327,6 +330,7 @@ impl Default for RecommendConfig {
             train_interval_ms: 15 * 60 * 1000,
             ease_lambda: 50.0,
             ease_max_items: 4000,
+            als_factors: 32,
             train_label_horizon_days: 7,
             train_novel_cutoffs: 3,
             explore_slots: 2,
@@ -513,6 +517,12 @@ impl Config {
             problems.push(format!(
                 "recommend.explore_pool ({}) must hold at least recommend.explore_slots ({})",
                 r.explore_pool, r.explore_slots
+            ));
+        }
+        if r.als_factors > 256 {
+            problems.push(format!(
+                "recommend.als_factors ({}) must be at most 256 (each product's solve grows with its cube)",
+                r.als_factors
             ));
         }
         if r.train_max_ips_weight.is_nan() || r.train_max_ips_weight < 1.0 {

@@ -92,7 +92,13 @@ pub async fn land_json(
     }
     let rows = batch.finish(table.arrow_schema().as_ref()).map_err(|e| e.to_string())?;
     let offsets = BTreeMap::from([(0, (stored, next - 1))]);
-    table.commit(rows, &offsets).await.map_err(|e| e.to_string())
+    let committed = table.commit(rows, &offsets).await.map_err(|e| e.to_string())?;
+    if let Some(due) = table.checkpoint_due() {
+        crate::lake::maintenance::checkpoint_table(&due)
+            .await
+            .map_err(|e| format!("checkpoint: {e}"))?;
+    }
+    Ok(committed)
 }
 
 /// Lands typed events (the collector's format) straight into their raw tables.

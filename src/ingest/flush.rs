@@ -548,6 +548,14 @@ impl<O: Outbox> Pipeline<O> {
             // The data is safely in the lake; marts also catch up from table versions.
             warn!(error = %e, "lake commit announcement lost");
         }
+        if let Some(table) = self.tables.get(topic).and_then(RawTable::checkpoint_due) {
+            // Off the flush path; a failed one is written by the next one due or by upkeep.
+            self.handle.spawn(async move {
+                if let Err(e) = crate::lake::maintenance::checkpoint_table(&table).await {
+                    warn!(error = %e, "raw table checkpoint failed");
+                }
+            });
+        }
         self.handback.landed.push(Landed {
             topic: topic.to_string(),
             last: offset_list.into_iter().collect(),

@@ -73,6 +73,15 @@ pub struct RawTable {
 }
 
 impl RawTable {
+    /// The table as of its newest commit when that commit is due a checkpoint (commits
+    /// here skip delta-rs's own hook): `lake::maintenance::checkpoint_table` writes it.
+    pub fn checkpoint_due(&self) -> Option<DeltaTable> {
+        let version = self.table.version()?;
+        (version + 1)
+            .is_multiple_of(crate::lake::CHECKPOINT_INTERVAL)
+            .then(|| self.table.clone())
+    }
+
     /// Opens the table if it exists; otherwise the first write creates it.
     pub async fn open(lake: &LakeUrl, topic: &str, group: &str, target_file_bytes: u64) -> Result<Self, TableError> {
         let name = crate::lake::raw::path(topic);
@@ -261,7 +270,12 @@ impl RawTable {
             .iter()
             .map(|(&p, &(_, last))| Transaction::new(app_id(&self.group, &self.topic, p), last))
             .collect();
-        let props = CommitProperties::default().with_application_transactions(txns);
+        // A checkpoint the commit may be due is written once the commit is announced
+        // (`checkpoint_due`), not inside the path a fresh event waits on.
+        let props = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_create_checkpoint(false)
+            .with_cleanup_expired_logs(Some(false));
         let (version, files) = match self.write(rows, props).await {
             Ok(done) => done,
             // An error after the commit landed (its checkpoint, reading the table back) is

@@ -66,6 +66,27 @@ pub async fn run(
     Ok(report)
 }
 
+/// Writes the checkpoint (and removes expired log files) that delta-rs's post-commit hook
+/// would have written after commit `version` of the table at `table_name`, when one is due.
+/// For writers that commit with the hook off (`CommitProperties::with_create_checkpoint`),
+/// so that the checkpoint is written after what waits on the commit, not inside it.
+pub async fn checkpoint_if_due(lake: &LakeUrl, table_name: &str, version: u64) -> Result<bool, DeltaTableError> {
+    if !(version + 1).is_multiple_of(super::CHECKPOINT_INTERVAL) {
+        return Ok(false);
+    }
+    let url = lake.table_url(table_name)?;
+    deltalake::checkpoints::create_checkpoint_from_table_url_and_cleanup(url, version, None, None).await?;
+    Ok(true)
+}
+
+/// Writes a checkpoint of `table` at the version it holds, and removes expired log files,
+/// as delta-rs's post-commit hook would have.
+pub async fn checkpoint_table(table: &deltalake::DeltaTable) -> Result<(), DeltaTableError> {
+    deltalake::checkpoints::create_checkpoint(table, None).await?;
+    deltalake::checkpoints::cleanup_metadata(table, None).await?;
+    Ok(())
+}
+
 /// Small-file upkeep of the raw tables, done by the worker that owns partition 0 of a topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

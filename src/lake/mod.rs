@@ -25,6 +25,10 @@ use url::Url;
 /// minutes of traffic. Every 10 keeps an open to one checkpoint and at most nine commits.
 pub const TABLE_PROPERTIES: [(&str, Option<&str>); 1] = [("delta.checkpointInterval", Some("10"))];
 
+/// `delta.checkpointInterval` above, for writers that checkpoint themselves
+/// (`maintenance::checkpoint_if_due`).
+pub const CHECKPOINT_INTERVAL: u64 = 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
     #[error("'{url}' is not a lake location: {reason}")]

@@ -32,6 +32,9 @@ pub enum FoldError {
     },
     #[error("schema of raw topic {topic} cannot be turned into a table schema: {reason}")]
     Schema { topic: String, reason: String },
+    /// A mart's fold task ended without an answer (it panicked): a bug, not the lake.
+    #[error("mart {mart}: its fold stopped without finishing: {reason}")]
+    Stopped { mart: String, reason: String },
 }
 
 impl FoldError {

@@ -67,7 +67,7 @@ pub const PORTRAIT: &str = "customer_portrait";
 
 /// Raw tables pinned for one fold.
 pub async fn open_raw(lake: &LakeUrl, catalog: &Catalog) -> Result<Vec<PinnedRaw>, FoldError> {
-    let mut raw = Vec::new();
+    let mut opening = Vec::new();
     for topic in catalog.raw_topics() {
         let event = topic.value_schema.as_deref().unwrap_or_default();
         let fields = match catalog.schemas.current(event) {
@@ -78,9 +78,10 @@ pub async fn open_raw(lake: &LakeUrl, catalog: &Catalog) -> Result<Vec<PinnedRaw
             None => Default::default(),
         };
         let empty = crate::lake::raw::empty_table_schema(&fields);
-        raw.push(PinnedRaw::open(lake, &topic.name, empty).await?);
+        opening.push(PinnedRaw::open(lake, &topic.name, empty));
     }
-    Ok(raw)
+    // Each open is a few small reads of its log: all at once, not one after another.
+    Ok(futures::future::try_join_all(opening).await?)
 }
 
 fn schema(ctx: &SessionContext, name: &str) -> Arc<MemorySchemaProvider> {
@@ -115,66 +116,169 @@ pub async fn fold_announcing(
 ) -> Result<FoldReport, FoldError> {
     let opening = Instant::now();
     let raw = open_raw(lake, catalog).await?;
-    fold_pinned(lake, &raw, files, portrait_changed, opening).await
+    fold_pinned(lake, raw, files, portrait_changed, opening).await
 }
 
 /// The fold over raw tables already pinned; `opening` is when opening the lake began.
+/// Each mart starts as soon as the marts it waits for (`waves::waits_for`) are folded, in
+/// a session of its own over the same raw tables and marts: a fresh list waits for the
+/// longest chain up to the portrait, not for every mart before it.
 async fn fold_pinned(
     lake: &LakeUrl,
-    raw: &[PinnedRaw],
+    raw: Vec<PinnedRaw>,
     files: &[MartFile],
     portrait_changed: Option<tokio::sync::mpsc::UnboundedSender<PortraitChanged>>,
     opening: Instant,
 ) -> Result<FoldReport, FoldError> {
-    let ctx = super::session::session();
-    let raw_schema = schema(&ctx, "raw");
-    let new_raw = schema(&ctx, "new_raw");
-    let marts = schema(&ctx, "mart");
-    let prev = schema(&ctx, "prev_mart");
-    for t in raw {
-        let provider = t.full(&ctx).await?;
+    let base = super::session::session();
+    let raw_schema = Arc::new(MemorySchemaProvider::new());
+    let marts = Arc::new(MemorySchemaProvider::new());
+    for t in &raw {
+        let provider = t.full(&base).await?;
         raw_schema
             .register_table(t.sql_name.clone(), provider)
             .map_err(|source| sql_error("raw", source))?;
     }
     // Earlier marts are readable by later files even when they fold nothing this time.
-    for f in files.iter().filter(|f| f.is_mart()) {
-        let mart = MartTable::open(lake, &f.name).await?;
-        if let Some(p) = mart.provider(&ctx).await? {
+    let opened = futures::future::try_join_all(
+        files
+            .iter()
+            .filter(|f| f.is_mart())
+            .map(|f| MartTable::open(lake, &f.name)),
+    )
+    .await?;
+    let mut tables = std::collections::HashMap::new();
+    for mart in opened {
+        if let Some(p) = mart.provider(&base).await? {
             marts
-                .register_table(f.name.clone(), p)
-                .map_err(|s| sql_error(&f.name, s))?;
+                .register_table(mart.name.clone(), p)
+                .map_err(|s| sql_error(&mart.name, s))?;
         }
+        tables.insert(mart.name.clone(), mart);
     }
     tracing::info!(ms = opening.elapsed().as_millis() as u64, "lake tables opened");
-    let sources = Sources {
-        lake,
+    let job = Arc::new(Job {
+        lake: lake.clone(),
         raw,
-        new_raw: &new_raw,
-        prev: &prev,
-    };
-    let mut report = FoldReport::default();
-    let mut views = Vec::new();
-    for file in files {
-        if let Kind::View { .. } = &file.kind {
-            views.push(file);
-            continue;
+        files: files.to_vec(),
+        base,
+        raw_schema,
+        marts,
+        tables: std::sync::Mutex::new(tables),
+    });
+    let mut waits = super::waves::waits_for(files);
+    // The marts after the portrait describe products: they wait for it rather than take
+    // the cores from the chain a fresh list waits for.
+    if let Some(p) = files.iter().position(|f| f.name == PORTRAIT) {
+        for w in waits.iter_mut().skip(p + 1) {
+            w.push(p);
         }
-        let done = fold_mart(&ctx, &sources, &views, &marts, file).await?;
-        if file.name == PORTRAIT {
+    }
+    // Views are planned inside each mart's session: nothing to run for them.
+    let mut finished: Vec<bool> = files.iter().map(|f| !f.is_mart()).collect();
+    let mut started = finished.clone();
+    let mut reports: Vec<Option<MartReport>> = vec![None; files.len()];
+    let mut report = FoldReport::default();
+    let mut failure = None;
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        // After a failure the marts already running finish; no new one starts.
+        if failure.is_none() {
+            for i in 0..files.len() {
+                if !started[i] && waits[i].iter().all(|&w| finished[w]) {
+                    started[i] = true;
+                    let job = job.clone();
+                    running.spawn(async move { (i, job.fold(i).await) }.instrument(tracing::Span::current()));
+                }
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (i, folded) = match joined {
+            Ok((i, Ok(folded))) => (i, folded),
+            Ok((_, Err(e))) => {
+                failure.get_or_insert(e);
+                continue;
+            }
+            Err(e) => {
+                failure.get_or_insert(FoldError::Stopped {
+                    mart: "?".into(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        finished[i] = true;
+        if files[i].name == PORTRAIT {
             if let Some(tx) = &portrait_changed {
                 // The receiver only goes away when its own fold is abandoned.
                 let _ = tx.send(PortraitChanged {
-                    version: done.report.version,
-                    customers: done.customers.clone(),
+                    version: folded.report.version,
+                    customers: folded.customers.clone(),
                 });
             }
-            report.changed_customers = done.customers;
-            report.portrait_version = done.report.version;
+            report.changed_customers = folded.customers;
+            report.portrait_version = folded.report.version;
         }
-        report.marts.push(done.report);
+        reports[i] = Some(folded.report);
     }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    report.marts = reports.into_iter().flatten().collect();
     Ok(report)
+}
+
+/// What every mart of one fold reads: the raw tables pinned once, and the marts as the
+/// fold has left them so far (`marts`, re-pointed as each mart commits).
+struct Job {
+    lake: LakeUrl,
+    raw: Vec<PinnedRaw>,
+    files: Vec<MartFile>,
+    /// The session the others are made from: they share its object stores.
+    base: SessionContext,
+    raw_schema: Arc<MemorySchemaProvider>,
+    marts: Arc<MemorySchemaProvider>,
+    /// Each mart as opened at the start; its own fold takes it (this process is the marts'
+    /// only writer, so nothing moved it since).
+    tables: std::sync::Mutex<std::collections::HashMap<String, MartTable>>,
+}
+
+impl Job {
+    /// Folds file `i` in a session of its own: `new_raw`, `prev_mart`, the views and the
+    /// `changed` table are the mart's own, `raw` and `mart` are shared.
+    async fn fold(&self, i: usize) -> Result<Folded, FoldError> {
+        let ctx = SessionContext::new_with_config_rt(self.base.copied_config(), self.base.runtime_env());
+        super::functions::register(&ctx);
+        if let Some(catalog) = ctx.catalog("datafusion") {
+            let _ = catalog.register_schema("raw", self.raw_schema.clone());
+            let _ = catalog.register_schema("mart", self.marts.clone());
+        }
+        let new_raw = schema(&ctx, "new_raw");
+        let prev = schema(&ctx, "prev_mart");
+        let sources = Sources {
+            lake: &self.lake,
+            raw: &self.raw,
+            new_raw: &new_raw,
+            prev: &prev,
+        };
+        let views: Vec<&MartFile> = self.files[..i]
+            .iter()
+            .filter(|f| matches!(f.kind, Kind::View { .. }))
+            .collect();
+        let file = &self.files[i];
+        let opened = self
+            .tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&file.name);
+        let mart = match opened {
+            Some(mart) => mart,
+            None => MartTable::open(&self.lake, &file.name).await?,
+        };
+        fold_mart(&ctx, &sources, &views, &self.marts, file, mart).await
+    }
 }
 
 /// What folding one mart did, and for the portrait the customers whose rows it changed.
@@ -191,10 +295,10 @@ async fn fold_mart(
     views: &[&MartFile],
     marts: &MemorySchemaProvider,
     file: &MartFile,
+    mut mart: MartTable,
 ) -> Result<Folded, FoldError> {
     let span = tracing::info_span!("mart", mart = %file.name);
     let (mart, done) = async {
-        let mut mart = MartTable::open(sources.lake, &file.name).await?;
         let done = fold_one(ctx, sources, views, &mut mart, file).await?;
         Ok::<_, FoldError>((mart, done))
     }

@@ -72,7 +72,12 @@ pub(super) fn folded_versions(mart: &str, folded: &BTreeMap<String, u64>) -> Com
         .iter()
         .map(|(input, &v)| Transaction::new(crate::lake::mart::folded_app_id(mart, input), v as i64))
         .collect();
-    CommitProperties::default().with_application_transactions(txns)
+    // The checkpoint a commit may be due is written after the fold has announced its
+    // customers (`mart::checkpoint_folded`), not inside the chain a fresh list waits for.
+    CommitProperties::default()
+        .with_application_transactions(txns)
+        .with_create_checkpoint(false)
+        .with_cleanup_expired_logs(Some(false))
 }
 
 /// Creates the mart table, or MERGEs `batches` into it by key (matched rows updated, or

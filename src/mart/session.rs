@@ -63,8 +63,8 @@ pub async fn mart_session(
     let mart_schema = Arc::new(MemorySchemaProvider::new());
     let mut names = Vec::new();
     let mut versions = MartVersions::new();
-    for mart in marts {
-        let table = MartTable::open(lake, mart).await?;
+    let opened = futures::future::try_join_all(marts.iter().map(|m| MartTable::open(lake, m))).await?;
+    for (mart, table) in marts.iter().zip(opened) {
         if let Some(provider) = table.provider(&ctx).await? {
             mart_schema.register_table(mart.clone(), provider)?;
             names.push(format!("mart.{mart}"));

@@ -92,6 +92,12 @@ pub struct Ease {
     /// (`item_knn`); empty in models fitted before it was kept.
     #[serde(default)]
     pub knn: Vec<Vec<(u32, f32)>>,
+    /// Implicit ALS over the same matrix (its product factors in `items` order): it scores
+    /// the whole catalogue where EASE keeps only `max_items`, and it ranks products the
+    /// customer never touched by taste rather than by co-occurrence. `None` when turned off
+    /// (`recommend.als_factors` 0) and in models fitted before it was kept.
+    #[serde(default)]
+    pub als: Option<Als>,
 }
 
 impl Ease {
@@ -153,6 +159,7 @@ impl Ease {
             items: x.items.clone(),
             weights,
             knn: item_knn(x),
+            als: None,
         })
     }
 
@@ -229,8 +236,9 @@ pub fn interest(views: i64, carts: i64, orders: i64, age_days: f64) -> f64 {
 }
 
 /// Implicit ALS: confidence 1 + alpha * weight on observed cells, preference 1 there and 0
-/// elsewhere; only the product factors are kept, customers are folded in.
-#[derive(Debug, Clone, Default)]
+/// elsewhere; only the product factors are kept, customers are folded in. The k x k work
+/// per row goes through faer's matrix products, not loops of our own.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Als {
     pub items: Vec<String>,
     pub factors: usize,
@@ -238,6 +246,9 @@ pub struct Als {
     pub lambda: f64,
     /// n x k, row per product.
     pub item_factors: Vec<Vec<f64>>,
+    /// `item_factors` as one matrix, built once on first use.
+    #[serde(skip)]
+    dense: std::sync::OnceLock<Mat<f64>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -261,43 +272,38 @@ impl Default for AlsParams {
     }
 }
 
-/// Solves (Y'Y + sum (c - 1) y y' + lambda I) x = sum c y for one row's cells.
-fn solve_row(yty: &Mat<f64>, factors: &[Vec<f64>], cells: &[(u32, f32)], alpha: f64, lambda: f64) -> Vec<f64> {
+/// Solves (Y'Y + sum (c - 1) y y' + lambda I) x = sum c y for one row's cells, with
+/// Y = `factors` (a row per index) and c = 1 + alpha * weight.
+fn solve_row(yty: &Mat<f64>, factors: &Mat<f64>, cells: &[(u32, f32)], alpha: f64, lambda: f64) -> Mat<f64> {
     let k = yty.nrows();
-    let mut a: Vec<f64> = (0..k * k).map(|i| yty[(i / k, i % k)]).collect();
-    let mut b = vec![0.0; k];
-    for (i, w) in cells {
-        let c = 1.0 + alpha * f64::from(*w);
-        let y = &factors[*i as usize];
-        for (r, yr) in y.iter().enumerate() {
-            b[r] += c * yr;
-            let row = &mut a[r * k..(r + 1) * k];
-            for (cell, ys) in row.iter_mut().zip(y) {
-                *cell += (c - 1.0) * yr * ys;
-            }
-        }
+    let m = cells.len();
+    let y = Mat::<f64>::from_fn(m, k, |i, r| factors[(cells[i].0 as usize, r)]);
+    let extra = Mat::<f64>::from_fn(m, k, |i, r| alpha * f64::from(cells[i].1) * y[(i, r)]);
+    let c = Mat::<f64>::from_fn(m, 1, |i, _| 1.0 + alpha * f64::from(cells[i].1));
+    let mut a = yty + y.transpose() * &extra;
+    for d in 0..k {
+        a[(d, d)] += lambda;
     }
-    let a = Mat::<f64>::from_fn(k, k, |r, s| a[r * k + s] + if r == s { lambda } else { 0.0 });
-    let b = Mat::<f64>::from_fn(k, 1, |r, _| b[r]);
+    let b = y.transpose() * &c;
     match a.llt(Side::Lower) {
-        Ok(llt) => {
-            let x = llt.solve(&b);
-            (0..k).map(|r| x[(r, 0)]).collect()
-        }
-        Err(_) => vec![0.0; k],
+        Ok(llt) => llt.solve(&b),
+        Err(_) => Mat::zeros(k, 1),
     }
 }
 
-fn gram(factors: &[Vec<f64>], k: usize) -> Mat<f64> {
-    let mut g = vec![0.0; k * k];
-    for y in factors {
-        for (r, yr) in y.iter().enumerate() {
-            for (cell, ys) in g[r * k..(r + 1) * k].iter_mut().zip(y) {
-                *cell += yr * ys;
-            }
-        }
-    }
-    Mat::<f64>::from_fn(k, k, |r, s| g[r * k + s])
+fn dense(rows: &[Vec<f64>], k: usize) -> Mat<f64> {
+    Mat::from_fn(rows.len(), k, |i, r| rows[i].get(r).copied().unwrap_or(0.0))
+}
+
+/// Solves every row against `factors` and returns them as a matrix, a row per row.
+fn solve_all(rows: &[Vec<(u32, f32)>], factors: &Mat<f64>, p: &AlsParams) -> Mat<f64> {
+    let k = factors.ncols();
+    let gram = factors.transpose() * factors;
+    let solved: Vec<Mat<f64>> = rows
+        .iter()
+        .map(|row| solve_row(&gram, factors, row, p.alpha, p.lambda))
+        .collect();
+    Mat::from_fn(rows.len(), k, |i, r| solved[i][(r, 0)])
 }
 
 impl Als {
@@ -308,55 +314,53 @@ impl Als {
             return Err(CollabError::Empty("no customer has an interaction"));
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(p.seed);
-        let mut items: Vec<Vec<f64>> = (0..n)
+        let start: Vec<Vec<f64>> = (0..n)
             .map(|_| (0..k).map(|_| rng.random_range(-0.01..0.01)).collect())
             .collect();
+        let mut items = dense(&start, k);
         let mut by_item: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
         for (u, row) in x.rows.iter().enumerate() {
             for (i, w) in row {
                 by_item[*i as usize].push((u as u32, *w));
             }
         }
-        let mut users: Vec<Vec<f64>> = vec![vec![0.0; k]; x.rows.len()];
         for _ in 0..p.iterations {
-            let yty = gram(&items, k);
-            users = x
-                .rows
-                .iter()
-                .map(|row| solve_row(&yty, &items, row, p.alpha, p.lambda))
-                .collect();
-            let xtx = gram(&users, k);
-            items = by_item
-                .iter()
-                .map(|col| solve_row(&xtx, &users, col, p.alpha, p.lambda))
-                .collect();
+            let users = solve_all(&x.rows, &items, &p);
+            items = solve_all(&by_item, &users, &p);
         }
-        Ok(Self {
+        let item_factors = (0..n).map(|i| (0..k).map(|r| items[(i, r)]).collect()).collect();
+        let als = Self {
             items: x.items.clone(),
             factors: k,
             alpha: p.alpha,
             lambda: p.lambda,
-            item_factors: items,
-        })
+            item_factors,
+            dense: std::sync::OnceLock::new(),
+        };
+        let _ = als.dense.set(items);
+        Ok(als)
+    }
+
+    fn matrix(&self) -> &Mat<f64> {
+        self.dense.get_or_init(|| dense(&self.item_factors, self.factors))
     }
 
     /// Scores of every product for a history, folding the customer in.
     pub fn scores(&self, history: &[(u32, f32)]) -> Vec<f32> {
-        let yty = gram(&self.item_factors, self.factors);
-        self.scores_with(&yty, history)
+        self.scores_with(&self.gram(), history)
     }
 
     /// As `scores`, with the product factors' Gram matrix computed once for many customers.
     pub fn scores_with(&self, yty: &Mat<f64>, history: &[(u32, f32)]) -> Vec<f32> {
-        let u = solve_row(yty, &self.item_factors, history, self.alpha, self.lambda);
-        self.item_factors
-            .iter()
-            .map(|y| y.iter().zip(&u).map(|(a, b)| a * b).sum::<f64>() as f32)
-            .collect()
+        let f = self.matrix();
+        let u = solve_row(yty, f, history, self.alpha, self.lambda);
+        let s = f * &u;
+        (0..s.nrows()).map(|i| s[(i, 0)] as f32).collect()
     }
 
     pub fn gram(&self) -> Mat<f64> {
-        gram(&self.item_factors, self.factors)
+        let f = self.matrix();
+        f.transpose() * f
     }
 }
 
@@ -428,6 +432,37 @@ mod tests {
         .unwrap();
         let h = x.history([("x", 1.0), ("z", 1.0)]);
         assert_eq!(best(&x, &als.scores(&h), &["x", "z"]), "y");
+    }
+
+    #[test]
+    fn als_stored_beside_ease_reaches_products_ease_left_out() {
+        // More customers of a, b, c: EASE keeps those three, and x, y, z are beyond its cap.
+        let extra: Vec<String> = (0..10).map(|n| format!("w{n}")).collect();
+        let mut cells: Vec<(&str, &str, f64)> = Vec::new();
+        let base = two_tastes();
+        for (u, row) in base.customers.iter().zip(&base.rows) {
+            cells.extend(
+                row.iter()
+                    .map(|(i, w)| (u.as_str(), base.items[*i as usize].as_str(), f64::from(*w))),
+            );
+        }
+        for u in &extra {
+            cells.extend(["a", "b", "c"].map(|i| (u.as_str(), i, 1.0)));
+        }
+        let x = Interactions::from_cells(cells);
+        let mut ease = Ease::fit(&x, 1.0, 3).unwrap();
+        let left_out = ["x", "y", "z"];
+        assert!(left_out.iter().all(|i| ease.weights[x.index[*i] as usize].is_empty()));
+        let params = AlsParams {
+            factors: 4,
+            ..Default::default()
+        };
+        ease.als = Some(Als::fit(&x, params).unwrap());
+        let stored: Ease = serde_json::from_str(&serde_json::to_string(&ease).unwrap()).unwrap();
+        let h = x.history([(left_out[0], 1.0), (left_out[2], 1.0)]);
+        assert!(ease.scores(&h).iter().all(|&s| s == 0.0), "EASE has nothing to say");
+        let als = stored.als.expect("ALS is stored with EASE");
+        assert_eq!(best(&x, &als.scores(&h), &[left_out[0], left_out[2]]), left_out[1]);
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub struct Recommender {
     /// EASE's regularisation and product cap when `train` refits it.
     pub ease_lambda: f64,
     pub ease_max_items: usize,
+    pub als_factors: usize,
     /// How far back the marts are read for next-purchase labels (see the config).
     pub label_horizon_days: u32,
     /// Snapshots, a horizon apart, the novel head learns from (see the config).
@@ -121,6 +122,7 @@ impl Recommender {
             top_k,
             ease_lambda: crate::config::RecommendConfig::default().ease_lambda,
             ease_max_items: crate::config::RecommendConfig::default().ease_max_items,
+            als_factors: crate::config::RecommendConfig::default().als_factors,
             label_horizon_days: crate::config::RecommendConfig::default().train_label_horizon_days,
             novel_cutoffs: crate::config::RecommendConfig::default().train_novel_cutoffs,
             explore: policy::Explore::default(),
@@ -136,6 +138,7 @@ impl Recommender {
         let mut r = Self::new(lake, catalog, rules, config.recommend.top_k);
         r.ease_lambda = config.recommend.ease_lambda;
         r.ease_max_items = config.recommend.ease_max_items;
+        r.als_factors = config.recommend.als_factors;
         r.label_horizon_days = config.recommend.train_label_horizon_days;
         r.novel_cutoffs = config.recommend.train_novel_cutoffs;
         r.explore = policy::Explore {

@@ -10,7 +10,7 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
 /// Feature names, in vector order; `rank::novel_features` fills them.
-pub const NOVEL_FEATURES: [&str; 16] = [
+pub const NOVEL_FEATURES: [&str; 19] = [
     // Item-kNN and EASE over the customer's best never-bought score, and by rank among
     // the never-bought (1 / log2(rank + 2); 0 outside the top `COLLABORATIVE`).
     "knn_new",
@@ -33,6 +33,10 @@ pub const NOVEL_FEATURES: [&str; 16] = [
     "neighbour",
     "affinity",
     "viewed_before",
+    // ALS over the customer's best never-bought score, by rank, and with history.
+    "als_new",
+    "als_rank",
+    "history_als",
 ];
 
 pub type NovelX = [f64; NOVEL_FEATURES.len()];

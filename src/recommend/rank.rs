@@ -38,6 +38,10 @@ pub struct Signals {
     pub knn_rank: f64,
     /// Item-kNN over the newest `RECENT_DAYS` of the customer's history only, over its best.
     pub knn_recent: f64,
+    /// ALS (the customer folded in) over the customer's best never-touched product, and by
+    /// rank among the never-touched, as for EASE.
+    pub als_new: f64,
+    pub als_rank: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -255,6 +259,18 @@ fn candidates(c: &Customer, cat: &CatalogueView, rules: &Rules, ctx: &Context) -
             false,
             |s, v| (s.knn, s.knn_new, s.knn_rank) = (v.over_best, v.over_best_new, v.rank_new),
         );
+        // ALS proposes by taste over the whole catalogue, beyond what co-occurs.
+        if let (Some(als), Some(gram)) = (&cf.ease.als, &cf.als_gram) {
+            propose(
+                &mut pool,
+                cat,
+                cf,
+                &als.scores_with(gram, &history),
+                &touched,
+                false,
+                |s, v| (s.als_new, s.als_rank) = (v.over_best_new, v.rank_new),
+            );
+        }
         let recent = cf.ease.knn_scores(&recent);
         let best = recent.iter().copied().fold(0.0f32, f32::max);
         if best > 0.0 {
@@ -409,6 +425,9 @@ pub fn novel_features(q: &Product, s: &Signals, ctx: &Context) -> Option<NovelX>
         s.neighbour,
         s.affinity,
         f64::from(ctx.viewed.contains(id)),
+        s.als_new,
+        s.als_rank,
+        history * s.als_new,
     ])
 }
 

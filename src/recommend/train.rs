@@ -274,12 +274,22 @@ async fn ease_of(r: &Recommender, marts: &Marts, window_days: u32) -> Result<Opt
     let mut ease =
         Ease::fit(&x, r.ease_lambda, r.ease_max_items).map_err(|e| RecommendError::Config(format!("EASE: {e}")))?;
     ease.version = format!("ease{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
+    let ease_ms = started.elapsed().as_millis() as u64;
+    let started = std::time::Instant::now();
+    if r.als_factors > 0 {
+        let params = collab::AlsParams {
+            factors: r.als_factors,
+            ..Default::default()
+        };
+        ease.als = Some(collab::Als::fit(&x, params).map_err(|e| RecommendError::Config(format!("ALS: {e}")))?);
+    }
     tracing::info!(
         version = %ease.version,
         products = x.items.len(),
         customers = x.rows.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "EASE fitted"
+        ease_ms,
+        als_ms = started.elapsed().as_millis() as u64,
+        "EASE and ALS fitted"
     );
     Ok(Some(ease))
 }

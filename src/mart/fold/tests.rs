@@ -97,8 +97,8 @@ impl Lab {
     }
 
     async fn try_fold(&self) -> Result<FoldReport, FoldError> {
-        let raw = [self.raw().await];
-        fold_pinned(&self.lake, &raw, &self.files, None, Instant::now()).await
+        let raw = vec![self.raw().await];
+        fold_pinned(&self.lake, raw, &self.files, None, Instant::now()).await
     }
 
     async fn fold(&self) -> FoldReport {
