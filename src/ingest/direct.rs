@@ -93,10 +93,11 @@ pub async fn land_json(
     let rows = batch.finish(table.arrow_schema().as_ref()).map_err(|e| e.to_string())?;
     let offsets = BTreeMap::from([(0, (stored, next - 1))]);
     let committed = table.commit(rows, &offsets).await.map_err(|e| e.to_string())?;
-    if let Some(due) = table.checkpoint_due() {
-        crate::lake::maintenance::checkpoint_table(&due)
-            .await
-            .map_err(|e| format!("checkpoint: {e}"))?;
+    if let Some(due) = table.checkpoint_due(committed.version)
+        && let Err(e) = crate::lake::maintenance::checkpoint_table(&due).await
+    {
+        // The rows are in; the next checkpoint due, or upkeep, writes one.
+        tracing::warn!(error = %e, "raw table checkpoint failed");
     }
     Ok(committed)
 }

@@ -548,7 +548,7 @@ impl<O: Outbox> Pipeline<O> {
             // The data is safely in the lake; marts also catch up from table versions.
             warn!(error = %e, "lake commit announcement lost");
         }
-        if let Some(table) = self.tables.get(topic).and_then(RawTable::checkpoint_due) {
+        if let Some(table) = self.tables.get(topic).and_then(|t| t.checkpoint_due(committed.version)) {
             // Off the flush path; a failed one is written by the next one due or by upkeep.
             self.handle.spawn(async move {
                 if let Err(e) = crate::lake::maintenance::checkpoint_table(&table).await {

@@ -73,13 +73,13 @@ pub struct RawTable {
 }
 
 impl RawTable {
-    /// The table as of its newest commit when that commit is due a checkpoint (commits
-    /// here skip delta-rs's own hook): `lake::maintenance::checkpoint_table` writes it.
-    pub fn checkpoint_due(&self) -> Option<DeltaTable> {
-        let version = self.table.version()?;
-        (version + 1)
-            .is_multiple_of(crate::lake::CHECKPOINT_INTERVAL)
-            .then(|| self.table.clone())
+    /// The table as of commit `version`, when that commit is due a checkpoint (commits
+    /// here skip delta-rs's own hook) and the table is still at it:
+    /// `lake::maintenance::checkpoint_table` writes it. A table read back at another
+    /// writer's version gives none; the maintenance pass checkpoints it.
+    pub fn checkpoint_due(&self, version: u64) -> Option<DeltaTable> {
+        let due = (version + 1).is_multiple_of(crate::lake::CHECKPOINT_INTERVAL);
+        (due && self.table.version() == Some(version)).then(|| self.table.clone())
     }
 
     /// Opens the table if it exists; otherwise the first write creates it.
@@ -278,7 +278,7 @@ impl RawTable {
             .with_cleanup_expired_logs(Some(false));
         let (version, files) = match self.write(rows, props).await {
             Ok(done) => done,
-            // An error after the commit landed (its checkpoint, reading the table back) is
+            // An error after the commit landed (reading the table back) is
             // not the rows' fault: the log says whether they are in, and if they are, the
             // batch is committed and nothing may be dead-lettered.
             Err(e) => match self.landed_despite(offsets).await {
@@ -351,7 +351,7 @@ impl RawTable {
                 (version, self.added_files(version).await)
             }
         };
-        // Lets a test make the lake fail after the commit landed, as a checkpoint write can.
+        // Lets a test make the lake fail after the commit landed, as reading it back can.
         if std::env::var_os("HOFFREC_TEST_REJECT_AFTER_COMMIT").is_some() {
             return Err(TableError::Rejected {
                 table: self.name.clone(),

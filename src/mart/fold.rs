@@ -1,4 +1,5 @@
-//! One fold: every mart in `mart_sql/` order takes in the raw rows that landed since it last
+//! One fold: every mart in `mart_sql/` (in file order where one reads another, side by
+//! side where not: `super::waves`) takes in the raw rows that landed since it last
 //! folded and MERGEs what they change into its Delta table, together with the input
 //! versions it has now folded in (`txn` actions, in the same commit).
 //!
@@ -92,7 +93,7 @@ fn schema(ctx: &SessionContext, name: &str) -> Arc<MemorySchemaProvider> {
     provider
 }
 
-/// Runs every file once, in order.
+/// Runs every file once; a mart after the marts it reads.
 pub async fn fold(lake: &LakeUrl, catalog: &Catalog, files: &[MartFile]) -> Result<FoldReport, FoldError> {
     fold_announcing(lake, catalog, files, None).await
 }
@@ -181,6 +182,9 @@ async fn fold_pinned(
     let mut report = FoldReport::default();
     let mut failure = None;
     let mut running = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    // Marts this fold committed to, for the checkpoints their commits are due.
+    let mut committed = Vec::new();
     loop {
         // After a failure the marts already running finish; no new one starts.
         if failure.is_none() {
@@ -188,7 +192,9 @@ async fn fold_pinned(
                 if !started[i] && waits[i].iter().all(|&w| finished[w]) {
                     started[i] = true;
                     let job = job.clone();
-                    running.spawn(async move { (i, job.fold(i).await) }.instrument(tracing::Span::current()));
+                    let task =
+                        running.spawn(async move { (i, job.fold(i).await) }.instrument(tracing::Span::current()));
+                    names.insert(task.id(), files[i].name.clone());
                 }
             }
         }
@@ -203,13 +209,18 @@ async fn fold_pinned(
             }
             Err(e) => {
                 failure.get_or_insert(FoldError::Stopped {
-                    mart: "?".into(),
+                    mart: names.get(&e.id()).cloned().unwrap_or_default(),
                     reason: e.to_string(),
                 });
                 continue;
             }
         };
         finished[i] = true;
+        if folded.committed
+            && let Some(version) = folded.report.version
+        {
+            committed.push((folded.report.mart.clone(), version));
+        }
         if files[i].name == PORTRAIT {
             if let Some(tx) = &portrait_changed {
                 // The receiver only goes away when its own fold is abandoned.
@@ -223,11 +234,28 @@ async fn fold_pinned(
         }
         reports[i] = Some(folded.report);
     }
+    // After every commit, the portrait's announced: also when a mart failed, for those
+    // that did commit.
+    checkpoint(lake, &committed).await;
     if let Some(e) = failure {
         return Err(e);
     }
     report.marts = reports.into_iter().flatten().collect();
     Ok(report)
+}
+
+/// Writes the checkpoints the marts' commits are due: they commit with delta-rs's own
+/// hook off (`merge::folded_versions`) so that it is not in the chain a fresh list waits
+/// for. A failed one is only logged: the next one due, or the maintenance pass, writes it.
+async fn checkpoint(lake: &LakeUrl, committed: &[(String, u64)]) {
+    for (mart, version) in committed {
+        let path = crate::lake::mart::path(mart);
+        match crate::lake::maintenance::checkpoint_if_due(lake, &path, *version).await {
+            Ok(true) => tracing::debug!(mart, version, "mart checkpointed"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(mart, version, error = %e, "mart checkpoint failed"),
+        }
+    }
 }
 
 /// What every mart of one fold reads: the raw tables pinned once, and the marts as the
@@ -286,6 +314,8 @@ impl Job {
 struct Folded {
     report: MartReport,
     customers: Vec<String>,
+    /// The mart took a commit (it was behind its inputs).
+    committed: bool,
 }
 
 /// Folds one mart and points `mart.<name>` at what it wrote, for the files after it.
@@ -346,6 +376,7 @@ async fn fold_one(
         return Ok(Folded {
             report,
             customers: vec![],
+            committed: false,
         });
     }
     let unplanned = plan_views(ctx, views).await?;
@@ -405,7 +436,11 @@ async fn fold_one(
         write_ms = report.write_ms,
         "mart folded"
     );
-    Ok(Folded { report, customers })
+    Ok(Folded {
+        report,
+        customers,
+        committed: true,
+    })
 }
 
 fn row_count(batches: &[RecordBatch]) -> u64 {

@@ -73,7 +73,7 @@ pub(super) fn folded_versions(mart: &str, folded: &BTreeMap<String, u64>) -> Com
         .map(|(input, &v)| Transaction::new(crate::lake::mart::folded_app_id(mart, input), v as i64))
         .collect();
     // The checkpoint a commit may be due is written after the fold has announced its
-    // customers (`mart::checkpoint_folded`), not inside the chain a fresh list waits for.
+    // customers (`fold::checkpoint`), not inside the chain a fresh list waits for.
     CommitProperties::default()
         .with_application_transactions(txns)
         .with_create_checkpoint(false)

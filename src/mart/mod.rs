@@ -267,26 +267,11 @@ async fn fold_and_announce(
         let labels = vec![("mart", r.mart.clone())];
         m.rows_merged.get_or_create(&labels).inc_by(r.rows);
     }
-    checkpoint_folded(marts, &report).await;
     summary.folds += 1;
     summary.changed_customers += report.changed_customers.len() as u64;
     summary.rows_merged += report.marts.iter().map(|r| r.rows).sum::<u64>();
     summary.last = Some(report);
     Ok(())
-}
-
-/// The checkpoints the fold's commits are due (they skip delta-rs's own hook). A failed
-/// one is only logged: the next one due, or the maintenance pass, writes it.
-async fn checkpoint_folded(marts: &Marts, report: &FoldReport) {
-    for r in &report.marts {
-        let Some(version) = r.version else { continue };
-        let path = crate::lake::mart::path(&r.mart);
-        match crate::lake::maintenance::checkpoint_if_due(&marts.lake, &path, version).await {
-            Ok(true) => tracing::debug!(mart = %r.mart, version, "mart checkpointed"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(mart = %r.mart, version, error = %e, "mart checkpoint failed"),
-        }
-    }
 }
 
 fn announcer(config: &Config, marts: &Marts) -> Result<Announcer, MartError> {

@@ -264,7 +264,8 @@ async fn collab_interactions(marts: &Marts, window_days: u32) -> Result<collab::
     Ok(collab::Interactions::from_cells(cells))
 }
 
-/// EASE over these marts' window; `None` while no customer has touched a product.
+/// EASE, and ALS beside it (`als_factors` > 0), over these marts' window; `None` while no
+/// customer has touched a product.
 async fn ease_of(r: &Recommender, marts: &Marts, window_days: u32) -> Result<Option<Ease>, RecommendError> {
     let x = collab_interactions(marts, window_days).await?;
     if x.items.is_empty() {
@@ -294,8 +295,8 @@ async fn ease_of(r: &Recommender, marts: &Marts, window_days: u32) -> Result<Opt
     Ok(Some(ease))
 }
 
-/// Refits EASE on the newest `window_days` of the marts and makes it the one candidates
-/// come from. `None` while no customer has touched a product.
+/// Refits EASE and ALS on the newest `window_days` of the marts and makes them the ones
+/// candidates come from. `None` while no customer has touched a product.
 pub async fn fit_collab(r: &Recommender, window_days: u32) -> Result<Option<Ease>, RecommendError> {
     let marts = Marts::open(&r.lake).await?;
     let ease = ease_of(r, &marts, window_days).await?;

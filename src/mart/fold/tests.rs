@@ -394,3 +394,34 @@ async fn a_column_the_topic_gained_reads_as_null_in_tables_written_before() {
     };
     assert_eq!(nulls(added).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fold_writes_the_checkpoint_its_commits_are_due() {
+    // Mart commits skip delta-rs's own hook; the fold writes the checkpoint instead.
+    let lab = Lab::new();
+    let mut version = None;
+    for n in 0..crate::lake::CHECKPOINT_INTERVAL as i64 {
+        lab.land(&[("a", n)]).await;
+        version = lab
+            .fold()
+            .await
+            .marts
+            .iter()
+            .find(|m| m.mart == "moved")
+            .and_then(|m| m.version);
+    }
+    let due = crate::lake::CHECKPOINT_INTERVAL - 1;
+    assert_eq!(version, Some(due));
+    let log = lab
+        ._dir
+        .path()
+        .join("lake")
+        .join(crate::lake::mart::path("moved"))
+        .join("_delta_log");
+    let checkpoint = log.join(format!("{due:020}.checkpoint.parquet"));
+    assert!(
+        checkpoint.exists(),
+        "no checkpoint at version {due} in {}",
+        log.display()
+    );
+}
