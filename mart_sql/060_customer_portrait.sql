@@ -158,15 +158,20 @@ social AS (
     ) p
     WHERE newest = 1
 ),
+-- Each purpose's newest decision. The raw tables a purpose governs reach this SQL gated
+-- already (`consent_purpose` in topics/, src/mart/consent.rs): after a withdrawal the
+-- social and register blocks above find nothing of the customer's.
 consent AS (
-    SELECT customer_id, action, event_id, event_time
+    SELECT customer_id,
+           array_join(array_sort(array_agg(purpose) FILTER (WHERE action = 'given')), ',') AS consents,
+           array_join(array_sort(array_agg(concat(purpose, ' ', action, ' in ', event_id))), '; ') AS consents_because
     FROM (
-        SELECT k.customer_id, k.action, k.event_id, k.event_time,
-               row_number() OVER (PARTITION BY k.customer_id ORDER BY k.event_time DESC, k.event_id DESC) AS newest
+        SELECT k.customer_id, k.purpose, k.action, k.event_id,
+               row_number() OVER (PARTITION BY k.customer_id, k.purpose ORDER BY k.event_time DESC, k.event_id DESC) AS newest
         FROM raw.site_consent k JOIN changed c ON c.customer_id = k.customer_id
-        WHERE k.purpose = 'social_profile'
     ) k
     WHERE newest = 1
+    GROUP BY customer_id
 ),
 joined AS (
     SELECT a.customer_id,
@@ -223,8 +228,8 @@ joined AS (
            h.cadastral_per_sq_m_kopecks,
            h.amenities,
            CAST(floor((a.as_of_ms - h.registered_ms) / 86400000.0) AS INT) AS days_since_registration,
-           k.action AS consent_action,
-           k.event_id AS consent_event_id
+           k.consents,
+           k.consents_because
     FROM as_of a
     LEFT JOIN visits v ON v.customer_id = a.customer_id
     LEFT JOIN undecided u ON u.customer_id = a.customer_id
@@ -366,10 +371,11 @@ SELECT customer_id,
        coalesce(array_contains(amenities, 'sauna'), false) AS has_sauna,
        coalesce(array_contains(amenities, 'pool'), false) AS has_pool,
        CASE WHEN interests IS NULL THEN NULL ELSE array_join(interests, ',') END AS social_interests,
-       coalesce(consent_action = 'given', false) AS social_consent,
-       CASE WHEN consent_event_id IS NULL THEN 'no social_profile consent recorded'
-            ELSE concat('newest_consent: ', consent_event_id, ' ', consent_action)
-       END AS social_consent_because,
+       -- The purposes whose newest consent is `given`, comma-separated ('' for none).
+       coalesce(consents, '') AS consents,
+       CASE WHEN consents_because IS NULL THEN 'newest_consent: none recorded'
+            ELSE concat('newest_consent: ', consents_because)
+       END AS consents_because,
        lifecycle_stage,
        CASE WHEN coalesce(days_since_renovation_purchase, 9999) <= 90
             THEN concat('newest_purchase: Ремонт materials ', CAST(days_since_renovation_purchase AS STRING), ' days ago')

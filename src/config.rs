@@ -238,7 +238,7 @@ pub struct MartConfig {
     /// Consumer group reading `lake.commits` (the trigger; one mart process at a time).
     pub group: String,
     /// After a lake commit arrives, wait this long for more before folding, so a burst
-    /// of commits costs one fold.
+    /// of commits costs one fold. Every millisecond here is one a fresh list waits.
     pub debounce_ms: u64,
     /// Fold at least this often even with no lake commits seen (0: only on commits).
     pub interval_ms: u64,
@@ -255,7 +255,7 @@ impl Default for MartConfig {
         Self {
             sql_dir: PathBuf::from("mart_sql"),
             group: "hoffrec-mart".into(),
-            debounce_ms: 1_000,
+            debounce_ms: 50,
             interval_ms: 60_000,
             target_file_bytes: 128 * 1024 * 1024,
             maintenance: MaintenanceConfig::default(),
@@ -321,7 +321,7 @@ impl Default for RecommendConfig {
             group: "hoffrec-recommend".into(),
             top_k: 10,
             batch_ms: 1_000,
-            batch_quiet_ms: 50,
+            batch_quiet_ms: 20,
             valid_for_ms: 7 * 24 * 3600 * 1000,
             model_check_ms: 10_000,
             rules_file: None,

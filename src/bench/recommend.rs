@@ -44,7 +44,6 @@ pub async fn run(config: &Config, customers: usize) -> Result<RecommendBenchRepo
     config.ingest.topics = vec!["raw.site.session_start".into(), "raw.site.product_view".into()];
     config.ingest.flush_interval_ms = 1_000;
     config.mart.group = format!("bench-{stamp}-mart");
-    config.mart.debounce_ms = 100;
     config.mart.interval_ms = 0;
     config.recommend.group = format!("bench-{stamp}-recommend");
     config.recommend.batch_ms = 1_000;

@@ -94,6 +94,9 @@ pub struct Source {
     pub mapping: BTreeMap<String, source::FieldSpec>,
 }
 
+/// The event schema of consent decisions (`avro/consent.avsc`).
+pub const CONSENT_EVENT: &str = "consent";
+
 /// One `topics/<name>.toml` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +120,11 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
     #[serde(default)]
     pub source: Option<Source>,
+    /// The consent purpose that governs this topic's rows: the marts use a customer's rows
+    /// only while their newest consent for it is `given`, and only rows collected since
+    /// (`mart_sql/027_consent_use.sql`); per-customer sources ask only such customers.
+    #[serde(default)]
+    pub consent_purpose: Option<String>,
     #[serde(skip)]
     pub file: PathBuf,
 }
@@ -225,6 +233,12 @@ impl Catalog {
     pub fn raw_topics(&self) -> impl Iterator<Item = &Topic> {
         self.topics.iter().filter(|t| t.role == Role::Raw)
     }
+
+    /// The raw topic of the customers' consent events.
+    pub fn consent_topic(&self) -> Option<&Topic> {
+        self.raw_topics()
+            .find(|t| t.value_schema.as_deref() == Some(CONSENT_EVENT))
+    }
 }
 
 fn read_topic_files(dir: &Path, problems: &mut Vec<Problem>) -> Vec<Topic> {
@@ -299,6 +313,16 @@ fn check_topics(
             }
             _ => {}
         }
+        if let Some(p) = &topic.consent_purpose
+            && (p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        {
+            problem(format!(
+                "consent_purpose '{p}' must be lowercase letters, digits and '_'"
+            ));
+        }
         let compacted = topic.cleanup_policy != CleanupPolicy::Delete;
         if compacted && topic.key.is_empty() {
             problem("a compacted topic needs a key: compaction keeps the last record per key".into());
@@ -325,6 +349,9 @@ fn check_topics(
                      a commit interval plus the slowest page must fit in one transaction",
                     http.commit_interval_ms, http.transaction_timeout_ms
                 ));
+            }
+            if source.http.as_ref().is_some_and(|h| h.per_customer.is_some()) && topic.consent_purpose.is_none() {
+                problem("a per_customer source reads customers by their consent: set consent_purpose".into());
             }
             if source.http.is_some() && source.mapping.is_empty() {
                 problem("an http_poll source needs a [source.mapping] onto its schema".into());

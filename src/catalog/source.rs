@@ -67,8 +67,9 @@ pub struct HttpSpec {
     pub joins: Vec<Join>,
 }
 
-/// The customers a social source may read: those whose newest consent event for `purpose`
-/// is `given` and names an account on `network` (`networks` entries like `vk:123`).
+/// The customers a social source may read: those whose newest consent event for the
+/// topic's `consent_purpose` is `given` and names an account on `network` (`networks`
+/// entries like `vk:123`).
 /// Each item gets `_customer_id`, `_account_id` and `_pass_ms` for the mapping.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,12 +78,6 @@ pub struct PerCustomer {
     /// Query parameter that takes the account id; absent, `{account}` in the URL does.
     #[serde(default)]
     pub param: Option<String>,
-    #[serde(default = "social_purpose")]
-    pub purpose: String,
-}
-
-fn social_purpose() -> String {
-    "social_profile".into()
 }
 
 /// A list fetched for the same customer (e.g. VK `groups.get`), paged on its own, and put

@@ -39,10 +39,7 @@ pub async fn run(
         dlq: catalog.require(Role::DeadLetter)?.name.clone(),
         schemas: &catalog.schemas,
         offsets: offsets_topic,
-        consent: catalog
-            .raw_topics()
-            .find(|t| t.value_schema.as_deref() == Some("consent"))
-            .cloned(),
+        consent: catalog.consent_topic().cloned(),
         kafka: kafka.clone(),
         telemetry: telemetry.clone(),
     };

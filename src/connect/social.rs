@@ -23,8 +23,10 @@ pub(super) async fn pass(shared: &Shared<'_>, source: &Source, per: &PerCustomer
         .consent
         .as_ref()
         .ok_or_else(|| ConnectError::Config("no raw topic carries consent events".into()))?;
+    // The catalog refuses a per-customer source without one.
+    let purpose = source.topic.consent_purpose.as_deref().unwrap_or_default();
     let customers =
-        tokio::task::block_in_place(|| consenting(&shared.kafka, topic, shared.schemas, &per.purpose, &per.network))?;
+        tokio::task::block_in_place(|| consenting(&shared.kafka, topic, shared.schemas, purpose, &per.network))?;
     let pass_ms = chrono::Utc::now().timestamp_millis();
     for (n, (customer, account)) in customers.into_iter().enumerate() {
         // A daily pass over thousands of customers at a few requests per second outlasts

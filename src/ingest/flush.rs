@@ -307,6 +307,16 @@ impl<O: Outbox> Pipeline<O> {
             .ok_or(IngestError::Internal("table vanished".into()))
     }
 
+    /// The version of the topic's table as this worker last saw it.
+    pub fn table_version(&self, topic: &str) -> Option<u64> {
+        self.tables.get(topic).and_then(RawTable::version)
+    }
+
+    /// Whether a commit is running: its end is what the worker waits for next.
+    pub fn committing(&self) -> bool {
+        self.running.any()
+    }
+
     /// Starts the commit of the topic's oldest batch unless a commit is already running.
     fn start_next(&mut self, topic: &str) {
         let Some(front) = self.queues.get_mut(topic).and_then(VecDeque::front_mut) else {

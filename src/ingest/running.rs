@@ -25,6 +25,11 @@ impl Running {
         RunningGuard(self.0.clone())
     }
 
+    /// Whether any commit is running.
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+
     /// Blocks until no commit runs or `limit` passes; false when they are still running.
     pub fn wait_idle(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;

@@ -78,7 +78,7 @@ impl RawTable {
     /// `lake::maintenance::checkpoint_table` writes it. A table read back at another
     /// writer's version gives none; the maintenance pass checkpoints it.
     pub fn checkpoint_due(&self, version: u64) -> Option<DeltaTable> {
-        let due = (version + 1).is_multiple_of(crate::lake::CHECKPOINT_INTERVAL);
+        let due = crate::lake::maintenance::checkpoint_due(version);
         (due && self.table.version() == Some(version)).then(|| self.table.clone())
     }
 
@@ -110,6 +110,11 @@ impl RawTable {
 
     pub fn exists(&self) -> bool {
         self.table.version().is_some()
+    }
+
+    /// The version this worker last committed or read.
+    pub fn version(&self) -> Option<u64> {
+        self.table.version()
     }
 
     pub fn arrow_schema(&self) -> Option<SchemaRef> {

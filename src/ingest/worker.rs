@@ -64,6 +64,9 @@ struct Maintenance {
     last_started: Instant,
     /// The table version the last pass saw (`u64::MAX`: none yet).
     seen_version: Arc<AtomicU64>,
+    /// The version of the last compaction, pass or not (`compact_every_commits` counts
+    /// from there; `u64::MAX`: none yet).
+    compacted_version: Arc<AtomicU64>,
 }
 
 pub struct Worker {
@@ -258,6 +261,11 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Duration {
+        // A finished commit is settled and announced after the poll returns: while one
+        // runs, a quiet topic must not keep a fresh batch unannounced for a whole timeout.
+        if self.pipeline.committing() {
+            return Duration::from_millis(5);
+        }
         // With records flowing, poll returns at once whatever the timeout.
         if self.batches.is_empty() {
             return Duration::from_millis(100);
@@ -467,18 +475,35 @@ impl Worker {
         }
         let interval = Duration::from_millis(self.config.maintenance.interval_ms);
         for topic in self.pipeline.stored().topics_with(0) {
+            let version = self.pipeline.table_version(&topic);
             let entry = self.maintenance.entry(topic.clone()).or_insert_with(|| Maintenance {
                 running: Arc::new(AtomicBool::new(false)),
                 last_started: Instant::now(),
                 seen_version: Arc::new(AtomicU64::new(u64::MAX)),
+                compacted_version: Arc::new(AtomicU64::new(version.unwrap_or(u64::MAX))),
             });
-            if entry.running.load(Ordering::Relaxed) || entry.last_started.elapsed() < interval {
+            if entry.running.load(Ordering::Relaxed) {
+                continue;
+            }
+            let every = self.config.maintenance.compact_every_commits;
+            let compacted = entry.compacted_version.load(Ordering::Relaxed);
+            if compacted == u64::MAX
+                && let Some(v) = version
+            {
+                entry.compacted_version.store(v, Ordering::Relaxed);
+            }
+            let busy =
+                every > 0 && compacted != u64::MAX && version.is_some_and(|v| v.saturating_sub(compacted) >= every);
+            if entry.last_started.elapsed() < interval {
+                if busy {
+                    compact_between_passes(&self.handle, &self.lake, &topic, &self.config, entry);
+                }
                 continue;
             }
             entry.last_started = Instant::now();
             entry.running.store(true, Ordering::Relaxed);
             let (running, lake, config) = (entry.running.clone(), self.lake.clone(), self.config.clone());
-            let seen = entry.seen_version.clone();
+            let (seen, compacted) = (entry.seen_version.clone(), entry.compacted_version.clone());
             let last = Some(seen.load(Ordering::Relaxed)).filter(|v| *v != u64::MAX);
             let table = crate::lake::raw::path(&topic);
             self.handle.spawn(async move {
@@ -487,6 +512,9 @@ impl Worker {
                         .await;
                 if let Ok(r) = &result {
                     seen.store(r.version, Ordering::Relaxed);
+                    if r.compacted {
+                        compacted.store(r.version, Ordering::Relaxed);
+                    }
                 }
                 match result {
                     Ok(r) if r.compacted => info!(
@@ -504,4 +532,41 @@ impl Worker {
             });
         }
     }
+}
+
+/// Compacts a raw table that took `maintenance.compact_every_commits` commits since its
+/// last compaction, between the full passes (which also checkpoint and vacuum). Appends
+/// by the other workers go on meanwhile: a compaction only removes files it rewrote.
+fn compact_between_passes(
+    handle: &tokio::runtime::Handle,
+    lake: &crate::lake::LakeUrl,
+    topic: &str,
+    config: &crate::config::IngestConfig,
+    entry: &Maintenance,
+) {
+    entry.running.store(true, Ordering::Relaxed);
+    let (running, compacted) = (entry.running.clone(), entry.compacted_version.clone());
+    let (lake, table, target) = (lake.clone(), crate::lake::raw::path(topic), config.target_file_bytes);
+    handle.spawn(async move {
+        let started = Instant::now();
+        let result = async {
+            let t = crate::lake::open_table(&lake, &table).await?;
+            crate::lake::maintenance::compact(t, target).await
+        }
+        .await;
+        match result {
+            Ok((t, m)) => {
+                compacted.store(t.version().unwrap_or_default(), Ordering::Relaxed);
+                info!(
+                    table,
+                    added = m.num_files_added,
+                    removed = m.num_files_removed,
+                    ms = started.elapsed().as_millis() as u64,
+                    "table compacted"
+                );
+            }
+            Err(e) => warn!(table, error = %e, "table compaction failed; will retry"),
+        }
+        running.store(false, Ordering::Relaxed);
+    });
 }

@@ -39,18 +39,7 @@ pub async fn run(
     if last_version.is_some_and(|v| version.saturating_sub(v) < config.min_commits) {
         return Ok(report);
     }
-    let target = NonZeroU64::new(target_file_bytes).unwrap_or(NonZeroU64::MIN);
-    // Compacted files are the ones that stay: dictionaries and zstd, unlike landing files.
-    let writer = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_dictionary_enabled(true)
-        .build();
-    let (table, metrics) = table
-        .optimize()
-        .with_type(OptimizeType::Compact)
-        .with_target_size(target)
-        .with_writer_properties(writer)
-        .await?;
+    let (table, metrics) = compact(table, target_file_bytes).await?;
     report.compacted = true;
     report.files_added = metrics.num_files_added;
     report.files_removed = metrics.num_files_removed;
@@ -66,17 +55,31 @@ pub async fn run(
     Ok(report)
 }
 
-/// Writes the checkpoint (and removes expired log files) that delta-rs's post-commit hook
-/// would have written after commit `version` of the table at `table_name`, when one is due.
-/// For writers that commit with the hook off (`CommitProperties::with_create_checkpoint`),
-/// so that the checkpoint is written after what waits on the commit, not inside it.
-pub async fn checkpoint_if_due(lake: &LakeUrl, table_name: &str, version: u64) -> Result<bool, DeltaTableError> {
-    if !(version + 1).is_multiple_of(super::CHECKPOINT_INTERVAL) {
-        return Ok(false);
-    }
-    let url = lake.table_url(table_name)?;
-    deltalake::checkpoints::create_checkpoint_from_table_url_and_cleanup(url, version, None, None).await?;
-    Ok(true)
+/// Bins the table's small files into files of about `target_file_bytes` (Delta optimize);
+/// files at that size already stay.
+pub async fn compact(
+    table: deltalake::DeltaTable,
+    target_file_bytes: u64,
+) -> Result<(deltalake::DeltaTable, deltalake::operations::optimize::Metrics), DeltaTableError> {
+    let target = NonZeroU64::new(target_file_bytes).unwrap_or(NonZeroU64::MIN);
+    // Compacted files are the ones that stay: dictionaries and zstd, unlike landing files.
+    let writer = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_dictionary_enabled(true)
+        .build();
+    table
+        .optimize()
+        .with_type(OptimizeType::Compact)
+        .with_target_size(target)
+        .with_writer_properties(writer)
+        .await
+}
+
+/// Whether commit `version` is one delta-rs's post-commit hook would have checkpointed.
+/// Writers that commit with the hook off (`CommitProperties::with_create_checkpoint`)
+/// ask this after what waits on the commit, and then call `checkpoint_table`.
+pub fn checkpoint_due(version: u64) -> bool {
+    (version + 1).is_multiple_of(super::CHECKPOINT_INTERVAL)
 }
 
 /// Writes a checkpoint of `table` at the version it holds, and removes expired log files,
@@ -97,6 +100,10 @@ pub struct MaintenanceConfig {
     pub min_commits: u64,
     /// Files no longer referenced are deleted once older than this.
     pub vacuum_retention_hours: u64,
+    /// Between passes, compact a table once it took this many commits since its last
+    /// compaction (0: only in the passes). Every commit adds files and readers open them
+    /// all: at a commit a second, ten minutes between passes were 600 small files.
+    pub compact_every_commits: u64,
 }
 
 impl Default for MaintenanceConfig {
@@ -105,6 +112,7 @@ impl Default for MaintenanceConfig {
             interval_ms: 10 * 60 * 1000,
             min_commits: 10,
             vacuum_retention_hours: 168,
+            compact_every_commits: 20,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! HA: the NameNodes come from Hadoop settings, `lake.hdfs_options` or `HADOOP_CONF_DIR`),
 //! with Kerberos when the settings say `hadoop.security.authentication = kerberos`.
 
+pub mod cache;
 pub mod columns;
 pub mod maintenance;
 pub mod mart;
@@ -26,7 +27,7 @@ use url::Url;
 pub const TABLE_PROPERTIES: [(&str, Option<&str>); 1] = [("delta.checkpointInterval", Some("10"))];
 
 /// `delta.checkpointInterval` above, for writers that checkpoint themselves
-/// (`maintenance::checkpoint_if_due`).
+/// (`maintenance::checkpoint_due`).
 pub const CHECKPOINT_INTERVAL: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]

@@ -79,7 +79,13 @@ pub async fn open_raw(lake: &LakeUrl, catalog: &Catalog) -> Result<Vec<PinnedRaw
             None => Default::default(),
         };
         let empty = crate::lake::raw::empty_table_schema(&fields);
-        opening.push(PinnedRaw::open(lake, &topic.name, empty));
+        let consents = topic.value_schema.as_deref() == Some(crate::catalog::CONSENT_EVENT);
+        opening.push(async move {
+            let mut pinned = PinnedRaw::open(lake, &topic.name, empty).await?;
+            pinned.purpose = topic.consent_purpose.clone();
+            pinned.consents = consents;
+            Ok::<_, super::tables::LakeReadError>(pinned)
+        });
     }
     // Each open is a few small reads of its log: all at once, not one after another.
     Ok(futures::future::try_join_all(opening).await?)
@@ -134,8 +140,13 @@ async fn fold_pinned(
     let base = super::session::session();
     let raw_schema = Arc::new(MemorySchemaProvider::new());
     let marts = Arc::new(MemorySchemaProvider::new());
+    let mut consents = None;
+    for t in raw.iter().filter(|t| t.consents) {
+        consents = Some(t.full(&base).await?);
+    }
     for t in &raw {
-        let provider = t.full(&base).await?;
+        let provider = super::consent::gate(&base, t.full(&base).await?, t.purpose.as_deref(), consents.as_ref())
+            .map_err(|source| sql_error(&t.sql_name, source))?;
         raw_schema
             .register_table(t.sql_name.clone(), provider)
             .map_err(|source| sql_error("raw", source))?;
@@ -164,6 +175,7 @@ async fn fold_pinned(
         files: files.to_vec(),
         base,
         raw_schema,
+        consents,
         marts,
         tables: std::sync::Mutex::new(tables),
     });
@@ -183,8 +195,8 @@ async fn fold_pinned(
     let mut failure = None;
     let mut running = tokio::task::JoinSet::new();
     let mut names = std::collections::HashMap::new();
-    // Marts this fold committed to, for the checkpoints their commits are due.
-    let mut committed = Vec::new();
+    // Marts whose commit in this fold is due a checkpoint, as they hold it.
+    let mut due = Vec::new();
     loop {
         // After a failure the marts already running finish; no new one starts.
         if failure.is_none() {
@@ -201,7 +213,7 @@ async fn fold_pinned(
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (i, folded) = match joined {
+        let (i, mut folded) = match joined {
             Ok((i, Ok(folded))) => (i, folded),
             Ok((_, Err(e))) => {
                 failure.get_or_insert(e);
@@ -216,10 +228,8 @@ async fn fold_pinned(
             }
         };
         finished[i] = true;
-        if folded.committed
-            && let Some(version) = folded.report.version
-        {
-            committed.push((folded.report.mart.clone(), version));
+        if let Some(table) = folded.checkpoint_due.take() {
+            due.push((folded.report.mart.clone(), table));
         }
         if files[i].name == PORTRAIT {
             if let Some(tx) = &portrait_changed {
@@ -236,7 +246,7 @@ async fn fold_pinned(
     }
     // After every commit, the portrait's announced: also when a mart failed, for those
     // that did commit.
-    checkpoint(lake, &committed).await;
+    checkpoint(&due).await;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -247,13 +257,12 @@ async fn fold_pinned(
 /// Writes the checkpoints the marts' commits are due: they commit with delta-rs's own
 /// hook off (`merge::folded_versions`) so that it is not in the chain a fresh list waits
 /// for. A failed one is only logged: the next one due, or the maintenance pass, writes it.
-async fn checkpoint(lake: &LakeUrl, committed: &[(String, u64)]) {
-    for (mart, version) in committed {
-        let path = crate::lake::mart::path(mart);
-        match crate::lake::maintenance::checkpoint_if_due(lake, &path, *version).await {
-            Ok(true) => tracing::debug!(mart, version, "mart checkpointed"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(mart, version, error = %e, "mart checkpoint failed"),
+async fn checkpoint(due: &[(String, deltalake::DeltaTable)]) {
+    for (mart, table) in due {
+        let version = table.version();
+        match crate::lake::maintenance::checkpoint_table(table).await {
+            Ok(()) => tracing::debug!(mart, ?version, "mart checkpointed"),
+            Err(e) => tracing::warn!(mart, ?version, error = %e, "mart checkpoint failed"),
         }
     }
 }
@@ -267,6 +276,8 @@ struct Job {
     /// The session the others are made from: they share its object stores.
     base: SessionContext,
     raw_schema: Arc<MemorySchemaProvider>,
+    /// Every consent event, for the gates of the `new_raw` tables a purpose governs.
+    consents: Option<Arc<dyn datafusion::catalog::TableProvider>>,
     marts: Arc<MemorySchemaProvider>,
     /// Each mart as opened at the start; its own fold takes it (this process is the marts'
     /// only writer, so nothing moved it since).
@@ -290,6 +301,7 @@ impl Job {
             raw: &self.raw,
             new_raw: &new_raw,
             prev: &prev,
+            consents: self.consents.as_ref(),
         };
         let views: Vec<&MartFile> = self.files[..i]
             .iter()
@@ -314,8 +326,8 @@ impl Job {
 struct Folded {
     report: MartReport,
     customers: Vec<String>,
-    /// The mart took a commit (it was behind its inputs).
-    committed: bool,
+    /// The mart as of its commit in this fold, when that commit is due a checkpoint.
+    checkpoint_due: Option<deltalake::DeltaTable>,
 }
 
 /// Folds one mart and points `mart.<name>` at what it wrote, for the files after it.
@@ -376,7 +388,7 @@ async fn fold_one(
         return Ok(Folded {
             report,
             customers: vec![],
-            committed: false,
+            checkpoint_due: None,
         });
     }
     let unplanned = plan_views(ctx, views).await?;
@@ -436,10 +448,14 @@ async fn fold_one(
         write_ms = report.write_ms,
         "mart folded"
     );
+    let checkpoint_due = report
+        .version
+        .filter(|&v| crate::lake::maintenance::checkpoint_due(v))
+        .map(|_| mart.table.clone());
     Ok(Folded {
         report,
         customers,
-        committed: true,
+        checkpoint_due,
     })
 }
 

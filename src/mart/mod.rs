@@ -6,6 +6,7 @@
 //! changed on `mart.changes`. `hoffrec mart status` shows how far behind each mart is.
 
 pub mod announce;
+mod consent;
 pub mod error;
 pub mod files;
 pub mod fold;
@@ -154,7 +155,7 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
             Ok(()) => {
                 // Offsets only tell lag tools how far the trigger was read.
                 let _ = consumer.commit_consumer_state(CommitMode::Async);
-                upkeep.after_fold(&marts, &config.mart).await;
+                upkeep.after_fold(&marts, &config.mart, summary.last.as_ref()).await;
             }
             Err(MartError::Fold(e)) if e.is_transient() => {
                 tracing::warn!(error = %e, "fold failed; retrying on the next trigger");
@@ -185,10 +186,15 @@ struct Upkeep {
     last_pass: Option<Instant>,
     /// Per mart, its version at the last pass (`min_commits` counts from there).
     seen: HashMap<String, u64>,
+    /// Per mart, its version when it was last compacted (`maintenance.compact_every_commits`).
+    compacted: HashMap<String, u64>,
 }
 
 impl Upkeep {
-    async fn after_fold(&mut self, marts: &Marts, config: &crate::config::MartConfig) {
+    async fn after_fold(&mut self, marts: &Marts, config: &crate::config::MartConfig, report: Option<&FoldReport>) {
+        if let Some(report) = report {
+            self.compact_busy(marts, config, report).await;
+        }
         let every = Duration::from_millis(config.maintenance.interval_ms);
         if every.is_zero() || self.last_pass.is_some_and(|at| at.elapsed() < every) {
             return;
@@ -204,6 +210,7 @@ impl Upkeep {
                                 files_removed = r.files_removed, files_vacuumed = r.files_vacuumed, "mart compacted");
                         }
                         self.seen.insert(file.name.clone(), r.version);
+                        self.compacted.insert(file.name.clone(), r.version);
                     }
                     // A mart no fold has written yet has nothing to keep up.
                     Err(deltalake::errors::DeltaTableError::NotATable(_)) => {}
@@ -214,6 +221,40 @@ impl Upkeep {
         }
         .instrument(span)
         .await;
+    }
+}
+
+impl Upkeep {
+    /// Compacts the marts that took `compact_every_commits` commits since their last
+    /// compaction; the first fold seen only sets where counting starts.
+    async fn compact_busy(&mut self, marts: &Marts, config: &crate::config::MartConfig, report: &FoldReport) {
+        if config.maintenance.compact_every_commits == 0 {
+            return;
+        }
+        for r in &report.marts {
+            let Some(version) = r.version else { continue };
+            let since = *self.compacted.entry(r.mart.clone()).or_insert(version);
+            if version.saturating_sub(since) < config.maintenance.compact_every_commits {
+                continue;
+            }
+            let started = Instant::now();
+            let path = crate::lake::mart::path(&r.mart);
+            let compacted = async {
+                let table = crate::lake::cache::open_latest(&marts.lake, &path).await?;
+                crate::lake::maintenance::compact(table, config.target_file_bytes).await
+            }
+            .await;
+            match compacted {
+                Ok((table, m)) => {
+                    tracing::info!(mart = %r.mart, files_added = m.num_files_added, files_removed = m.num_files_removed,
+                        ms = started.elapsed().as_millis() as u64, "mart compacted");
+                    self.compacted
+                        .insert(r.mart.clone(), table.version().unwrap_or(version));
+                }
+                // The next fold tries again; folding goes on either way.
+                Err(e) => tracing::warn!(mart = %r.mart, error = %e, "mart compaction failed"),
+            }
+        }
     }
 }
 

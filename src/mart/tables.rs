@@ -38,7 +38,7 @@ pub enum LakeReadError {
 
 /// The Delta table at `relative` under the lake, loaded if it exists.
 async fn open(lake: &LakeUrl, relative: &str) -> Result<DeltaTable, LakeReadError> {
-    crate::lake::open_table(lake, relative)
+    crate::lake::cache::open_latest(lake, relative)
         .await
         .map_err(|source| LakeReadError::Delta {
             table: relative.to_string(),
@@ -65,6 +65,10 @@ pub struct PinnedRaw {
     table: Option<DeltaTable>,
     /// What readers see while the topic has not landed anything.
     empty: SchemaRef,
+    /// The consent purpose that governs the rows the marts may use (`mart::consent`).
+    pub purpose: Option<String>,
+    /// This table holds the consent events the gates read.
+    pub consents: bool,
 }
 
 impl PinnedRaw {
@@ -75,6 +79,8 @@ impl PinnedRaw {
             table: existing(open(lake, &path).await?),
             path,
             empty,
+            purpose: None,
+            consents: false,
         })
     }
 

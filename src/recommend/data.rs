@@ -33,7 +33,8 @@ pub struct Portrait {
     pub brand_loyal: bool,
     pub has_sauna: bool,
     pub has_pool: bool,
-    pub social_consent: bool,
+    /// The consent purposes standing `given` (comma-separated).
+    pub consents: String,
     pub orders: i64,
     pub sessions: i64,
     pub bulk_buyer: bool,
@@ -48,7 +49,7 @@ pub struct Portrait {
     pub renovation_burst_flag_because: Option<String>,
     pub renovation_scope_because: Option<String>,
     pub lifecycle_stage_because: Option<String>,
-    pub social_consent_because: Option<String>,
+    pub consents_because: Option<String>,
     pub bulk_buyer_because: Option<String>,
 }
 
@@ -67,7 +68,7 @@ impl Portrait {
             "brand_loyal" => self.brand_loyal.to_string(),
             "has_sauna" => self.has_sauna.to_string(),
             "has_pool" => self.has_pool.to_string(),
-            "social_consent" => self.social_consent.to_string(),
+            "consents" => self.consents.clone(),
             "bulk_buyer" => self.bulk_buyer.to_string(),
             _ => return None,
         })
@@ -85,7 +86,7 @@ impl Portrait {
             ("undecided_shopper", &self.undecided_shopper_because),
             ("brand_loyal", &self.brand_loyal_because),
             ("bulk_buyer", &self.bulk_buyer_because),
-            ("social_consent", &self.social_consent_because),
+            ("consents", &self.consents_because),
         ]
         .into_iter()
         .map(|(attribute, b)| (attribute, self.field(attribute).unwrap_or_default(), b.as_deref()))

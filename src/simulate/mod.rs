@@ -143,19 +143,25 @@ pub async fn run(args: &Args, shutdown: CancellationToken) -> Result<Summary, Si
     Ok(summary)
 }
 
-/// A `social_profile` consent for every customer who linked a VK account.
+/// The consents the site records before the world's data is read: `social_profile` for
+/// every customer who linked a VK account, `real_estate_profile` for every customer the
+/// register has a record of (the marts use neither without it).
 fn consents(world: &world::World) -> Vec<serde_json::Value> {
-    world
-        .customers
-        .iter()
-        .filter_map(|c| {
-            c.vk_id.map(|vk| {
-                serde_json::json!({"type": "consent", "event_id": format!("sim-consent-{}-{}", world.seed, c.id),
-                    "event_time": world::START_MS - 86_400_000, "customer_id": c.id, "purpose": "social_profile",
-                    "action": "given", "networks": [format!("vk:{vk}")], "channel": "site"})
-            })
-        })
-        .collect()
+    let consent = |c: &world::Customer, purpose: &str, networks: Vec<String>| {
+        serde_json::json!({"type": "consent", "event_id": format!("sim-consent-{}-{}-{purpose}", world.seed, c.id),
+            "event_time": world::START_MS - 86_400_000, "customer_id": c.id, "purpose": purpose,
+            "action": "given", "networks": networks, "channel": "site"})
+    };
+    let mut out = Vec::new();
+    for c in &world.customers {
+        if let Some(vk) = c.vk_id {
+            out.push(consent(c, "social_profile", vec![format!("vk:{vk}")]));
+        }
+        if world.register.iter().any(|r| r.customer_id == c.id) {
+            out.push(consent(c, "real_estate_profile", vec![]));
+        }
+    }
+    out
 }
 
 /// Posts events to the collector in batches; any refusal is an error naming it.

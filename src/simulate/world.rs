@@ -54,7 +54,8 @@ pub struct Truth {
     pub renovation_burst_flag: bool,
     pub renovation_scope: &'static str,
     pub lifecycle_stage: &'static str,
-    pub social_consent: bool,
+    /// The consent purposes the customer gave (the simulator posts them), comma-separated.
+    pub consents: &'static str,
     pub bulk_buyer: bool,
 }
 
@@ -305,7 +306,12 @@ fn truth(d: &Draft) -> Truth {
         renovation_burst_flag: d.burst,
         renovation_scope,
         lifecycle_stage,
-        social_consent: d.consent,
+        consents: match (d.home.is_some(), d.consent) {
+            (true, true) => "real_estate_profile,social_profile",
+            (true, false) => "real_estate_profile",
+            (false, true) => "social_profile",
+            (false, false) => "",
+        },
         bulk_buyer: d.persona == Contractor,
     }
 }

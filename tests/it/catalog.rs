@@ -111,6 +111,14 @@ fn broken_catalog_lists_every_problem() {
         "interval_ms = 300000",
         "interval_ms = 300000\ncommit_interval_ms = 600000",
     );
+    // 8. A per-customer source with no consent purpose to read customers by, 9. a
+    // purpose that is no plain name.
+    edit("raw.vk.profile.toml", "consent_purpose = \"social_profile\"\n", "");
+    edit(
+        "raw.register.real_estate.toml",
+        "consent_purpose = \"real_estate_profile\"",
+        "consent_purpose = \"real estate'\"",
+    );
 
     let err = Catalog::load(&topics, &schemas).unwrap_err();
     let CatalogError::Invalid(problems) = &err else {
@@ -131,6 +139,14 @@ fn broken_catalog_lists_every_problem() {
             "raw.partner.stroydom.order.toml",
             "commit_interval_ms (600000) must be at most half of transaction_timeout_ms (900000)",
         ),
+        (
+            "raw.vk.profile.toml",
+            "a per_customer source reads customers by their consent: set consent_purpose",
+        ),
+        (
+            "raw.register.real_estate.toml",
+            "consent_purpose 'real estate'' must be lowercase letters, digits and '_'",
+        ),
     ];
     for (file, message) in expect {
         assert!(
@@ -149,7 +165,7 @@ fn broken_catalog_lists_every_problem() {
     let out = hoffrec(&["topics", "validate"], &topics, &schemas);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("7 problem(s)"), "{stderr}");
+    assert!(stderr.contains(&format!("{} problem(s)", expect.len())), "{stderr}");
     for (file, message) in expect {
         assert!(
             stderr.contains(file) && stderr.contains(message),

@@ -307,6 +307,7 @@ async fn a_partial_batch_lands_within_the_max_age_then_tables_are_maintained() {
         interval_ms: 1,
         min_commits: 0,
         vacuum_retention_hours: 0,
+        compact_every_commits: 0,
     };
     let report = hoffrec::lake::maintenance::run(
         &lab.lake_url(),

@@ -25,6 +25,7 @@ mod ingest;
 mod kafka_broker;
 mod lake_rows;
 mod mart;
+mod privacy;
 mod recommend;
 mod restarts;
 mod simulate;

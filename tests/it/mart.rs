@@ -130,7 +130,7 @@ async fn the_worked_example_gets_the_expected_portrait() {
     expect("new_homeowner", true.into());
     expect("has_sauna", true.into());
     expect("has_pool", true.into());
-    expect("social_consent", true.into());
+    expect("consents", "real_estate_profile,social_profile".into());
     expect("lifecycle_stage", "renovating".into());
 
     // The renter's store order was cancelled; only the partner order counts.
@@ -145,7 +145,7 @@ async fn the_worked_example_gets_the_expected_portrait() {
         "{r:#}"
     );
     assert_eq!(r["direct_share"], 1.0, "{r:#}");
-    assert_eq!(r["social_consent"], false, "{r:#}");
+    assert_eq!(r["consents"], "", "{r:#}");
 
     // Shown and clicked is 1, shown and ignored is 0, never shown has no row.
     let labels = rows(
@@ -330,10 +330,20 @@ async fn spark_sql_runs_the_same_files_and_agrees_on_hdfs() {
         lake.url(""),
         common::repo().join("mart_sql").display().to_string(),
     ];
-    for topic in catalog().raw_topics() {
+    let catalog = catalog();
+    for topic in catalog.raw_topics() {
         let url = lake.table_url(&hoffrec::lake::raw::path(&topic.name)).unwrap();
-        args.push(format!("{}={url}", hoffrec::mart::session::sql_name(&topic.name)));
+        let name = hoffrec::mart::session::sql_name(&topic.name);
+        args.push(format!("{name}={url}"));
+        if let Some(purpose) = &topic.consent_purpose {
+            args.push(format!("--purpose={name}:{purpose}"));
+        }
     }
+    let consents = catalog.consent_topic().expect("a consent topic");
+    args.push(format!(
+        "--consents={}",
+        hoffrec::mart::session::sql_name(&consents.name)
+    ));
     let out = std::process::Command::new("python3")
         .args(&args)
         .output()

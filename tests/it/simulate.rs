@@ -26,7 +26,13 @@ fn dump(lab: &Lab, seed: &str, name: &str) -> String {
 /// `hoffrec simulate` serving the world's APIs, after posting its consents and `sessions`
 /// visits per customer to the collector at `collector`; returned once it listens, with the
 /// base URL of its APIs.
-async fn simulator(lab: &Lab, seed: u64, customers: usize, sessions: usize, collector: &str) -> (Worker, String) {
+pub(crate) async fn simulator(
+    lab: &Lab,
+    seed: u64,
+    customers: usize,
+    sessions: usize,
+    collector: &str,
+) -> (Worker, String) {
     let addr = common::free_addr();
     let worker = lab.hoffrec(
         &[
@@ -53,7 +59,7 @@ async fn simulator(lab: &Lab, seed: u64, customers: usize, sessions: usize, coll
 }
 
 /// One `hoffrec connect --once` pass of these sources over the simulator's APIs.
-fn connect_once(lab: &Lab, base: &str, sources: &[&str]) -> (bool, String, String) {
+pub(crate) fn connect_once(lab: &Lab, base: &str, sources: &[&str]) -> (bool, String, String) {
     let env = [
         ("HOFFREC_ORDERS_API", base),
         ("HOFFREC_ORDERS_TOKEN", "sim"),
@@ -246,7 +252,7 @@ async fn the_simulated_site_shows_lists_and_customers_react_by_persona() {
 }
 
 /// Rows of a lab raw table (`None` before its first commit).
-async fn landed(lab: &Lab, topic: &str) -> Option<i64> {
+pub(crate) async fn landed(lab: &Lab, topic: &str) -> Option<i64> {
     let batches = lab.query_topic(topic, "SELECT count(*) AS n FROM t").await?;
     let b = batches.first()?;
     Some(
@@ -255,6 +261,54 @@ async fn landed(lab: &Lab, topic: &str) -> Option<i64> {
             .downcast_ref::<arrow::array::Int64Array>()?
             .value(0),
     )
+}
+
+/// Rows each of the lab's raw tables holds once ingest has landed everything the
+/// simulator's world sent (through `connect_once` of orders, VK and the register,
+/// `import_files`, and the collector).
+pub(crate) fn expected_rows(lab: &Lab, w: &hoffrec::simulate::world::World, sessions: usize) -> Vec<(String, i64)> {
+    let topic = |suffix: &str| format!("raw.{}.{suffix}", lab.raw.split('.').nth(1).unwrap());
+    let site = hoffrec::simulate::sessions::generate(w, sessions);
+    let of_type = |t: &str| site.iter().filter(|e| e["type"] == t).count() as i64;
+    let consenting = w.customers.iter().filter(|c| c.vk_id.is_some()).count() as i64;
+    let districts = w
+        .customers
+        .iter()
+        .map(|c| &c.district)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as i64;
+    vec![
+        (topic("store.order"), w.orders.len() as i64),
+        (topic("register.real_estate"), w.register.len() as i64),
+        (topic("vk.profile"), consenting),
+        // Social consents, and the register's for every customer it has a record of.
+        (topic("site.consent"), consenting + w.register.len() as i64),
+        (topic("store.catalogue"), w.products.len() as i64),
+        (topic("district.price_index"), 2 * districts),
+        (topic("site.session_start"), of_type("site_session_start")),
+        (topic("site.search"), of_type("search")),
+        (topic("site.page_view"), of_type("page_view")),
+        (topic("site.cart_add"), of_type("cart_add")),
+        (lab.raw.clone(), of_type("product_view")),
+    ]
+}
+
+/// `hoffrec import` of the simulator's catalogue feed and district prices into the lab's
+/// own topics (`Lab::add_unique_raw_topics`).
+pub(crate) async fn import_files(lab: &Lab, base: &str) {
+    let topic = |suffix: &str| format!("raw.{}.{suffix}", lab.raw.split('.').nth(1).unwrap());
+    for (file, source) in [("feed.yml", "store.catalogue"), ("prices.csv", "district.price_index")] {
+        let body = reqwest::get(format!("{base}/{file}"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let path = lab.dir.path().join(file);
+        std::fs::write(&path, &body).unwrap();
+        let (ok, _, err) = lab.run(&["import", "--source", &topic(source), path.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
 }
 
 /// The whole chain on the real broker and HDFS, as a deployment runs it: the simulator
@@ -286,44 +340,12 @@ async fn the_persona_matrix_holds_through_the_connectors() {
         ],
     );
     assert!(ok, "{err}");
-    for (file, source) in [("feed.yml", "store.catalogue"), ("prices.csv", "district.price_index")] {
-        let body = reqwest::get(format!("{base}/{file}"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let path = lab.dir.path().join(file);
-        std::fs::write(&path, &body).unwrap();
-        let (ok, _, err) = lab.run(&["import", "--source", &topic(source), path.to_str().unwrap()]);
-        assert!(ok, "{err}");
-    }
+    import_files(&lab, &base).await;
     assert!(simulator.stop());
     assert!(collector.stop());
 
     // Ingest lands everything the sources sent.
-    let site = hoffrec::simulate::sessions::generate(&w, SESSIONS);
-    let of_type = |t: &str| site.iter().filter(|e| e["type"] == t).count() as i64;
-    let consenting = w.customers.iter().filter(|c| c.vk_id.is_some()).count() as i64;
-    let districts = w
-        .customers
-        .iter()
-        .map(|c| &c.district)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len() as i64;
-    let expected = [
-        (topic("store.order"), w.orders.len() as i64),
-        (topic("register.real_estate"), w.register.len() as i64),
-        (topic("vk.profile"), consenting),
-        (topic("site.consent"), consenting),
-        (topic("store.catalogue"), w.products.len() as i64),
-        (topic("district.price_index"), 2 * districts),
-        (topic("site.session_start"), of_type("site_session_start")),
-        (topic("site.search"), of_type("search")),
-        (topic("site.page_view"), of_type("page_view")),
-        (topic("site.cart_add"), of_type("cart_add")),
-        (lab.raw.clone(), of_type("product_view")),
-    ];
+    let expected = expected_rows(&lab, &w, SESSIONS);
     let mut ingest = lab.ingest(&common::unique("personas"), &[]);
     for (t, n) in &expected {
         let got = common::poll_until(&format!("{n} rows in {t}"), Duration::from_secs(180), || async {
@@ -356,7 +378,7 @@ async fn the_persona_matrix_holds_through_the_connectors() {
         "renovation_burst_flag",
         "renovation_scope",
         "lifecycle_stage",
-        "social_consent",
+        "consents",
         "bulk_buyer",
     ];
     let mut report = String::new();

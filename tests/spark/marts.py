@@ -1,7 +1,8 @@
 """Runs the mart SQL in mart_sql/ with Spark SQL (pyspark + delta-spark) over the raw
 tables of a lake, as one full fold, and compares every mart with the table hoffrec wrote.
 
-python3 tests/spark/marts.py LAKE_URL MART_SQL_DIR raw_name=table_url ...
+python3 tests/spark/marts.py LAKE_URL MART_SQL_DIR raw_name=table_url ... \
+    [--consents=raw_name] [--purpose=raw_name:purpose ...]
 Prints one JSON line: {mart: {"spark": rows, "hoffrec": rows, "only_spark": n,
 "only_hoffrec": n, "examples": [...]}}.
 
@@ -10,6 +11,10 @@ SELECT; `-- mart: name` files hold the changed-keys SELECT and the rows SELECT, 
 `-- combine:` lines, only the rows SELECT. On a full fold `new_raw.<t>` is all of
 `raw.<t>`, so `changed` is every key, a combining mart's rows are the whole mart (there is
 nothing stored to combine with), and `prev_mart.<m>` (the mart as last seen) is empty.
+
+A raw table a consent purpose governs (`--purpose`) is read as hoffrec's marts read it
+(src/mart/consent.rs): only the rows of customers whose newest consent event for the
+purpose in the `--consents` table is `given`, collected since that consent.
 """
 import glob
 import json
@@ -21,7 +26,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType, DoubleType, FloatType
 
-lake, sql_dir, tables = sys.argv[1], sys.argv[2], sys.argv[3:]
+lake, sql_dir = sys.argv[1], sys.argv[2]
+tables = [a for a in sys.argv[3:] if not a.startswith("--")]
+options = [a[2:].split("=", 1) for a in sys.argv[3:] if a.startswith("--")]
+consents = next((v for k, v in options if k == "consents"), None)
+purposes = dict(v.split(":", 1) for k, v in options if k == "purpose")
 state = os.environ.get("HOFFREC_SERVICES_DIR", os.path.expanduser("~/.cache/hoffrec/services"))
 with open(os.path.join(state, "spark.classpath")) as f:
     jars = ",".join(p for p in f.read().strip().split(":") if p)
@@ -46,9 +55,20 @@ spark = (
 spark.sparkContext.setLogLevel("ERROR")
 for db in ("raw", "new_raw", "mart", "prev_mart"):
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
-for pair in tables:
-    name, url = pair.split("=", 1)
-    spark.sql(f"CREATE TABLE raw.{name} USING delta LOCATION '{url}'")
+urls = dict(pair.split("=", 1) for pair in tables)
+for name, url in urls.items():
+    if name in purposes:
+        spark.sql(
+            f"""CREATE VIEW raw.{name} AS SELECT r.* FROM delta.`{url}` r LEFT SEMI JOIN (
+                SELECT customer_id, event_time AS since FROM (
+                    SELECT customer_id, action, event_time, row_number() OVER (
+                        PARTITION BY customer_id ORDER BY event_time DESC, event_id DESC) AS newest
+                    FROM delta.`{urls[consents]}` WHERE purpose = '{purposes[name]}') k
+                WHERE newest = 1 AND action = 'given') g
+            ON g.customer_id = r.customer_id AND r.event_time >= g.since"""
+        )
+    else:
+        spark.sql(f"CREATE TABLE raw.{name} USING delta LOCATION '{url}'")
     spark.sql(f"CREATE VIEW new_raw.{name} AS SELECT * FROM raw.{name}")
 
 

@@ -3,7 +3,7 @@
 //! swing after 50 minutes over 20 swings and accessories, arrived from a search engine,
 //! heavy and rising renovation spending (partner renovation store), delivery to an
 //! expensive cottage settlement, a secondary-market house with a sauna and a pool
-//! registered six weeks ago, social consent given.
+//! registered six weeks ago, social and register consent given.
 
 use hoffrec::codec::SchemaSet;
 use hoffrec::lake::LakeUrl;
@@ -114,7 +114,14 @@ pub fn events() -> Vec<(String, String, Json)> {
         ));
     }
     // The register does not say new build or resale (the connector lands "unknown"); the
-    // marts derive it from the build year and the right's registration.
+    // marts derive it from the build year and the right's registration. They use the
+    // record under her consent, given before it was extracted.
+    out.push((
+        "raw.site.consent",
+        "consent",
+        json!({"event_id": id("cons"), "event_time": NOW - 41 * DAY, "customer_id": WORKED,
+            "purpose": "real_estate_profile", "action": "given", "networks": [], "channel": "site"}),
+    ));
     out.push((
         "raw.register.real_estate",
         "real_estate_record",
