@@ -5,7 +5,9 @@
 -- combine: newest_event_id = CASE WHEN source.newest_time > target.newest_time OR (source.newest_time = target.newest_time AND source.newest_event_id > target.newest_event_id) THEN source.newest_event_id ELSE target.newest_event_id END
 -- combine: customer_id = CASE WHEN source.newest_time > target.newest_time OR (source.newest_time = target.newest_time AND source.newest_event_id > target.newest_event_id) THEN source.customer_id ELSE target.customer_id END
 -- combine: lines = CASE WHEN source.newest_time > target.newest_time OR (source.newest_time = target.newest_time AND source.newest_event_id > target.newest_event_id) THEN source.lines ELSE target.lines END
--- combine: delivery_address = CASE WHEN source.newest_time > target.newest_time OR (source.newest_time = target.newest_time AND source.newest_event_id > target.newest_event_id) THEN source.delivery_address ELSE target.delivery_address END
+-- combine: delivery_region = CASE WHEN source.newest_time > target.newest_time OR (source.newest_time = target.newest_time AND source.newest_event_id > target.newest_event_id) THEN source.delivery_region ELSE target.delivery_region END
+-- combine: delivery_city = CASE WHEN source.newest_time > target.newest_time OR (source.newest_time = target.newest_time AND source.newest_event_id > target.newest_event_id) THEN source.delivery_city ELSE target.delivery_city END
+-- combine: delivery_district = CASE WHEN source.newest_time > target.newest_time OR (source.newest_time = target.newest_time AND source.newest_event_id > target.newest_event_id) THEN source.delivery_district ELSE target.delivery_district END
 -- Every partner-store order at its newest state, as `order_state` keeps the store's:
 -- the first arrival dates it, the newest version's lines count.
 WITH partner AS (
@@ -19,7 +21,10 @@ SELECT partner,
        partner_order_id,
        customer_id,
        lines,
-       delivery_address,
+       -- Where only, as `order_state` keeps it: no street, house, flat or coordinates.
+       delivery_address['region'] AS delivery_region,
+       delivery_address['city'] AS delivery_city,
+       delivery_address['district'] AS delivery_district,
        ordered_ms,
        event_time AS newest_time,
        event_id AS newest_event_id

@@ -5,12 +5,12 @@
 -- Partner stores have their own catalogues, so their lines carry a department only:
 -- Stroydom sells renovation materials; Uyutdom's lines keep the partner's category name.
 WITH store_line AS (
-    SELECT customer_id, order_id, ordered_ms, delivery_address, explode(lines) AS line
+    SELECT customer_id, order_id, ordered_ms, delivery_region, delivery_city, delivery_district, explode(lines) AS line
     FROM mart.order_state
     WHERE status NOT IN ('cancelled', 'returned')
 ),
 partner_line AS (
-    SELECT customer_id, partner, partner_order_id, ordered_ms, delivery_address, explode(lines) AS line
+    SELECT customer_id, partner, partner_order_id, ordered_ms, delivery_region, delivery_city, delivery_district, explode(lines) AS line
     FROM mart.partner_order_state
 )
 SELECT s.customer_id,
@@ -21,9 +21,9 @@ SELECT s.customer_id,
        p.top_category,
        CAST(s.line['quantity'] AS DOUBLE) AS quantity,
        s.line['price_kopecks'] * s.line['quantity'] - s.line['discount_kopecks'] AS amount_kopecks,
-       s.delivery_address['region'] AS region,
-       s.delivery_address['city'] AS city,
-       s.delivery_address['district'] AS district
+       s.delivery_region AS region,
+       s.delivery_city AS city,
+       s.delivery_district AS district
 FROM store_line s
 LEFT JOIN product p ON p.product_id = s.line['product_id']
 UNION ALL
@@ -35,7 +35,7 @@ SELECT customer_id,
        CASE WHEN partner = 'stroydom' THEN 'Ремонт' ELSE coalesce(line['category'], 'Прочее') END AS top_category,
        CAST(line['quantity'] AS DOUBLE) AS quantity,
        CAST(round(line['price_kopecks'] * line['quantity']) AS BIGINT) AS amount_kopecks,
-       delivery_address['region'] AS region,
-       delivery_address['city'] AS city,
-       delivery_address['district'] AS district
+       delivery_region AS region,
+       delivery_city AS city,
+       delivery_district AS district
 FROM partner_line;

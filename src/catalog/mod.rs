@@ -122,7 +122,7 @@ pub struct Topic {
     pub source: Option<Source>,
     /// The consent purpose that governs this topic's rows: the marts use a customer's rows
     /// only while their newest consent for it is `given`, and only rows collected since
-    /// (`mart_sql/027_consent_use.sql`); per-customer sources ask only such customers.
+    /// (`mart::consent`); per-customer sources ask only such customers.
     #[serde(default)]
     pub consent_purpose: Option<String>,
     #[serde(skip)]
@@ -396,6 +396,30 @@ fn check_topics(
                 }
             },
         }
+    }
+    // The consent gate and the social pollers read one consent topic; purposes need it.
+    let consent_topics: Vec<&str> = topics
+        .iter()
+        .filter(|t| t.role == Role::Raw && t.value_schema.as_deref() == Some(CONSENT_EVENT))
+        .map(|t| t.name.as_str())
+        .collect();
+    let governed = topics.iter().find(|t| t.consent_purpose.is_some());
+    let consent_problem = match (consent_topics.as_slice(), governed) {
+        ([_, _, ..], _) => Some(format!(
+            "several raw topics carry consent events: {}",
+            consent_topics.join(", ")
+        )),
+        ([], Some(t)) => Some(format!(
+            "{} names a consent_purpose, but no raw topic carries consent events",
+            t.name
+        )),
+        _ => None,
+    };
+    if let Some(message) = consent_problem {
+        problems.push(Problem {
+            file: topics_dir.to_path_buf(),
+            message,
+        });
     }
     for role in Role::PIPELINE {
         let message = match by_role.get(&role).map(Vec::as_slice).unwrap_or_default() {

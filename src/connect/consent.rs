@@ -18,8 +18,10 @@ pub fn consenting(
     purpose: &str,
     network: &str,
 ) -> Result<Vec<(String, String)>, OffsetsError> {
-    // customer -> (event time, given, networks)
-    let mut newest: HashMap<String, (i64, bool, Vec<String>)> = HashMap::new();
+    // customer -> (when, given, networks). Time, then id, orders them, as the marts'
+    // consent gate does (`mart::consent`): both must agree on the newest.
+    type When = (i64, String);
+    let mut newest: HashMap<String, (When, bool, Vec<String>)> = HashMap::new();
     read_topic(kafka, topic, |payload| {
         let Ok(Value::Record(fields)) = schemas.decode(payload, "consent") else {
             // Ingest dead-letters what does not decode; here it simply grants nothing.
@@ -36,6 +38,11 @@ pub fn consenting(
             Some(Value::TimestampMillis(ms)) => *ms,
             _ => 0,
         };
+        let id = match get("event_id") {
+            Some(Value::String(id)) => id.clone(),
+            _ => String::new(),
+        };
+        let at = (at, id);
         let given = matches!(get("action"), Some(Value::Enum(_, a)) if a == "given");
         let networks = match get("networks") {
             Some(Value::Array(items)) => items

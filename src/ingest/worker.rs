@@ -470,10 +470,15 @@ impl Worker {
                     .set((high - next).max(0));
             }
         }
-        if self.config.maintenance.interval_ms == 0 {
+        let maintenance = &self.config.maintenance;
+        if maintenance.interval_ms == 0 && maintenance.compact_every_commits == 0 {
             return;
         }
-        let interval = Duration::from_millis(self.config.maintenance.interval_ms);
+        // 0 turns the passes off; compaction between them may still be on.
+        let interval = match maintenance.interval_ms {
+            0 => Duration::MAX,
+            ms => Duration::from_millis(ms),
+        };
         for topic in self.pipeline.stored().topics_with(0) {
             let version = self.pipeline.table_version(&topic);
             let entry = self.maintenance.entry(topic.clone()).or_insert_with(|| Maintenance {
@@ -496,7 +501,8 @@ impl Worker {
                 every > 0 && compacted != u64::MAX && version.is_some_and(|v| v.saturating_sub(compacted) >= every);
             if entry.last_started.elapsed() < interval {
                 if busy {
-                    compact_between_passes(&self.handle, &self.lake, &topic, &self.config, entry);
+                    let v = version.unwrap_or_default();
+                    compact_between_passes(&self.handle, &self.lake, &topic, &self.config, entry, v);
                 }
                 continue;
             }
@@ -543,10 +549,14 @@ fn compact_between_passes(
     topic: &str,
     config: &crate::config::IngestConfig,
     entry: &Maintenance,
+    version: u64,
 ) {
     entry.running.store(true, Ordering::Relaxed);
     let (running, compacted) = (entry.running.clone(), entry.compacted_version.clone());
-    let (lake, table, target) = (lake.clone(), crate::lake::raw::path(topic), config.target_file_bytes);
+    let target = config
+        .target_file_bytes
+        .min(crate::lake::maintenance::BETWEEN_PASSES_FILE_BYTES);
+    let (lake, table) = (lake.clone(), crate::lake::raw::path(topic));
     handle.spawn(async move {
         let started = Instant::now();
         let result = async {
@@ -565,7 +575,10 @@ fn compact_between_passes(
                     "table compacted"
                 );
             }
-            Err(e) => warn!(table, error = %e, "table compaction failed; will retry"),
+            Err(e) => {
+                warn!(table, error = %e, "table compaction failed; tried again after as many commits");
+                compacted.store(version, Ordering::Relaxed);
+            }
         }
         running.store(false, Ordering::Relaxed);
     });

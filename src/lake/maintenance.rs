@@ -75,6 +75,11 @@ pub async fn compact(
         .await
 }
 
+/// The file size compaction between passes aims at: small files are binned into files
+/// this large at most, so a table's whole day is not rewritten every few commits (the
+/// pass bins them up to the table's target).
+pub const BETWEEN_PASSES_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Whether commit `version` is one delta-rs's post-commit hook would have checkpointed.
 /// Writers that commit with the hook off (`CommitProperties::with_create_checkpoint`)
 /// ask this after what waits on the commit, and then call `checkpoint_table`.

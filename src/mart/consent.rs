@@ -1,54 +1,109 @@
 //! Consent governs use, not only collection: a raw table whose topic names a
 //! `consent_purpose` reaches the mart SQL (`raw.<name>` and `new_raw.<name>`) holding only
 //! the rows of customers whose newest consent event for that purpose is `given`, and of
-//! those only the rows collected since that consent. A withdrawal therefore takes the
+//! those only the rows collected since that consent was given: since the first `given`
+//! after their newest withdrawal (a `given` repeated to link another account does not
+//! start it again). Events are ordered by time, then id. A withdrawal therefore takes the
 //! customer's rows out of every mart at their next fold (the consent event itself makes
 //! them a changed customer), and consenting again brings back only data collected after
 //! it. The gate sits here, under the SQL, so no mart can forget it.
 
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::common::JoinType;
+use datafusion::datasource::MemTable;
 use datafusion::error::Result;
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::ExprFunctionExt;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::functions_aggregate::expr_fn::min;
+use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, when};
+use datafusion::prelude::{DataFrame, SessionContext, col, lit};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// `rows` as the marts may use them under `purpose`, given the consent table `consents`
-/// (every consent event); `rows` itself when no purpose governs it. Without a consent
-/// table nobody has consented, so nothing passes.
+/// Each purpose's standing consents as (`consent_customer_id`, `consent_since`), read
+/// once per fold from `consents` (every consent event; none: nobody has consented).
+pub async fn standing(
+    ctx: &SessionContext,
+    consents: Option<&Arc<dyn TableProvider>>,
+    purposes: &[String],
+) -> Result<HashMap<String, Arc<dyn TableProvider>>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("consent_customer_id", DataType::Utf8, true),
+        Field::new(
+            "consent_since",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ]));
+    let mut out = HashMap::new();
+    for purpose in purposes {
+        let purpose = purpose.as_str();
+        if out.contains_key(purpose) {
+            continue;
+        }
+        let (schema, batches) = match consents {
+            Some(consents) => {
+                let df = standing_for(ctx, consents, purpose)?;
+                (Arc::new(df.schema().as_arrow().clone()), df.collect().await?)
+            }
+            None => (schema.clone(), Vec::new()),
+        };
+        let table: Arc<dyn TableProvider> = Arc::new(MemTable::try_new(schema, vec![batches])?);
+        out.insert(purpose.to_string(), table);
+    }
+    Ok(out)
+}
+
+fn standing_for(ctx: &SessionContext, consents: &Arc<dyn TableProvider>, purpose: &str) -> Result<DataFrame> {
+    // Withdrawals up to each event, and in all: the events of the standing consent are the
+    // `given` ones after the last withdrawal, so they have seen every withdrawal there is.
+    let withdrawal = when(col("action").eq(lit("withdrawn")), lit(1i64)).otherwise(lit(0i64))?;
+    let withdrawals = |e: Expr| Expr::from(WindowFunction::new(sum_udaf(), vec![e]));
+    let so_far = withdrawals(withdrawal.clone())
+        .partition_by(vec![col("customer_id")])
+        .order_by(vec![
+            col("event_time").sort(true, false),
+            col("event_id").sort(true, false),
+        ])
+        .build()?
+        .alias("withdrawn_so_far");
+    let in_all = withdrawals(withdrawal)
+        .partition_by(vec![col("customer_id")])
+        .build()?
+        .alias("withdrawn_in_all");
+    ctx.read_table(consents.clone())?
+        .filter(col("purpose").eq(lit(purpose)))?
+        .window(vec![so_far])?
+        .window(vec![in_all])?
+        .filter(
+            col("action")
+                .eq(lit("given"))
+                .and(col("withdrawn_so_far").eq(col("withdrawn_in_all"))),
+        )?
+        .aggregate(
+            vec![col("customer_id")],
+            vec![min(col("event_time")).alias("consent_since")],
+        )?
+        .select(vec![
+            col("customer_id").alias("consent_customer_id"),
+            col("consent_since"),
+        ])
+}
+
+/// `rows` as the marts may use them: those of customers in `standing` (the purpose's
+/// standing consents, from `standing`) collected since their consent; `rows` itself when
+/// no purpose governs them.
 pub fn gate(
     ctx: &SessionContext,
     rows: Arc<dyn TableProvider>,
-    purpose: Option<&str>,
-    consents: Option<&Arc<dyn TableProvider>>,
+    standing: Option<&Arc<dyn TableProvider>>,
 ) -> Result<Arc<dyn TableProvider>> {
-    let Some(purpose) = purpose else {
+    let Some(standing) = standing else {
         return Ok(rows);
     };
-    let rows = ctx.read_table(rows)?;
-    let Some(consents) = consents else {
-        return Ok(rows.filter(lit(false))?.into_view());
-    };
-    let newest = row_number()
-        .partition_by(vec![col("customer_id")])
-        .order_by(vec![
-            col("event_time").sort(false, false),
-            col("event_id").sort(false, false),
-        ])
-        .build()?
-        .alias("newest");
-    let given = ctx
-        .read_table(consents.clone())?
-        .filter(col("purpose").eq(lit(purpose)))?
-        .window(vec![newest])?
-        .filter(col("newest").eq(lit(1u64)).and(col("action").eq(lit("given"))))?
-        .select(vec![
-            col("customer_id").alias("consent_customer_id"),
-            col("event_time").alias("consent_since"),
-        ])?;
-    let gated = rows.join_on(
-        given,
+    let gated = ctx.read_table(rows)?.join_on(
+        ctx.read_table(standing.clone())?,
         JoinType::LeftSemi,
         [
             col("customer_id").eq(col("consent_customer_id")),
@@ -61,12 +116,11 @@ pub fn gate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{RecordBatch, StringArray, TimestampMillisecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    use datafusion::datasource::MemTable;
+    use arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray};
 
     fn table(columns: &[&str], rows: &[(&[&str], i64)]) -> Arc<dyn TableProvider> {
-        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        // As the lake stores event times: microseconds, UTC.
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         let mut fields: Vec<Field> = columns.iter().map(|c| Field::new(*c, DataType::Utf8, false)).collect();
         fields.push(Field::new("event_time", ts, false));
         let schema = Arc::new(Schema::new(fields));
@@ -74,7 +128,7 @@ mod tests {
             .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0[i]))) as _)
             .collect();
         arrays.push(Arc::new(
-            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1)).with_timezone("UTC"),
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1)).with_timezone("UTC"),
         ));
         let batch = RecordBatch::try_new(schema.clone(), arrays).expect("batch");
         Arc::new(MemTable::try_new(schema, vec![vec![batch]]).expect("table"))
@@ -113,6 +167,13 @@ mod tests {
                 (&["k5", "b", "social_profile", "given"], 300),
                 // c: given for another purpose only.
                 (&["k6", "c", "real_estate_profile", "given"], 100),
+                // d: given, then given again to link another account: still since 100.
+                (&["k7", "d", "social_profile", "given"], 100),
+                (&["k8", "d", "social_profile", "given"], 300),
+                // e: withdrawn and given in the same millisecond: the id orders them.
+                (&["k9", "e", "social_profile", "given"], 100),
+                (&["ka", "e", "social_profile", "withdrawn"], 200),
+                (&["kb", "e", "social_profile", "given"], 200),
             ],
         );
         let profiles = table(
@@ -122,17 +183,25 @@ mod tests {
                 (&["p-b-old", "b"], 150),
                 (&["p-b-new", "b"], 350),
                 (&["p-c", "c"], 150),
+                (&["p-d", "d"], 150),
+                (&["p-e-old", "e"], 150),
+                (&["p-e-new", "e"], 200),
             ],
         );
-        let gated = gate(&ctx, profiles.clone(), Some("social_profile"), Some(&consents)).unwrap();
-        assert_eq!(ids(&ctx, gated).await, ["p-b-new"]);
+        let standing = standing(
+            &ctx,
+            Some(&consents),
+            &["social_profile".into(), "social_profile".into()],
+        )
+        .await
+        .unwrap();
+        let gated = gate(&ctx, profiles.clone(), standing.get("social_profile")).unwrap();
+        assert_eq!(ids(&ctx, gated).await, ["p-b-new", "p-d", "p-e-new"]);
         // No purpose: untouched; no consent table: nothing.
-        assert_eq!(
-            ids(&ctx, gate(&ctx, profiles.clone(), None, None).unwrap()).await.len(),
-            4
-        );
+        assert_eq!(ids(&ctx, gate(&ctx, profiles.clone(), None).unwrap()).await.len(), 7);
+        let nobody = super::standing(&ctx, None, &["social_profile".into()]).await.unwrap();
         assert!(
-            ids(&ctx, gate(&ctx, profiles, Some("social_profile"), None).unwrap())
+            ids(&ctx, gate(&ctx, profiles, nobody.get("social_profile")).unwrap())
                 .await
                 .is_empty()
         );

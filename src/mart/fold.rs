@@ -46,7 +46,12 @@ pub struct MartReport {
     /// Input (a raw table's SQL name, or `mart.<name>`) -> version folded in.
     pub folded: BTreeMap<String, u64>,
     pub elapsed_ms: u64,
-    /// Of which computing the rows, and writing them (MERGE and commit).
+    /// Of which: finding what landed since the last fold (`new_raw`, `prev_mart`),
+    /// planning the views, the changed-keys query, computing the rows, and writing them
+    /// (MERGE and commit).
+    pub inputs_ms: u64,
+    pub views_ms: u64,
+    pub changed_ms: u64,
     pub query_ms: u64,
     pub write_ms: u64,
     /// Started over from every row: what landed since the last fold was no longer in the
@@ -144,8 +149,14 @@ async fn fold_pinned(
     for t in raw.iter().filter(|t| t.consents) {
         consents = Some(t.full(&base).await?);
     }
+    // Read once per fold: every gated table of every mart joins the same standing consents.
+    let purposes: Vec<String> = raw.iter().filter_map(|t| t.purpose.clone()).collect();
+    let standing = super::consent::standing(&base, consents.as_ref(), &purposes)
+        .await
+        .map_err(|source| sql_error("consent", source))?;
     for t in &raw {
-        let provider = super::consent::gate(&base, t.full(&base).await?, t.purpose.as_deref(), consents.as_ref())
+        let governed = t.purpose.as_ref().and_then(|p| standing.get(p));
+        let provider = super::consent::gate(&base, t.full(&base).await?, governed)
             .map_err(|source| sql_error(&t.sql_name, source))?;
         raw_schema
             .register_table(t.sql_name.clone(), provider)
@@ -175,7 +186,7 @@ async fn fold_pinned(
         files: files.to_vec(),
         base,
         raw_schema,
-        consents,
+        standing,
         marts,
         tables: std::sync::Mutex::new(tables),
     });
@@ -276,8 +287,8 @@ struct Job {
     /// The session the others are made from: they share its object stores.
     base: SessionContext,
     raw_schema: Arc<MemorySchemaProvider>,
-    /// Every consent event, for the gates of the `new_raw` tables a purpose governs.
-    consents: Option<Arc<dyn datafusion::catalog::TableProvider>>,
+    /// Each purpose's standing consents, for the gates of the `new_raw` tables.
+    standing: std::collections::HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>,
     marts: Arc<MemorySchemaProvider>,
     /// Each mart as opened at the start; its own fold takes it (this process is the marts'
     /// only writer, so nothing moved it since).
@@ -301,7 +312,7 @@ impl Job {
             raw: &self.raw,
             new_raw: &new_raw,
             prev: &prev,
-            consents: self.consents.as_ref(),
+            standing: &self.standing,
         };
         let views: Vec<&MartFile> = self.files[..i]
             .iter()
@@ -391,7 +402,11 @@ async fn fold_one(
             checkpoint_due: None,
         });
     }
+    report.inputs_ms = started.elapsed().as_millis() as u64;
+    let views_started = Instant::now();
     let unplanned = plan_views(ctx, views).await?;
+    report.views_ms = views_started.elapsed().as_millis() as u64;
+    let changed_started = Instant::now();
     let err = |source: datafusion::error::DataFusionError| match unplanned.is_empty() {
         true => sql_error(&file_name, source),
         false => sql_error(
@@ -407,6 +422,7 @@ async fn fold_one(
         }
         None => Vec::new(),
     };
+    report.changed_ms = changed_started.elapsed().as_millis() as u64;
     let query_started = Instant::now();
     let (out_schema, batches) = new_rows(ctx, rows).await.map_err(err)?;
     report.rows = row_count(&batches);
@@ -444,6 +460,9 @@ async fn fold_one(
         rows = report.rows,
         version = ?report.version,
         ms = report.elapsed_ms,
+        inputs_ms = report.inputs_ms,
+        views_ms = report.views_ms,
+        changed_ms = report.changed_ms,
         query_ms = report.query_ms,
         write_ms = report.write_ms,
         "mart folded"

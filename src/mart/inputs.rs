@@ -20,8 +20,8 @@ pub(super) struct Sources<'a> {
     pub raw: &'a [PinnedRaw],
     pub new_raw: &'a MemorySchemaProvider,
     pub prev: &'a MemorySchemaProvider,
-    /// Every consent event (`mart::consent::gate`).
-    pub consents: Option<&'a Arc<dyn TableProvider>>,
+    /// Each purpose's standing consents (`mart::consent::standing`).
+    pub standing: &'a std::collections::HashMap<String, Arc<dyn TableProvider>>,
 }
 
 /// Where a mart stands against its inputs.
@@ -146,8 +146,8 @@ async fn register_new_raw(
             (false, Some(rows)) => rows,
             _ => t.full(ctx).await?,
         };
-        let rows = super::consent::gate(ctx, rows, t.purpose.as_deref(), sources.consents)
-            .map_err(|s| sql_error(file_name, s))?;
+        let governed = t.purpose.as_ref().and_then(|p| sources.standing.get(p));
+        let rows = super::consent::gate(ctx, rows, governed).map_err(|s| sql_error(file_name, s))?;
         replace_table(sources.new_raw, &t.sql_name, rows).map_err(|s| sql_error(file_name, s))?;
         if let Some(v) = current {
             position.folded.insert(t.sql_name.clone(), v);

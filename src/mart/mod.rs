@@ -210,7 +210,9 @@ impl Upkeep {
                                 files_removed = r.files_removed, files_vacuumed = r.files_vacuumed, "mart compacted");
                         }
                         self.seen.insert(file.name.clone(), r.version);
-                        self.compacted.insert(file.name.clone(), r.version);
+                        if r.compacted {
+                            self.compacted.insert(file.name.clone(), r.version);
+                        }
                     }
                     // A mart no fold has written yet has nothing to keep up.
                     Err(deltalake::errors::DeltaTableError::NotATable(_)) => {}
@@ -241,7 +243,10 @@ impl Upkeep {
             let path = crate::lake::mart::path(&r.mart);
             let compacted = async {
                 let table = crate::lake::cache::open_latest(&marts.lake, &path).await?;
-                crate::lake::maintenance::compact(table, config.target_file_bytes).await
+                let target = config
+                    .target_file_bytes
+                    .min(crate::lake::maintenance::BETWEEN_PASSES_FILE_BYTES);
+                crate::lake::maintenance::compact(table, target).await
             }
             .await;
             match compacted {
@@ -251,8 +256,11 @@ impl Upkeep {
                     self.compacted
                         .insert(r.mart.clone(), table.version().unwrap_or(version));
                 }
-                // The next fold tries again; folding goes on either way.
-                Err(e) => tracing::warn!(mart = %r.mart, error = %e, "mart compaction failed"),
+                // Tried again after as many commits; folding goes on either way.
+                Err(e) => {
+                    tracing::warn!(mart = %r.mart, error = %e, "mart compaction failed");
+                    self.compacted.insert(r.mart.clone(), version);
+                }
             }
         }
     }

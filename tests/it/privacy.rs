@@ -191,6 +191,12 @@ async fn a_withdrawal_takes_social_and_register_data_out_of_portrait_and_list() 
     // brings her social attributes back. The register record was read before: it stays out.
     post_consents(&collector_addr, &[consent(&who.id, "social_profile", "given", &vk)]).await;
     consents_landed(&lab, &consent_topic, consents + 3).await;
+    // The profile read before the withdrawal is still in the lake: it does not come back.
+    fold(&lab, sql);
+    let consented = portrait(&lab, &who.id).await;
+    assert_eq!(consented["consents"], "social_profile", "{consented:#}");
+    assert_eq!(consented["sex"], "unknown", "{consented:#}");
+    assert_eq!(consented["social_interests"], Json::Null, "{consented:#}");
     let profiles = landed(&lab, &topic("vk.profile")).await.unwrap();
     let (ok, _, err) = connect_once(&lab, &base, &[&topic("vk.profile")]);
     assert!(ok, "{err}");

@@ -14,7 +14,8 @@ nothing stored to combine with), and `prev_mart.<m>` (the mart as last seen) is 
 
 A raw table a consent purpose governs (`--purpose`) is read as hoffrec's marts read it
 (src/mart/consent.rs): only the rows of customers whose newest consent event for the
-purpose in the `--consents` table is `given`, collected since that consent.
+purpose in the `--consents` table is `given`, collected since the first `given` after
+their newest withdrawal.
 """
 import glob
 import json
@@ -60,11 +61,15 @@ for name, url in urls.items():
     if name in purposes:
         spark.sql(
             f"""CREATE VIEW raw.{name} AS SELECT r.* FROM delta.`{url}` r LEFT SEMI JOIN (
-                SELECT customer_id, event_time AS since FROM (
-                    SELECT customer_id, action, event_time, row_number() OVER (
-                        PARTITION BY customer_id ORDER BY event_time DESC, event_id DESC) AS newest
+                SELECT customer_id, min(event_time) AS since FROM (
+                    SELECT customer_id, action, event_time,
+                           sum(CASE WHEN action = 'withdrawn' THEN 1 ELSE 0 END) OVER (
+                               PARTITION BY customer_id ORDER BY event_time, event_id) AS so_far,
+                           sum(CASE WHEN action = 'withdrawn' THEN 1 ELSE 0 END) OVER (
+                               PARTITION BY customer_id) AS in_all
                     FROM delta.`{urls[consents]}` WHERE purpose = '{purposes[name]}') k
-                WHERE newest = 1 AND action = 'given') g
+                WHERE action = 'given' AND so_far = in_all
+                GROUP BY customer_id) g
             ON g.customer_id = r.customer_id AND r.event_time >= g.since"""
         )
     else:
