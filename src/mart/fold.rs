@@ -180,9 +180,11 @@ async fn fold_pinned(
         tables.insert(mart.name.clone(), mart);
     }
     tracing::info!(ms = opening.elapsed().as_millis() as u64, "lake tables opened");
+    let reads = super::waves::reads(files).into_iter().map(|r| r.new_raw).collect();
     let job = Arc::new(Job {
         lake: lake.clone(),
         raw,
+        reads,
         files: files.to_vec(),
         base,
         raw_schema,
@@ -283,6 +285,8 @@ async fn checkpoint(due: &[(String, deltalake::DeltaTable)]) {
 struct Job {
     lake: LakeUrl,
     raw: Vec<PinnedRaw>,
+    /// Per file, the raw tables whose new rows it reads (`waves::Reads::new_raw`).
+    reads: Vec<std::collections::BTreeSet<String>>,
     files: Vec<MartFile>,
     /// The session the others are made from: they share its object stores.
     base: SessionContext,
@@ -328,7 +332,7 @@ impl Job {
             Some(mart) => mart,
             None => MartTable::open(&self.lake, &file.name).await?,
         };
-        fold_mart(&ctx, &sources, &views, &self.marts, file, mart).await
+        fold_mart(&ctx, &sources, &views, &self.reads[i], &self.marts, file, mart).await
     }
 }
 
@@ -346,13 +350,14 @@ async fn fold_mart(
     ctx: &SessionContext,
     sources: &Sources<'_>,
     views: &[&MartFile],
+    reads: &std::collections::BTreeSet<String>,
     marts: &MemorySchemaProvider,
     file: &MartFile,
     mut mart: MartTable,
 ) -> Result<Folded, FoldError> {
     let span = tracing::info_span!("mart", mart = %file.name);
     let (mart, done) = async {
-        let done = fold_one(ctx, sources, views, &mut mart, file).await?;
+        let done = fold_one(ctx, sources, views, reads, &mut mart, file).await?;
         Ok::<_, FoldError>((mart, done))
     }
     .instrument(span)
@@ -367,6 +372,7 @@ async fn fold_one(
     ctx: &SessionContext,
     sources: &Sources<'_>,
     views: &[&MartFile],
+    reads: &std::collections::BTreeSet<String>,
     mart: &mut MartTable,
     file: &MartFile,
 ) -> Result<Folded, FoldError> {
@@ -387,7 +393,7 @@ async fn fold_one(
         folded,
         behind,
         rebuild,
-    } = super::inputs::position(ctx, sources, mart, inputs, &file_name).await?;
+    } = super::inputs::position(ctx, sources, mart, inputs, reads, &file_name).await?;
     let mut report = MartReport {
         mart: file.name.clone(),
         version: mart.version(),
@@ -454,6 +460,7 @@ async fn fold_one(
     super::merge::write(mart, out_schema, batches, merge, props).await?;
     report.write_ms = write_started.elapsed().as_millis() as u64;
     report.version = mart.version();
+    mart.remember_folded(&report.folded);
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         changed = report.changed,

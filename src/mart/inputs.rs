@@ -11,7 +11,7 @@ use super::tables::{Added, MartTable, PinnedRaw};
 use crate::lake::LakeUrl;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::prelude::SessionContext;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// What a mart's SQL reads besides the marts themselves.
@@ -37,35 +37,49 @@ pub(super) struct Position {
 }
 
 /// Registers what the mart reads (`new_raw.*`, `prev_mart.*`) and says where it stands.
+/// Only the raw tables in `reads` (`waves::Reads::new_raw`) are looked into; the others
+/// read as empty and moving them leaves the mart where it is.
 pub(super) async fn position(
     ctx: &SessionContext,
     sources: &Sources<'_>,
     mart: &MartTable,
     inputs: &[String],
+    reads: &BTreeSet<String>,
     file_name: &str,
 ) -> Result<Position, FoldError> {
-    let added = raw_added(ctx, sources.raw, mart).await?;
+    let added = raw_added(ctx, sources.raw, mart, reads).await?;
     let mut position = Position {
         behind: mart.version().is_none(),
         rebuild: added.is_none(),
         ..Default::default()
     };
     register_prev_marts(ctx, sources, mart, inputs, &mut position, file_name).await?;
-    register_new_raw(ctx, sources, mart, added, &mut position, file_name).await?;
+    register_new_raw(ctx, sources, mart, added, reads, &mut position, file_name).await?;
     Ok(position)
 }
 
-/// What landed in each raw table since `mart` folded it, in `raw` order; `None` when a
-/// commit or file that says so is no longer in the lake, so the mart must start over.
+/// What landed in each raw table the mart reads since it folded it, in `raw` order (None
+/// for a table it does not read); `None` when a commit or file that says so is no longer
+/// in the lake, so the mart must start over.
 async fn raw_added(
     ctx: &SessionContext,
     raw: &[PinnedRaw],
     mart: &MartTable,
-) -> Result<Option<Vec<Arc<dyn TableProvider>>>, FoldError> {
+    reads: &BTreeSet<String>,
+) -> Result<Option<Vec<Option<Arc<dyn TableProvider>>>>, FoldError> {
     let mut added = Vec::with_capacity(raw.len());
     for t in raw {
-        match t.added_since(ctx, mart.folded(&t.sql_name).await?).await? {
-            Added::Rows(rows) => added.push(rows),
+        if !reads.contains(&t.sql_name) {
+            added.push(None);
+            continue;
+        }
+        // A topic that landed nothing has no rows to look for (nor a version to read).
+        let since = match t.version() {
+            Some(_) => mart.folded(&t.sql_name).await?,
+            None => None,
+        };
+        match t.added_since(ctx, since).await? {
+            Added::Rows(rows) => added.push(Some(rows)),
             Added::Gone(why) => {
                 tracing::warn!(mart = %mart.name, why, "raw rows since the last fold are gone; rebuilding the mart");
                 return Ok(None);
@@ -124,25 +138,35 @@ async fn register_prev_marts(
 }
 
 /// Registers each raw table as `new_raw.<name>`: the rows `added` since the mart folded
-/// it, or every row when it starts over.
+/// it, or every row when it starts over; empty for a table the mart does not read.
 async fn register_new_raw(
     ctx: &SessionContext,
     sources: &Sources<'_>,
     mart: &MartTable,
-    added: Option<Vec<Arc<dyn TableProvider>>>,
+    added: Option<Vec<Option<Arc<dyn TableProvider>>>>,
+    reads: &BTreeSet<String>,
     position: &mut Position,
     file_name: &str,
 ) -> Result<(), FoldError> {
     let mut added = added.into_iter().flatten();
     for t in sources.raw {
-        let since = if position.rebuild {
-            None
-        } else {
-            mart.folded(&t.sql_name).await?
-        };
         let current = t.version();
-        position.behind |= current.is_some() && since != current;
-        let rows = match (position.rebuild, added.next()) {
+        let added = added.next().flatten();
+        if !reads.contains(&t.sql_name) {
+            replace_table(sources.new_raw, &t.sql_name, t.empty_provider()?).map_err(|s| sql_error(file_name, s))?;
+            if let Some(v) = current {
+                position.folded.insert(t.sql_name.clone(), v);
+            }
+            continue;
+        }
+        if current.is_some() {
+            let since = match position.rebuild {
+                true => None,
+                false => mart.folded(&t.sql_name).await?,
+            };
+            position.behind |= since != current;
+        }
+        let rows = match (position.rebuild, added) {
             (false, Some(rows)) => rows,
             _ => t.full(ctx).await?,
         };

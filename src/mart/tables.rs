@@ -11,7 +11,8 @@ use deltalake::DeltaTable;
 use deltalake::errors::DeltaTableError;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// Reading a lake table failed: its log, its files, or the table itself.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +101,8 @@ impl PinnedRaw {
         }
     }
 
-    fn empty_provider(&self) -> Result<Arc<dyn TableProvider>, LakeReadError> {
+    /// The topic's columns, no rows.
+    pub fn empty_provider(&self) -> Result<Arc<dyn TableProvider>, LakeReadError> {
         let table = MemTable::try_new(self.empty.clone(), vec![vec![]]).map_err(|source| LakeReadError::Read {
             table: self.path.clone(),
             source: Box::new(source),
@@ -270,6 +272,13 @@ pub struct MartTable {
     pub table: DeltaTable,
 }
 
+/// Per mart table (by URL), the input versions its commit at a version recorded, as this
+/// process wrote them. Reading one back from the log replays the log since the checkpoint
+/// (delta-kernel keeps no index of `txn` actions): a few ms, for each of the dozen inputs
+/// of each mart in every fold, on the path a fresh list waits for. An input missing here
+/// is read from the log.
+static FOLDED: LazyLock<Mutex<HashMap<String, (u64, BTreeMap<String, u64>)>>> = LazyLock::new(Default::default);
+
 /// When the table's newest commit was made.
 pub async fn last_commit_ms(table: &DeltaTable) -> Option<i64> {
     use futures::StreamExt;
@@ -295,8 +304,17 @@ impl MartTable {
     /// folded in (None: not yet, or no table).
     pub async fn folded(&self, input: &str) -> Result<Option<u64>, LakeReadError> {
         let table = &self.table;
-        if self.version().is_none() {
+        let Some(version) = self.version() else {
             return Ok(None);
+        };
+        let remembered = FOLDED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(table.table_url().as_str())
+            .filter(|(at, _)| *at == version)
+            .and_then(|(_, folded)| folded.get(input).copied());
+        if remembered.is_some() {
+            return Ok(remembered);
         }
         let err = |source| LakeReadError::Delta {
             table: self.path.clone(),
@@ -311,6 +329,17 @@ impl MartTable {
             .await
             .map_err(err)?;
         Ok(v.map(|v| v as u64))
+    }
+
+    /// Remembers what the commit this process just made recorded as folded (`folded`
+    /// reads it back from here while the mart is still at that version).
+    pub fn remember_folded(&self, folded: &BTreeMap<String, u64>) {
+        if let Some(version) = self.version() {
+            FOLDED
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(self.table.table_url().to_string(), (version, folded.clone()));
+        }
     }
 
     /// The newest version committed at or before `at` (None: none was, or no table).

@@ -10,25 +10,42 @@
 use super::files::{Kind, MartFile};
 use std::collections::BTreeSet;
 
-/// For each file, the indices of the earlier marts it must wait for (empty for views,
-/// which are planned inside each mart's session).
-pub fn waits_for(files: &[MartFile]) -> Vec<Vec<usize>> {
-    let mut reads: Vec<BTreeSet<String>> = Vec::with_capacity(files.len());
+/// What a file reads, directly or through the views it names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reads {
+    /// Marts, as `mart.<name>` or `prev_mart.<name>`.
+    pub marts: BTreeSet<String>,
+    /// Raw tables whose new rows it reads, as `new_raw.<name>`: a fold finds what landed
+    /// since the mart's last fold only in these, and a mart none of them moved for (nor an
+    /// earlier mart it reads) has nothing to fold.
+    pub new_raw: BTreeSet<String>,
+}
+
+/// What each file reads, in file order.
+pub fn reads(files: &[MartFile]) -> Vec<Reads> {
+    let mut reads: Vec<Reads> = Vec::with_capacity(files.len());
     for (i, file) in files.iter().enumerate() {
         let text = match &file.kind {
             Kind::View { query } => query.clone(),
             Kind::Mart { changed, rows, .. } => format!("{}\n{rows}", changed.as_deref().unwrap_or_default()),
         };
-        let (marts, words) = references(&text);
-        let mut read = marts;
-        // A view's marts count wherever the view is named.
+        let (mut read, words) = references(&text);
+        // A view's reads count wherever the view is named.
         for (j, earlier) in files[..i].iter().enumerate() {
             if matches!(earlier.kind, Kind::View { .. }) && words.contains(&earlier.name) {
-                read.extend(reads[j].iter().cloned());
+                read.marts.extend(reads[j].marts.iter().cloned());
+                read.new_raw.extend(reads[j].new_raw.iter().cloned());
             }
         }
         reads.push(read);
     }
+    reads
+}
+
+/// For each file, the indices of the earlier marts it must wait for (empty for views,
+/// which are planned inside each mart's session).
+pub fn waits_for(files: &[MartFile]) -> Vec<Vec<usize>> {
+    let reads = reads(files);
     (0..files.len())
         .map(|j| {
             if !files[j].is_mart() {
@@ -36,28 +53,32 @@ pub fn waits_for(files: &[MartFile]) -> Vec<Vec<usize>> {
             }
             (0..j)
                 .filter(|&i| files[i].is_mart())
-                .filter(|&i| reads[j].contains(&files[i].name) || reads[i].contains(&files[j].name))
+                .filter(|&i| reads[j].marts.contains(&files[i].name) || reads[i].marts.contains(&files[j].name))
                 .collect()
         })
         .collect()
 }
 
-/// The marts a query names (`mart.x`, `prev_mart.x`), and every bare word in it.
-fn references(sql: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let (mut marts, mut words) = (BTreeSet::new(), BTreeSet::new());
+/// What a query names (`mart.x`, `prev_mart.x`, `new_raw.x`), and every bare word in it.
+fn references(sql: &str) -> (Reads, BTreeSet<String>) {
+    let (mut reads, mut words) = (Reads::default(), BTreeSet::new());
     for token in sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')) {
-        match token.split_once('.') {
+        let lower = token.to_ascii_lowercase();
+        match lower.split_once('.') {
             Some(("mart" | "prev_mart", name)) if !name.is_empty() => {
-                marts.insert(name.to_ascii_lowercase());
+                reads.marts.insert(name.to_string());
+            }
+            Some(("new_raw", name)) if !name.is_empty() => {
+                reads.new_raw.insert(name.to_string());
             }
             Some(_) => {}
-            None if !token.is_empty() => {
-                words.insert(token.to_ascii_lowercase());
+            None if !lower.is_empty() => {
+                words.insert(lower);
             }
             None => {}
         }
     }
-    (marts, words)
+    (reads, words)
 }
 
 #[cfg(test)]
@@ -120,5 +141,18 @@ mod tests {
             file("d", text("SELECT k FROM prev_mart.c")),
         ];
         assert_eq!(waits_for(&files), vec![vec![], vec![], vec![0], vec![0], vec![3]]);
+    }
+
+    #[test]
+    fn a_mart_reads_the_new_rows_its_views_read() {
+        let files = files();
+        let reads = reads(&files);
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        // Orders only: the clickstream moving leaves it where it is.
+        assert_eq!(reads[index(&files, "order_state")].new_raw, set(&["store_order"]));
+        // Through changed_customer, every table a customer's event lands in.
+        let category = &reads[index(&files, "customer_category")].new_raw;
+        assert!(category.contains("site_product_view") && category.contains("store_catalogue"));
+        assert!(category.contains("vk_profile"), "{category:?}");
     }
 }
