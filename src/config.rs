@@ -34,6 +34,23 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub mart: MartConfig,
     pub recommend: RecommendConfig,
+    pub forget: ForgetConfig,
+}
+
+/// Erasure (`hoffrec forget`): requests on `privacy.erasure`, records on `privacy.audit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForgetConfig {
+    /// Consumer group of `hoffrec forget --follow`.
+    pub group: String,
+}
+
+impl Default for ForgetConfig {
+    fn default() -> Self {
+        Self {
+            group: "hoffrec-forget".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -34,6 +34,10 @@ pub mod mart;
 /// Stage: changed portraits -> candidates, rules, ranker -> `recs.customer`.
 pub mod recommend;
 
+/// Erasure of customers everywhere the stages keep them (`hoffrec forget`), with the
+/// registry ingest and the fold consult so that erased data does not come back.
+pub mod forget;
+
 /// Metrics and health endpoints every long-running stage serves.
 pub mod telemetry;
 

@@ -171,10 +171,10 @@ fn median(v: &[u64]) -> u64 {
 
 /// Events waiting to be landed, by topic.
 #[derive(Default)]
-struct Events {
+pub(super) struct Events {
     by_topic: BTreeMap<&'static str, Vec<(&'static str, Json)>>,
-    count: u64,
-    landed: u64,
+    pub count: u64,
+    pub landed: u64,
     next_id: u64,
 }
 
@@ -186,7 +186,7 @@ impl Events {
         self.count += 1;
     }
 
-    fn catalogue(&mut self, w: &World) {
+    pub fn catalogue(&mut self, w: &World) {
         for product in super::closed_loop::catalogue(w) {
             self.push("raw.store.catalogue", "catalogue_product", product);
         }
@@ -194,7 +194,7 @@ impl Events {
 
     /// One visit on `day`: arrival, five product views in one category, sometimes a cart,
     /// sometimes an order delivered to the customer's district.
-    fn session(&mut self, w: &World, customer: usize, day: u32, rng: &mut StdRng) {
+    pub fn session(&mut self, w: &World, customer: usize, day: u32, rng: &mut StdRng) {
         let c = &w.customers[customer];
         let session = format!("bench-{}-{day}-{}", c.id, rng.random_range(0..u32::MAX));
         let mut t = world::START_MS + day as i64 * DAY_MS + rng.random_range(8..22) * 3_600_000;
@@ -252,7 +252,7 @@ impl Events {
         }
     }
 
-    async fn land(&mut self, lake: &LakeUrl, schemas: &SchemaSet) -> Result<(), BenchError> {
+    pub async fn land(&mut self, lake: &LakeUrl, schemas: &SchemaSet) -> Result<(), BenchError> {
         for (topic, events) in std::mem::take(&mut self.by_topic) {
             let items: Vec<(&str, &Json)> = events.iter().map(|(e, j)| (*e, j)).collect();
             crate::ingest::direct::land_json(lake, schemas, topic, &items)

@@ -10,6 +10,7 @@
 //!    event's send time with the `lake.commits` record that covered its offset.
 
 pub mod closed_loop;
+pub mod forget;
 pub mod mart;
 pub mod recommend;
 
@@ -241,6 +242,18 @@ fn write_catalog(dir: &Path, id: &str, partitions: i32) -> std::io::Result<Names
             format!("bench-{id}.offsets"),
             format!(
                 "name = \"bench-{id}.offsets\"\nrole = \"connector_offsets\"\npartitions = 1\ncleanup_policy = \"compact\"\nvalue_schema = \"connector_offset\"\nkey = [\"connector\", \"stream\"]\n"
+            ),
+        ),
+        (
+            format!("bench-{id}.erasure"),
+            format!(
+                "name = \"bench-{id}.erasure\"\nrole = \"erasure\"\npartitions = 1\ncleanup_policy = \"delete\"\nretention_ms = 86400000\nvalue_schema = \"erasure_request\"\nkey = [\"customer_id\"]\n"
+            ),
+        ),
+        (
+            format!("bench-{id}.audit"),
+            format!(
+                "name = \"bench-{id}.audit\"\nrole = \"audit\"\npartitions = 1\ncleanup_policy = \"delete\"\nretention_ms = 86400000\nvalue_schema = \"erasure_audit\"\nkey = [\"customer_hash\"]\n"
             ),
         ),
     ];

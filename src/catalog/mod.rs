@@ -23,16 +23,22 @@ pub enum Role {
     MartChanges,
     Recommendations,
     ConnectorOffsets,
+    /// Requests to erase a customer (`crate::forget`).
+    Erasure,
+    /// What each erasure removed.
+    Audit,
 }
 
 impl Role {
     /// The roles exactly one topic must play.
-    pub const PIPELINE: [Role; 5] = [
+    pub const PIPELINE: [Role; 7] = [
         Role::DeadLetter,
         Role::LakeCommits,
         Role::MartChanges,
         Role::Recommendations,
         Role::ConnectorOffsets,
+        Role::Erasure,
+        Role::Audit,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -43,6 +49,8 @@ impl Role {
             Role::MartChanges => "mart_changes",
             Role::Recommendations => "recommendations",
             Role::ConnectorOffsets => "connector_offsets",
+            Role::Erasure => "erasure",
+            Role::Audit => "audit",
         }
     }
 }

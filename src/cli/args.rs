@@ -54,6 +54,8 @@ pub enum BenchCommand {
     },
     /// One incremental mart fold for a fixed batch, with 1x and --scale x history.
     Mart(crate::bench::mart::MartBenchArgs),
+    /// One erasure request for many customers on a large lake: time, rows, files rewritten.
+    Forget(crate::bench::forget::ForgetBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -120,4 +122,25 @@ pub struct SqlArgs {
     /// Print rows as JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["customers", "status", "follow"])))]
+pub struct ForgetArgs {
+    /// Erase this customer (repeatable: one request erases them all) and print the report.
+    #[arg(long = "customer", value_name = "ID")]
+    pub customers: Vec<String>,
+    /// Why, for the audit record (e.g. "account deleted").
+    #[arg(long, value_name = "TEXT", requires = "customers")]
+    pub reason: Option<String>,
+    /// Vacuum the tables at once (maintenance.vacuum_retention_hours) instead of leaving it
+    /// to the maintenance pass.
+    #[arg(long, requires = "customers")]
+    pub vacuum: bool,
+    /// Where erasure stands for this customer, per table.
+    #[arg(long, value_name = "ID", conflicts_with = "customers")]
+    pub status: Option<String>,
+    /// Carry out the requests arriving on privacy.erasure until stopped.
+    #[arg(long, conflicts_with_all = ["customers", "status"])]
+    pub follow: bool,
 }

@@ -8,8 +8,8 @@ mod stages;
 mod tools;
 
 pub use args::{
-    BenchCommand, CollectArgs, ConfigCommand, ConnectArgs, EvaluateArgs, ExplainArgs, ImportArgs, IngestArgs,
-    MartCommand, SchemasCommand, SqlArgs, TopicsCommand,
+    BenchCommand, CollectArgs, ConfigCommand, ConnectArgs, EvaluateArgs, ExplainArgs, ForgetArgs, ImportArgs,
+    IngestArgs, MartCommand, SchemasCommand, SqlArgs, TopicsCommand,
 };
 
 use crate::catalog::Catalog;
@@ -109,6 +109,10 @@ pub enum Command {
     /// Show, for a marketer, how a customer's list comes about: portrait, candidates and
     /// their reasons, the rules applied, scores, and the final list.
     Explain(ExplainArgs),
+    /// Erase customers from every raw table, mart and topic that holds them (Delta DELETE,
+    /// tombstones), record it on privacy.audit; `--status` says where it stands,
+    /// `--follow` serves the site's requests on privacy.erasure.
+    Forget(ForgetArgs),
     /// Run SQL against the lake: every raw table is `raw.<topic without raw., . and - as _>`,
     /// e.g. `SELECT count(*) FROM raw.site_page_view`.
     Sql(SqlArgs),
@@ -146,12 +150,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Evaluate(args) => tools::evaluate(&config, &args),
         Command::Explain(args) => tools::explain(&config, &args),
         Command::Sql(args) => tools::sql(&config, &args),
+        Command::Forget(args) if args.follow => stages::forget(&config),
+        Command::Forget(args) => tools::forget(&config, &args),
         Command::Bench(BenchCommand::Ingest(args)) => print_report(crate::bench::ingest(&config, &args)),
         Command::Bench(BenchCommand::Recommend { customers }) => {
             print_report(crate::bench::recommend::run(&config, customers))
         }
         Command::Bench(BenchCommand::Loop(args)) => print_report(crate::bench::closed_loop::run(&config, &args)),
         Command::Bench(BenchCommand::Mart(args)) => print_report(crate::bench::mart::run(&config, &args)),
+        Command::Bench(BenchCommand::Forget(args)) => print_report(crate::bench::forget::run(&config, &args)),
     }
 }
 

@@ -17,6 +17,12 @@ pub(super) fn ingest(config: &Config) -> anyhow::Result<ExitCode> {
     })
 }
 
+pub(super) fn forget(config: &Config) -> anyhow::Result<ExitCode> {
+    run_stage(config, |telemetry, shutdown| async move {
+        crate::forget::run(config, &telemetry, shutdown).await
+    })
+}
+
 pub(super) fn collect(config: &Config) -> anyhow::Result<ExitCode> {
     let catalog = load_catalog(config)?;
     run_stage(config, |telemetry, shutdown| async move {

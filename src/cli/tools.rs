@@ -1,7 +1,7 @@
 //! One-shot commands: check, inspect, import, query, evaluate; each prints its result and
 //! exits.
 
-use super::args::{EvaluateArgs, ExplainArgs, ImportArgs, SqlArgs};
+use super::args::{EvaluateArgs, ExplainArgs, ForgetArgs, ImportArgs, SqlArgs};
 use super::load_catalog;
 use super::runtime::{block_on, print_report};
 use crate::config::Config;
@@ -116,6 +116,18 @@ pub(super) fn explain(config: &Config, args: &ExplainArgs) -> anyhow::Result<Exi
     } else {
         print!("{}", crate::recommend::rank::render(&e));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn forget(config: &Config, args: &ForgetArgs) -> anyhow::Result<ExitCode> {
+    if let Some(customer) = &args.status {
+        let status = block_on(crate::forget::status(config, customer))??;
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let request = crate::forget::Request::new(args.customers.clone(), args.reason.clone())?;
+    let report = block_on(crate::forget::erase(config, &request, args.vacuum))??;
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -56,6 +56,18 @@ pub fn read_topic(
     topic: &Topic,
     mut each: impl FnMut(&[u8]) -> Result<(), OffsetsError>,
 ) -> Result<(), OffsetsError> {
+    read_records(kafka, topic, |m| match m.payload() {
+        Some(payload) => each(payload),
+        None => Ok(()),
+    })
+}
+
+/// As `read_topic`, with each whole record (key, headers, tombstones too).
+pub fn read_records(
+    kafka: &KafkaConfig,
+    topic: &Topic,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<(), OffsetsError>,
+) -> Result<(), OffsetsError> {
     let consumer: BaseConsumer = crate::kafka::client_config(kafka)
         .set("group.id", format!("hoffrec-reader-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
@@ -94,9 +106,7 @@ pub fn read_topic(
         if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
             ends.remove(&message.partition());
         }
-        if let Some(payload) = message.payload() {
-            each(payload)?;
-        }
+        each(&message)?;
     }
     Ok(())
 }

@@ -138,6 +138,12 @@ impl TopicBatch {
         }
     }
 
+    /// Accounts for a record that is consumed but neither landed nor dead-lettered (an
+    /// erased customer's).
+    pub fn skip(&mut self, at: (i32, i64, Option<i64>), bytes: usize) {
+        self.account(at.0, at.1, at.2, bytes);
+    }
+
     /// Records that a Kafka offset is accounted for by this batch.
     fn account(&mut self, partition: i32, offset: i64, kafka_ms: Option<i64>, bytes: usize) {
         self.opened_at.get_or_insert_with(Instant::now);

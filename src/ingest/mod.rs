@@ -72,6 +72,8 @@ pub struct Summary {
     pub replayed_skipped: u64,
     pub commits: u64,
     pub abandoned_batches: u64,
+    /// Events of erased customers, consumed and not landed.
+    pub erased_dropped: u64,
 }
 
 impl Summary {
@@ -82,6 +84,7 @@ impl Summary {
         self.replayed_skipped += other.replayed_skipped;
         self.commits += other.commits;
         self.abandoned_batches += other.abandoned_batches;
+        self.erased_dropped += other.erased_dropped;
     }
 }
 
@@ -121,6 +124,13 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
     }
     let dlq_topic = catalog.require(Role::DeadLetter)?.name.clone();
     let commits_topic = catalog.require(Role::LakeCommits)?.name.clone();
+    let consent_topic = catalog.consent_topic().map(|t| t.name.clone());
+    let blocked = crate::forget::blocked::Blocked::start(
+        lake.clone(),
+        consent_topic.as_deref().map(crate::lake::raw::path),
+        shutdown.clone(),
+    )
+    .await;
     let schemas = Arc::new(catalog.schemas);
     let handle = tokio::runtime::Handle::current();
     // Each worker is a full group member with its own consumer thread: one process can use
@@ -155,6 +165,8 @@ pub async fn run(config: &Config, telemetry: &Telemetry, shutdown: CancellationT
             publisher: publish::Publisher::new(&config.kafka, &dlq_topic, &commits_topic)?,
             telemetry: telemetry.clone(),
             running,
+            blocked: blocked.clone(),
+            consent_topic: consent_topic.clone(),
         });
         let span = tracing::info_span!("ingest", group = %ingest.group, worker = n);
         let shutdown = shutdown.clone();

@@ -42,6 +42,10 @@ pub struct WorkerParts {
     pub telemetry: Telemetry,
     /// Shared with the consumer's rebalance callback, which waits for running commits.
     pub running: Running,
+    /// Erased customers whose events are dropped (`crate::forget::blocked`).
+    pub blocked: crate::forget::blocked::Blocked,
+    /// The consent topic, whose events pass for everyone: a new consent lifts a block.
+    pub consent_topic: Option<String>,
 }
 
 /// A writer version as records of it land.
@@ -78,6 +82,8 @@ pub struct Worker {
     contracts: FastMap<String, TopicContract>,
     telemetry: Telemetry,
     rules: Rules,
+    blocked: crate::forget::blocked::Blocked,
+    consent_topic: Option<String>,
     /// Per topic, the batch filling.
     batches: FastMap<String, TopicBatch>,
     horizons: FastMap<String, Horizon>,
@@ -106,6 +112,8 @@ impl Worker {
             publisher,
             telemetry,
             running,
+            blocked,
+            consent_topic,
         } = parts;
         let depth = usize::try_from(config.max_batches_in_flight).unwrap_or(1);
         let pipeline = Pipeline::new(PipelineParts {
@@ -120,6 +128,8 @@ impl Worker {
         });
         Self {
             rules: Rules::new(&config),
+            blocked,
+            consent_topic,
             config,
             lake,
             handle,
@@ -345,7 +355,12 @@ impl Worker {
         }
         let payload = m.payload().unwrap_or_default();
         let kafka_ms = m.timestamp().to_millis();
-        let plan = self.plan_for(topic, payload);
+        // An erased customer's event is consumed (its offset counts) but not landed.
+        let erased = self.consent_topic.as_deref() != Some(topic) && m.key().is_some_and(|k| self.blocked.contains(k));
+        let plan = match erased {
+            true => Err(Reject::new("erased", "the customer is erased")),
+            false => self.plan_for(topic, payload),
+        };
         if !self.batches.contains_key(topic) {
             let batch = match self.pipeline.take_spare() {
                 Some(old) => old.reuse(topic),
@@ -366,6 +381,11 @@ impl Worker {
             })
             .unwrap_or_default();
         let at = (partition, offset, kafka_ms);
+        if erased {
+            batch.skip(at, payload.len());
+            self.summary.erased_dropped += 1;
+            return Ok(None);
+        }
         let chunk_full = batch.take(at, m.key(), payload, headers, plan.as_ref().map_err(Reject::clone));
         let full = batch.rows >= self.config.max_batch_rows || batch.bytes >= self.config.max_batch_bytes;
         if chunk_full {

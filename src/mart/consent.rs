@@ -113,6 +113,60 @@ pub fn gate(
     Ok(gated.into_view())
 }
 
+/// The erased registry (`crate::forget::registry`) as a table the gate below joins
+/// (`erased_customer_id`, `erased_at`); None when nobody is erased.
+pub fn erased_table(erased: &crate::forget::registry::Erased) -> Result<Option<Arc<dyn TableProvider>>> {
+    if erased.is_empty() {
+        return Ok(None);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("erased_customer_id", DataType::Utf8, false),
+        Field::new(
+            "erased_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(arrow::array::StringArray::from_iter_values(erased.keys())),
+            Arc::new(
+                arrow::array::TimestampMicrosecondArray::from_iter_values(erased.values().map(|ms| ms * 1000))
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )?;
+    Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+}
+
+/// Leaves out rows of customers erased after the row's time. A fold reads the rows that
+/// landed since it last ran from their files by name, and the files an erasure's DELETE
+/// replaced stay on storage until the vacuum: without this, a fold that was behind would
+/// bring the erased rows back. Rows from after the erasure (a new consent lifted the
+/// block at ingest) pass.
+pub fn unerased(
+    ctx: &SessionContext,
+    rows: Arc<dyn TableProvider>,
+    erased: Option<&Arc<dyn TableProvider>>,
+) -> Result<Arc<dyn TableProvider>> {
+    let schema = rows.schema();
+    let Some(erased) = erased
+        .filter(|_| schema.field_with_name("customer_id").is_ok() && schema.field_with_name("event_time").is_ok())
+    else {
+        return Ok(rows);
+    };
+    let kept = ctx.read_table(rows)?.join_on(
+        ctx.read_table(erased.clone())?,
+        JoinType::LeftAnti,
+        [
+            col("customer_id").eq(col("erased_customer_id")),
+            col("event_time").lt_eq(col("erased_at")),
+        ],
+    )?;
+    Ok(kept.into_view())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

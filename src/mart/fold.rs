@@ -150,6 +150,14 @@ async fn fold_pinned(
         consents = Some(t.full(&base).await?);
     }
     // Read once per fold: every gated table of every mart joins the same standing consents.
+    let (erased, _) =
+        crate::forget::registry::load(lake)
+            .await
+            .map_err(|source| super::tables::LakeReadError::Delta {
+                table: crate::forget::registry::PATH.into(),
+                source: Box::new(source),
+            })?;
+    let erased = super::consent::erased_table(&erased).map_err(|source| sql_error("erased", source))?;
     let purposes: Vec<String> = raw.iter().filter_map(|t| t.purpose.clone()).collect();
     let standing = super::consent::standing(&base, consents.as_ref(), &purposes)
         .await
@@ -189,6 +197,7 @@ async fn fold_pinned(
         base,
         raw_schema,
         standing,
+        erased,
         marts,
         tables: std::sync::Mutex::new(tables),
     });
@@ -293,6 +302,8 @@ struct Job {
     raw_schema: Arc<MemorySchemaProvider>,
     /// Each purpose's standing consents, for the gates of the `new_raw` tables.
     standing: std::collections::HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>,
+    /// Erased customers, for the `new_raw` tables (`consent::unerased`).
+    erased: Option<Arc<dyn datafusion::catalog::TableProvider>>,
     marts: Arc<MemorySchemaProvider>,
     /// Each mart as opened at the start; its own fold takes it (this process is the marts'
     /// only writer, so nothing moved it since).
@@ -317,6 +328,7 @@ impl Job {
             new_raw: &new_raw,
             prev: &prev,
             standing: &self.standing,
+            erased: self.erased.as_ref(),
         };
         let views: Vec<&MartFile> = self.files[..i]
             .iter()

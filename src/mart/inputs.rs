@@ -22,6 +22,8 @@ pub(super) struct Sources<'a> {
     pub prev: &'a MemorySchemaProvider,
     /// Each purpose's standing consents (`mart::consent::standing`).
     pub standing: &'a std::collections::HashMap<String, Arc<dyn TableProvider>>,
+    /// Erased customers (`mart::consent::erased_table`), None when there are none.
+    pub erased: Option<&'a Arc<dyn TableProvider>>,
 }
 
 /// Where a mart stands against its inputs.
@@ -171,7 +173,9 @@ async fn register_new_raw(
             _ => t.full(ctx).await?,
         };
         let governed = t.purpose.as_ref().and_then(|p| sources.standing.get(p));
-        let rows = super::consent::gate(ctx, rows, governed).map_err(|s| sql_error(file_name, s))?;
+        let rows = super::consent::gate(ctx, rows, governed)
+            .and_then(|rows| super::consent::unerased(ctx, rows, sources.erased))
+            .map_err(|s| sql_error(file_name, s))?;
         replace_table(sources.new_raw, &t.sql_name, rows).map_err(|s| sql_error(file_name, s))?;
         if let Some(v) = current {
             position.folded.insert(t.sql_name.clone(), v);

@@ -231,17 +231,25 @@ async fn written(
         let Some(entry) = table.log_store().read_commit_entry(v).await.map_err(err)? else {
             return Ok(Written::Gone(format!("{name}: commit {v} is no longer in the log")));
         };
+        let mut in_commit = Vec::new();
+        let mut erasure = false;
         for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| LakeReadError::Log {
                 table: name.to_string(),
                 version: v,
                 reason: e.to_string(),
             })?;
+            erasure |= action.pointer("/commitInfo/operation").and_then(|o| o.as_str()) == Some("DELETE");
             if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str())
                 && action.pointer("/add/dataChange").and_then(|c| c.as_bool()) != Some(false)
             {
-                added.push(Path::parse(path).unwrap_or_else(|_| Path::from(decode(path))));
+                in_commit.push(Path::parse(path).unwrap_or_else(|_| Path::from(decode(path))));
             }
+        }
+        // A DELETE (an erasure: `crate::forget`) rewrites files without the rows it
+        // removes; what it adds are rows that landed before, not new ones.
+        if !erasure {
+            added.extend(in_commit);
         }
     }
     let store = table.log_store().object_store(None);

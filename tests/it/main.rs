@@ -18,6 +18,7 @@ mod dashboard;
 mod demo;
 mod deploy;
 mod evaluate;
+mod forget;
 mod fuzz;
 mod hdfs;
 mod import;

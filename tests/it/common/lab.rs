@@ -62,6 +62,8 @@ impl Lab {
         rename("mart.changes.toml", &format!("{id}.mart"), None);
         rename("recs.customer.toml", &format!("{id}.recs"), None);
         rename("connect.offsets.toml", &format!("{id}.offsets"), None);
+        rename("privacy.erasure.toml", &format!("{id}.erasure"), None);
+        rename("privacy.audit.toml", &format!("{id}.audit"), None);
         let lake = format!("{}/hoffrec-it/{id}", hdfs_url().trim_end_matches('/'));
         let lab = Self {
             dir,
