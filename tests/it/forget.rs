@@ -339,3 +339,70 @@ async fn an_erased_customer_is_gone_everywhere_also_after_a_kill_9() {
     assert!(simulator.stop());
     assert!(collector.stop());
 }
+
+/// The site's way in: an `erasure_request` on `privacy.erasure`, carried out by `hoffrec
+/// forget --follow`, which records it on the audit topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_request_from_the_site_is_carried_out() {
+    let _services = common::needs!(Kafka, Hdfs);
+    let lab = Lab::new(1).await;
+    let schemas = lab.schemas();
+    let producer = lab.producer();
+    let views = schemas.current("product_view").unwrap();
+    let records: Vec<(String, Vec<u8>)> = (0..3u64)
+        .flat_map(|c| (0..5).map(move |i| (c, i)))
+        .map(|(c, i)| {
+            let event = common::lab::product_view(&format!("e{c}-{i}"), c, None);
+            (format!("c{c}"), hoffrec::codec::encode_with(views, event).unwrap())
+        })
+        .collect();
+    lab.send_all(&producer, &records).await;
+    let mut ingest = lab.ingest(&common::unique("follow"), &[]);
+    common::poll_until("15 views landed", Duration::from_secs(120), || async {
+        landed(&lab, &lab.raw).await.filter(|n| *n >= 15)
+    })
+    .await;
+    let mut follow = lab.hoffrec(&["forget", "--follow"], &[]);
+    let request = json!({"request_id": common::unique("req"), "customer_id": "c1", "reason": "account deleted",
+        "requested_at": chrono::Utc::now().timestamp_millis()});
+    let version = schemas.current("erasure_request").unwrap();
+    let payload = hoffrec::codec::encode_with(
+        version,
+        hoffrec::codec::json::to_avro(&request, &version.schema).unwrap(),
+    )
+    .unwrap();
+    let erasure = lab.topic_of(hoffrec::catalog::Role::Erasure);
+    hoffrec::kafka::send_and_wait(
+        &producer,
+        rdkafka::producer::FutureRecord::to(&erasure)
+            .key("c1")
+            .payload(&payload),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let audit = lab.topic_of(hoffrec::catalog::Role::Audit);
+    let hash = hoffrec::forget::registry::hash("c1");
+    let record = common::poll_until("the audit record", Duration::from_secs(120), || async {
+        keyed(&lab, &audit)
+            .into_iter()
+            .filter_map(|(_, v)| v)
+            .map(|v| Json::try_from(schemas.decode(&v, "erasure_audit").unwrap()).unwrap())
+            .find(|r| r["customer_hash"] == hash)
+    })
+    .await;
+    assert_eq!(record["request_id"], request["request_id"], "{record:#}");
+    assert_eq!(record["reason"], "account deleted", "{record:#}");
+    let path = hoffrec::lake::raw::path(&lab.raw);
+    let table = record["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == path)
+        .unwrap()
+        .clone();
+    assert_eq!(table["rows_deleted"], 5, "{record:#}");
+    assert_eq!(rows(&lab, &path, "c1").await, (10, 0));
+    assert!(follow.stop(), "{}", common::lab::tail(&follow.log));
+    assert!(ingest.stop(), "{}", common::lab::tail(&ingest.log));
+}
