@@ -109,7 +109,7 @@ pub async fn run(config: &Config, args: &ForgetBenchArgs) -> Result<ForgetBenchR
         .filter(|t| t.version.is_some())
         .map(|t| (t.table.clone(), t.rows_deleted, t.files_rewritten))
         .collect();
-    largest.sort_by(|a, b| b.1.cmp(&a.1));
+    largest.sort_by_key(|t| std::cmp::Reverse(t.1));
     largest.truncate(5);
     let round = |s: f64| (s * 10.0).round() / 10.0;
     Ok(ForgetBenchReport {

@@ -285,7 +285,10 @@ pub struct MartTable {
 /// (delta-kernel keeps no index of `txn` actions): a few ms, for each of the dozen inputs
 /// of each mart in every fold, on the path a fresh list waits for. An input missing here
 /// is read from the log.
-static FOLDED: LazyLock<Mutex<HashMap<String, (u64, BTreeMap<String, u64>)>>> = LazyLock::new(Default::default);
+static FOLDED: LazyLock<Mutex<HashMap<String, Recorded>>> = LazyLock::new(Default::default);
+
+/// A mart commit's version and the input versions it recorded.
+type Recorded = (u64, BTreeMap<String, u64>);
 
 /// When the table's newest commit was made.
 pub async fn last_commit_ms(table: &DeltaTable) -> Option<i64> {
