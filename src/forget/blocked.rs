@@ -1,9 +1,9 @@
-//! The customers whose events ingest drops: erased ones (`registry`) who have not given a
+//! The customers whose events ingest drops: erased ones (`crate::lake::erased`) who have not given a
 //! new consent since. Read from the lake every few seconds by one task per process and
 //! shared with the ingest threads, which look a record's key up (no lake read per record).
 
-use super::registry;
 use crate::lake::LakeUrl;
+use crate::lake::erased as registry;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use datafusion::functions_aggregate::expr_fn::max;

@@ -3,7 +3,7 @@
 //!
 //! One erasure, in this order (each step idempotent, so a run that crashed is simply run
 //! again and completes):
-//! 1. The customer goes into the erased registry (`registry`): from then on ingest drops
+//! 1. The customer goes into the erased registry (`crate::lake::erased`): from then on ingest drops
 //!    their events (consents excepted: a new consent lifts the block) and the fold keeps
 //!    rows from before the erasure out of what it folds, also from files not yet vacuumed.
 //! 2. A Delta DELETE of their rows in every raw table and mart that has a `customer_id`
@@ -18,13 +18,13 @@
 //!    topics, when: never the erased data, and the customer only as a hash.
 
 pub mod blocked;
-pub mod registry;
 pub mod tables;
 pub mod topics;
 
 use crate::catalog::{Catalog, Role};
 use crate::config::Config;
 use crate::lake::LakeUrl;
+use crate::lake::erased as registry;
 use futures::StreamExt;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeSet;

@@ -2,10 +2,11 @@
 //! rows of theirs each holds now, the version that erased them, and how many of the files
 //! that DELETE replaced are still on storage (until the vacuum).
 
-use super::{ForgetError, registry, tables};
+use super::{ForgetError, tables};
 use crate::catalog::Role;
 use crate::config::Config;
 use crate::lake::LakeUrl;
+use crate::lake::erased as registry;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TableStatus {

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod columns;
+pub mod erased;
 pub mod maintenance;
 pub mod mart;
 pub mod raw;

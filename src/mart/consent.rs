@@ -113,9 +113,9 @@ pub fn gate(
     Ok(gated.into_view())
 }
 
-/// The erased registry (`crate::forget::registry`) as a table the gate below joins
+/// The erased registry (`crate::lake::erased`) as a table the gate below joins
 /// (`erased_customer_id`, `erased_at`); None when nobody is erased.
-pub fn erased_table(erased: &crate::forget::registry::Erased) -> Result<Option<Arc<dyn TableProvider>>> {
+pub fn erased_table(erased: &crate::lake::erased::Erased) -> Result<Option<Arc<dyn TableProvider>>> {
     if erased.is_empty() {
         return Ok(None);
     }

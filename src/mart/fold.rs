@@ -150,13 +150,12 @@ async fn fold_pinned(
         consents = Some(t.full(&base).await?);
     }
     // Read once per fold: every gated table of every mart joins the same standing consents.
-    let (erased, _) =
-        crate::forget::registry::load(lake)
-            .await
-            .map_err(|source| super::tables::LakeReadError::Delta {
-                table: crate::forget::registry::PATH.into(),
-                source: Box::new(source),
-            })?;
+    let (erased, _) = crate::lake::erased::load(lake)
+        .await
+        .map_err(|source| super::tables::LakeReadError::Delta {
+            table: crate::lake::erased::PATH.into(),
+            source: Box::new(source),
+        })?;
     let erased = super::consent::erased_table(&erased).map_err(|source| sql_error("erased", source))?;
     let purposes: Vec<String> = raw.iter().filter_map(|t| t.purpose.clone()).collect();
     let standing = super::consent::standing(&base, consents.as_ref(), &purposes)

@@ -258,7 +258,7 @@ async fn an_erased_customer_is_gone_everywhere_also_after_a_kill_9() {
         .map(|v| Json::try_from(schemas.decode(&v, "erasure_audit").unwrap()).unwrap())
         .collect();
     let last = records.last().expect("an audit record");
-    assert_eq!(last["customer_hash"], hoffrec::forget::registry::hash(&who.id));
+    assert_eq!(last["customer_hash"], hoffrec::lake::erased::hash(&who.id));
     let named: Vec<&str> = last["tables"]
         .as_array()
         .unwrap()
@@ -382,7 +382,7 @@ async fn an_erasure_request_from_the_site_is_carried_out() {
     .await
     .unwrap();
     let audit = lab.topic_of(hoffrec::catalog::Role::Audit);
-    let hash = hoffrec::forget::registry::hash("c1");
+    let hash = hoffrec::lake::erased::hash("c1");
     let record = common::poll_until("the audit record", Duration::from_secs(120), || async {
         keyed(&lab, &audit)
             .into_iter()

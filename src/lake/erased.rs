@@ -1,4 +1,4 @@
-//! Who was erased, and when: a small Delta table (`<lake>/privacy/erased`) that ingest
+//! Who was erased, and when (`crate::forget`): a small Delta table (`<lake>/privacy/erased`) that ingest
 //! reads to drop an erased customer's later events and the fold reads to keep rows from
 //! before an erasure out of what it folds. It holds the customer id and the time only,
 //! which is what honouring the erasure needs; the audit topic names the customer by hash.
