@@ -9,7 +9,7 @@
 
 use crate::common;
 use crate::common::lab::Lab;
-use crate::simulate::{connect_once, expected_rows, import_files, landed, simulator};
+use crate::simulate::{land_world, landed};
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use serde_json::{Value as Json, json};
@@ -157,19 +157,13 @@ async fn an_erased_customer_is_gone_everywhere_also_after_a_kill_9() {
         .unwrap()
         .cadastral_number
         .clone();
-    let (mut collector, collector_addr) = lab.collect().await;
-    let (mut simulator, base) = simulator(&lab, SEED, CUSTOMERS, 1, &collector_addr).await;
-    let sources = [topic("store.order"), topic("vk.profile"), topic("register.real_estate")];
-    let (ok, _, err) = connect_once(&lab, &base, &sources.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(ok, "{err}");
-    import_files(&lab, &base).await;
-    let mut ingest = lab.ingest(&common::unique("forget"), &[]);
-    for (t, n) in expected_rows(&lab, &w, 1) {
-        common::poll_until(&format!("{n} rows in {t}"), Duration::from_secs(180), || async {
-            landed(&lab, &t).await.filter(|got| *got >= n)
-        })
-        .await;
-    }
+    let crate::simulate::Landed {
+        mut collector,
+        collector_addr,
+        mut simulator,
+        mut ingest,
+        ..
+    } = land_world(&lab, SEED, &w, "forget").await;
     let (ok, _, err) = lab.command_with_env(&["mart", "run", "--once"], &env);
     assert!(ok, "{err}");
     let tables = lake_tables(&lab, &sql_dir);

@@ -6,7 +6,7 @@
 
 use crate::common;
 use crate::common::lab::Lab;
-use crate::simulate::{connect_once, expected_rows, import_files, landed, simulator};
+use crate::simulate::{connect_once, land_world, landed};
 use serde_json::{Value as Json, json};
 use std::time::Duration;
 
@@ -94,21 +94,15 @@ async fn a_withdrawal_takes_social_and_register_data_out_of_portrait_and_list() 
         .filter(|c| c.vk_id.is_some() && c.truth.new_homeowner && c.truth.housing_market != "unknown")
         .collect();
     assert!(!owners.is_empty(), "seed {SEED} draws new owners with a VK account");
-    let (mut collector, collector_addr) = lab.collect().await;
-    let (mut simulator, base) = simulator(&lab, SEED, CUSTOMERS, 1, &collector_addr).await;
-    let sources = [topic("store.order"), topic("vk.profile"), topic("register.real_estate")];
-    let (ok, _, err) = connect_once(&lab, &base, &sources.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(ok, "{err}");
-    import_files(&lab, &base).await;
-    let mut ingest = lab.ingest(&common::unique("privacy"), &[]);
+    let crate::simulate::Landed {
+        mut collector,
+        collector_addr,
+        mut simulator,
+        base,
+        mut ingest,
+    } = land_world(&lab, SEED, &w, "privacy").await;
     let consents = w.customers.iter().filter(|c| c.vk_id.is_some()).count() as i64 + w.register.len() as i64;
     let consent_topic = topic("site.consent");
-    for (t, n) in expected_rows(&lab, &w, 1) {
-        common::poll_until(&format!("{n} rows in {t}"), Duration::from_secs(180), || async {
-            landed(&lab, &t).await.filter(|got| *got >= n)
-        })
-        .await;
-    }
     fold(&lab, sql);
     let mut recommend = lab.hoffrec(&["recommend"], &[("HOFFREC__RECOMMEND__BATCH_MS", "200")]);
     // The one whose first list cites her new home.

@@ -463,3 +463,40 @@ async fn the_persona_matrix_holds_through_the_connectors() {
         "no new-build owner was offered soundproofing or levelling"
     );
 }
+
+/// A world landed the way production lands it: the simulator behind the sources' APIs, the
+/// collector taking its site events, one pass of the order, VK and register connectors,
+/// the file drops imported, and ingest running until every raw table holds what the
+/// world sent. The workers keep running for the test to use and stop.
+pub(crate) struct Landed {
+    pub collector: Worker,
+    pub collector_addr: String,
+    pub simulator: Worker,
+    /// The simulator's API base URL.
+    pub base: String,
+    pub ingest: Worker,
+}
+
+pub(crate) async fn land_world(lab: &Lab, seed: u64, w: &hoffrec::simulate::world::World, group: &str) -> Landed {
+    let topic = |suffix: &str| format!("raw.{}.{suffix}", lab.raw.split('.').nth(1).unwrap());
+    let (collector, collector_addr) = lab.collect().await;
+    let (simulator, base) = simulator(lab, seed, w.customers.len(), 1, &collector_addr).await;
+    let sources = [topic("store.order"), topic("vk.profile"), topic("register.real_estate")];
+    let (ok, _, err) = connect_once(lab, &base, &sources.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    import_files(lab, &base).await;
+    let ingest = lab.ingest(&common::unique(group), &[]);
+    for (t, n) in expected_rows(lab, w, 1) {
+        common::poll_until(&format!("{n} rows in {t}"), Duration::from_secs(180), || async {
+            landed(lab, &t).await.filter(|got| *got >= n)
+        })
+        .await;
+    }
+    Landed {
+        collector,
+        collector_addr,
+        simulator,
+        base,
+        ingest,
+    }
+}

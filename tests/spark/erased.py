@@ -8,29 +8,12 @@ the rows in *any* Parquet file still under the table's directory, referenced or 
 a cadastral number) anywhere in the row. Prints one JSON object: table -> counts.
 """
 import json
-import os
 import sys
 
-from pyspark.sql import SparkSession
+from session import delta_session
 from pyspark.sql import functions as F
 
-state = os.environ.get("HOFFREC_SERVICES_DIR", os.path.expanduser("~/.cache/hoffrec/services"))
-with open(os.path.join(state, "spark.classpath")) as f:
-    jars = ",".join(p for p in f.read().strip().split(":") if p)
-
-spark = (
-    SparkSession.builder.master("local[1]")
-    .config("spark.jars", jars)
-    .appName("hoffrec-erasure-check")
-    .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-    .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-    .config("spark.ui.enabled", "false")
-    .config("spark.driver.host", "127.0.0.1")
-    .config("spark.driver.bindAddress", "127.0.0.1")
-    .config("spark.sql.session.timeZone", "UTC")
-    .getOrCreate()
-)
-spark.sparkContext.setLogLevel("ERROR")
+spark = delta_session("hoffrec-erasure-check")
 customer, text, tables = sys.argv[1], sys.argv[2], sys.argv[3:]
 
 

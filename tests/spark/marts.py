@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 
-from pyspark.sql import SparkSession
+from session import delta_session
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType, DoubleType, FloatType
 
@@ -32,28 +32,16 @@ tables = [a for a in sys.argv[3:] if not a.startswith("--")]
 options = [a[2:].split("=", 1) for a in sys.argv[3:] if a.startswith("--")]
 consents = next((v for k, v in options if k == "consents"), None)
 purposes = dict(v.split(":", 1) for k, v in options if k == "purpose")
-state = os.environ.get("HOFFREC_SERVICES_DIR", os.path.expanduser("~/.cache/hoffrec/services"))
-with open(os.path.join(state, "spark.classpath")) as f:
-    jars = ",".join(p for p in f.read().strip().split(":") if p)
-
 warehouse = tempfile.mkdtemp(prefix="hoffrec-spark-")
-spark = (
-    SparkSession.builder.master("local[1]")
-    .config("spark.jars", jars)
-    .appName("hoffrec-mart-parity")
-    .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-    .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-    .config("spark.sql.warehouse.dir", warehouse)
-    .config("spark.ui.enabled", "false")
-    .config("spark.driver.host", "127.0.0.1")
-    .config("spark.driver.bindAddress", "127.0.0.1")
-    .config("spark.sql.session.timeZone", "UTC")
-    .config("spark.sql.shuffle.partitions", "1")
-    .config("spark.databricks.delta.snapshotPartitions", "1")
-    .config("spark.ui.showConsoleProgress", "false")
-    .getOrCreate()
+spark = delta_session(
+    "hoffrec-mart-parity",
+    **{
+        "spark.sql.warehouse.dir": warehouse,
+        "spark.sql.shuffle.partitions": "1",
+        "spark.databricks.delta.snapshotPartitions": "1",
+        "spark.ui.showConsoleProgress": "false",
+    },
 )
-spark.sparkContext.setLogLevel("ERROR")
 for db in ("raw", "new_raw", "mart", "prev_mart"):
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
 urls = dict(pair.split("=", 1) for pair in tables)
