@@ -35,6 +35,47 @@ pub struct Config {
     pub mart: MartConfig,
     pub recommend: RecommendConfig,
     pub forget: ForgetConfig,
+    pub serve: ServeConfig,
+}
+
+/// The site's read path (`hoffrec serve`), answering on `http.listen`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Where the replica keeps its snapshot of the lists; empty: no snapshot (a restart
+    /// reads the whole topic).
+    pub state_dir: String,
+    pub snapshot_interval_ms: u64,
+    /// An older snapshot is not used: the list topic forgets tombstones after
+    /// `delete.retention.ms` (24 h by default), so an erased list could come back.
+    pub max_snapshot_age_ms: u64,
+    /// How often the catalogue (stock, popularity) is read from the lake.
+    pub catalogue_refresh_ms: u64,
+    pub cache_max_age_s: u64,
+    pub default_limit: usize,
+    pub max_limit: usize,
+    /// `hoffrec refresh`: how often it looks for lists to make again, lists older than
+    /// this are made again, and at most this many customers are asked for per look.
+    pub refresh_interval_ms: u64,
+    pub max_list_age_ms: u64,
+    pub refresh_max_per_interval: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: String::new(),
+            snapshot_interval_ms: 30_000,
+            max_snapshot_age_ms: 12 * 3_600_000,
+            catalogue_refresh_ms: 30_000,
+            cache_max_age_s: 60,
+            default_limit: 10,
+            max_limit: 50,
+            refresh_interval_ms: 60_000,
+            max_list_age_ms: 24 * 3_600_000,
+            refresh_max_per_interval: 10_000,
+        }
+    }
 }
 
 /// Erasure (`hoffrec forget`): requests on `privacy.erasure`, records on `privacy.audit`.
@@ -523,6 +564,19 @@ impl Config {
             problems.push("collector.max_events_per_request and collector.max_body_bytes must be above 0".into());
         }
         problems.extend(self.ingest.validate());
+        let v = &self.serve;
+        if v.default_limit == 0 || v.default_limit > v.max_limit {
+            problems.push(format!(
+                "serve.default_limit ({}) must be between 1 and serve.max_limit ({})",
+                v.default_limit, v.max_limit
+            ));
+        }
+        if v.snapshot_interval_ms == 0 || v.catalogue_refresh_ms == 0 || v.refresh_interval_ms == 0 {
+            problems.push(
+                "serve.snapshot_interval_ms, serve.catalogue_refresh_ms and serve.refresh_interval_ms must be positive"
+                    .into(),
+            );
+        }
         let r = &self.recommend;
         if r.explore_slots >= r.top_k.max(1) {
             problems.push(format!(

@@ -6,13 +6,34 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-/// Header names on dead letters, for replay tools.
+/// Header names on dead letters, for replay tools. A dead letter's own key is unique
+/// (`<topic>/<partition>/<offset>`, or `<origin>/<uuid>` for a connector's), so erasure
+/// can tombstone one letter on the compacted dead-letter topic; the record's own key, if
+/// it had one, is kept in `SOURCE_KEY`.
 pub mod headers {
+    pub const SOURCE_KEY: &str = "hoffrec.source.key";
     pub const SOURCE_TOPIC: &str = "hoffrec.source.topic";
     pub const SOURCE_PARTITION: &str = "hoffrec.source.partition";
     pub const SOURCE_OFFSET: &str = "hoffrec.source.offset";
     pub const ERROR_CLASS: &str = "hoffrec.error.class";
     pub const ERROR_MESSAGE: &str = "hoffrec.error.message";
+}
+
+/// A record's headers as text (values decoded lossily), by name; for tools and tests.
+pub fn header_texts(m: &impl rdkafka::Message) -> std::collections::BTreeMap<String, String> {
+    use rdkafka::message::Headers;
+    m.headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A librdkafka client configuration for the configured cluster.

@@ -4,6 +4,7 @@
 //! ```text
 //! sources --connect--> raw.* topics (Avro) --ingest--> lake/raw/<topic> (Delta)
 //!   --mart (SQL in mart_sql/)--> lake/mart/<table> --recommend--> recs.customer topic
+//!   --serve--> GET /v1/recommendations/{customer} for the site's pages
 //!   ^                                                                  |
 //!   +---- impressions and clicks from the site, via the collector <----+
 //! ```
@@ -33,6 +34,10 @@ pub mod mart;
 
 /// Stage: changed portraits -> candidates, rules, ranker -> `recs.customer`.
 pub mod recommend;
+
+/// Stage: `recs.customer` -> in-memory lists (snapshot + topic) -> the site's HTTP read
+/// path, without products the newest catalogue cannot sell.
+pub mod serve;
 
 /// Erasure of customers everywhere the stages keep them (`hoffrec forget`), with the
 /// registry ingest and the fold consult so that erased data does not come back.

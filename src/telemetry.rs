@@ -227,6 +227,35 @@ impl RecommendMetrics {
     }
 }
 
+/// The read path's metrics (`hoffrec serve`).
+#[derive(Clone, Default)]
+pub struct ServeMetrics {
+    /// Answers by route and outcome (list, fallback, not_modified).
+    pub requests: Family<Labels, Counter>,
+    /// Lists held.
+    pub lists: Gauge,
+    /// List records read from the topic.
+    pub records: Counter,
+    /// Products dropped from answers as unavailable in the newest catalogue.
+    pub unavailable_dropped: Counter,
+}
+
+impl ServeMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("hoffrec_serve");
+        r.register("requests", "Answers by route and outcome", m.requests.clone());
+        r.register("lists", "Customer lists held", m.lists.clone());
+        r.register("records", "List records read from recs.customer", m.records.clone());
+        r.register(
+            "unavailable_dropped",
+            "Products left out of answers as out of stock or withdrawn",
+            m.unavailable_dropped.clone(),
+        );
+        m
+    }
+}
+
 /// Everything a process exposes; cheap to clone into stages.
 #[derive(Clone)]
 pub struct Telemetry {
@@ -237,6 +266,7 @@ pub struct Telemetry {
     pub connect: ConnectMetrics,
     pub mart: MartMetrics,
     pub recommend: RecommendMetrics,
+    pub serve: ServeMetrics,
 }
 
 impl Default for Telemetry {
@@ -253,9 +283,11 @@ impl Telemetry {
         let connect = ConnectMetrics::new(&mut registry);
         let mart = MartMetrics::new(&mut registry);
         let recommend = RecommendMetrics::new(&mut registry);
+        let serve = ServeMetrics::new(&mut registry);
         Self {
             mart,
             recommend,
+            serve,
             collector,
             connect,
             registry: Arc::new(std::sync::Mutex::new(registry)),

@@ -13,6 +13,7 @@ pub mod closed_loop;
 pub mod forget;
 pub mod mart;
 pub mod recommend;
+pub mod serve;
 
 use crate::catalog::Catalog;
 use crate::codec::{SchemaSet, read_header};

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod source;
+pub mod tail;
 
 use crate::codec::SchemaSet;
 use apache_avro::Schema;
@@ -332,7 +333,8 @@ fn check_topics(
             ));
         }
         let compacted = topic.cleanup_policy != CleanupPolicy::Delete;
-        if compacted && topic.key.is_empty() {
+        // Dead letters are keyed by where they came from, not by value fields.
+        if compacted && topic.key.is_empty() && topic.role != Role::DeadLetter {
             problem("a compacted topic needs a key: compaction keeps the last record per key".into());
         }
         match (topic.role, &topic.source) {

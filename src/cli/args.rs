@@ -56,6 +56,9 @@ pub enum BenchCommand {
     Mart(crate::bench::mart::MartBenchArgs),
     /// One erasure request for many customers on a large lake: time, rows, files rewritten.
     Forget(crate::bench::forget::ForgetBenchArgs),
+    /// The read path under load: catch-up of --lists lists from an empty store, memory,
+    /// and latency of GETs at a fixed rate (server on one core).
+    Serve(crate::bench::serve::ServeBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,7 +76,10 @@ pub struct CollectArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ConnectArgs {
+    #[command(subcommand)]
+    pub command: Option<ConnectCommand>,
     /// Poll only this raw topic's source (repeatable); default: every declared HTTP source.
     #[arg(long = "source", value_name = "TOPIC")]
     pub sources: Vec<String>,
@@ -143,4 +149,84 @@ pub struct ForgetArgs {
     /// Carry out the requests arriving on privacy.erasure until stopped.
     #[arg(long, conflicts_with_all = ["customers", "status"])]
     pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// A topic of the catalog.
+    pub topic: String,
+    /// Start at the oldest record kept instead of the newest.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Only records under this key.
+    #[arg(long, value_name = "K")]
+    pub key: Option<String>,
+    /// One JSON object per record (partition, offset, key, headers, value).
+    #[arg(long)]
+    pub json: bool,
+    /// Stop at the end of the topic as it was at the start instead of following it.
+    #[arg(long)]
+    pub exit_at_end: bool,
+    /// Stop after this many records.
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectCommand {
+    /// The sources' cursors on connect.offsets.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetsCommand {
+    /// Every live cursor (one JSON object per line), or one source's.
+    List {
+        #[arg(long = "source", value_name = "TOPIC")]
+        source: Option<String>,
+    },
+    /// Store a cursor: the source's next pass starts from it. Stop the source first; a
+    /// running pass writes its own cursor when it ends.
+    Set {
+        #[arg(long = "source", value_name = "TOPIC")]
+        source: String,
+        #[arg(long, default_value = "default")]
+        stream: String,
+        #[arg(long)]
+        cursor: String,
+    },
+    /// Remove a source's cursors (all its streams, or one): its next pass reads from the
+    /// beginning of what the API lists.
+    Reset {
+        #[arg(long = "source", value_name = "TOPIC")]
+        source: String,
+        #[arg(long)]
+        stream: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// The dead letters still live (not replayed, not erased), one JSON object per line.
+    List(DlqFilter),
+    /// Put the live letters of one class back on the raw topics they came from, each once
+    /// (with the tombstone of its letter, in one transaction); prints a summary.
+    Replay {
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DlqFilter {
+    /// Error class, e.g. unknown_fingerprint (required by replay).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Letters written at or after this time (RFC 3339, a date, or epoch s/ms).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Letters of records from this topic.
+    #[arg(long = "source", value_name = "TOPIC")]
+    pub source: Option<String>,
 }

@@ -8,8 +8,8 @@ mod stages;
 mod tools;
 
 pub use args::{
-    BenchCommand, CollectArgs, ConfigCommand, ConnectArgs, EvaluateArgs, ExplainArgs, ForgetArgs, ImportArgs,
-    IngestArgs, MartCommand, SchemasCommand, SqlArgs, TopicsCommand,
+    BenchCommand, CollectArgs, ConfigCommand, ConnectArgs, ConnectCommand, DlqCommand, EvaluateArgs, ExplainArgs,
+    ForgetArgs, ImportArgs, IngestArgs, MartCommand, SchemasCommand, SqlArgs, TailArgs, TopicsCommand,
 };
 
 use crate::catalog::Catalog;
@@ -95,6 +95,14 @@ pub enum Command {
     /// Publish a ranked list with reasons to recs.customer for every customer announced on
     /// mart.changes (a consumer-group member; run more to scale).
     Recommend,
+    /// Answer the site's pages: every customer's list from recs.customer (in memory,
+    /// from a snapshot plus the topic) on GET /v1/recommendations/{customer_id}, without
+    /// products out of stock, with a named fallback for unknown visitors. Needs --http.
+    Serve,
+    /// Ask for new lists when what they depend on changed: a product no longer sellable,
+    /// a newly promoted model, or lists older than serve.max_list_age_ms (announced on
+    /// mart.changes for recommend; run one).
+    Refresh,
     /// Retrain the ranker on exposure-labelled interactions (sliding window), validate on
     /// the newest slice, and promote the new model only if it is not worse.
     Train {
@@ -113,6 +121,12 @@ pub enum Command {
     /// tombstones), record it on privacy.audit; `--status` says where it stands,
     /// `--follow` serves the site's requests on privacy.erasure.
     Forget(ForgetArgs),
+    /// Print a topic's records decoded (dead letters with their headers), following it;
+    /// `--json` gives one JSON object per line for scripts.
+    Tail(TailArgs),
+    /// Dead letters: list the live ones, or replay one class into its raw topics.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Run SQL against the lake: every raw table is `raw.<topic without raw., . and - as _>`,
     /// e.g. `SELECT count(*) FROM raw.site_page_view`.
     Sql(SqlArgs),
@@ -136,6 +150,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schemas(SchemasCommand::List) => tools::schemas_list(&config),
         Command::Ingest(_) => stages::ingest(&config),
         Command::Collect(_) => stages::collect(&config),
+        Command::Connect(ConnectArgs {
+            command: Some(ConnectCommand::Offsets(command)),
+            ..
+        }) => tools::connect_offsets(&config, &command),
         Command::Connect(args) => stages::connect(&config, args),
         Command::Import(args) => tools::import(&config, &args),
         Command::Simulate(args) => stages::simulate(&config, *args),
@@ -145,6 +163,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mart(MartCommand::Status { json }) => tools::mart_status(&config, json),
         Command::Dashboard => stages::dashboard(&config),
         Command::Recommend => stages::recommend(&config),
+        Command::Serve => stages::serve(&config),
+        Command::Refresh => stages::refresh(&config),
         Command::Train { once: false } => stages::train(&config),
         Command::Train { once: true } => tools::train_once(&config),
         Command::Evaluate(args) => tools::evaluate(&config, &args),
@@ -152,6 +172,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sql(args) => tools::sql(&config, &args),
         Command::Forget(args) if args.follow => stages::forget(&config),
         Command::Forget(args) => tools::forget(&config, &args),
+        Command::Tail(args) => tools::tail(&config, &args),
+        Command::Dlq(command) => tools::dlq(&config, &command),
         Command::Bench(BenchCommand::Ingest(args)) => print_report(crate::bench::ingest(&config, &args)),
         Command::Bench(BenchCommand::Recommend { customers }) => {
             print_report(crate::bench::recommend::run(&config, customers))
@@ -159,6 +181,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Loop(args)) => print_report(crate::bench::closed_loop::run(&config, &args)),
         Command::Bench(BenchCommand::Mart(args)) => print_report(crate::bench::mart::run(&config, &args)),
         Command::Bench(BenchCommand::Forget(args)) => print_report(crate::bench::forget::run(&config, &args)),
+        // Runs its own runtimes: a server thread and a client, one core each.
+        Command::Bench(BenchCommand::Serve(args)) => {
+            let report = crate::bench::serve::run(&config, &args)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

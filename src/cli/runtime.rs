@@ -42,12 +42,36 @@ where
     F: FnOnce(Telemetry, CancellationToken) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    run_stage_judged(config, routes, stage, |_| Ok(()))
+}
+
+/// As `run_stage_with`; after the summary is printed, `verdict` may fail the command
+/// (exit 2, the reason on stderr): a scripted run's summary is printed either way.
+pub(super) fn run_stage_judged<T, E, R, F, Fut>(
+    config: &Config,
+    routes: R,
+    stage: F,
+    verdict: impl FnOnce(&T) -> Result<(), String>,
+) -> anyhow::Result<ExitCode>
+where
+    T: serde::Serialize,
+    E: std::error::Error + Send + Sync + 'static,
+    R: FnOnce(&Telemetry) -> anyhow::Result<axum::Router>,
+    F: FnOnce(Telemetry, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let summary = block_on(async {
         let (telemetry, shutdown) = start_stage(config, routes).await?;
         stage(telemetry, shutdown).await.map_err(anyhow::Error::from)
     })??;
     println!("{}", serde_json::to_string(&summary)?);
-    Ok(ExitCode::SUCCESS)
+    match verdict(&summary) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(reason) => {
+            eprintln!("error: {reason}");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 /// Metrics (served when `http.listen` is set, with `routes`) and a shutdown token

@@ -3,7 +3,7 @@
 
 use super::args::ConnectArgs;
 use super::load_catalog;
-use super::runtime::{run_stage, run_stage_with};
+use super::runtime::{run_stage, run_stage_judged, run_stage_with};
 use crate::catalog::Role;
 use crate::config::Config;
 use crate::telemetry::Telemetry;
@@ -30,11 +30,42 @@ pub(super) fn collect(config: &Config) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub(super) fn connect(config: &Config, args: ConnectArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+    if config.http.listen.is_empty() {
+        anyhow::bail!("serve answers on http.listen: give --http ADDR or set HOFFREC__HTTP__LISTEN");
+    }
+    let catalog = load_catalog(config)?;
+    let served = crate::serve::Served::default();
+    let routes = served.clone();
+    run_stage_with(
+        config,
+        move |telemetry| Ok(crate::serve::routes(config, telemetry, &routes)),
+        |telemetry, shutdown| async move { crate::serve::run(config, catalog, served, &telemetry, shutdown).await },
+    )
+}
+
+pub(super) fn refresh(config: &Config) -> anyhow::Result<ExitCode> {
     let catalog = load_catalog(config)?;
     run_stage(config, |telemetry, shutdown| async move {
-        crate::connect::poller::run(&catalog, &config.kafka, &args.sources, args.once, &telemetry, shutdown).await
+        crate::serve::refresh::run(config, catalog, &telemetry, shutdown).await
     })
+}
+
+pub(super) fn connect(config: &Config, args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load_catalog(config)?;
+    let once = args.once;
+    run_stage_judged(
+        config,
+        |_| Ok(axum::Router::new()),
+        |telemetry, shutdown| async move {
+            crate::connect::poller::run(&catalog, &config.kafka, &args.sources, args.once, &telemetry, shutdown).await
+        },
+        // A scripted pass that did not get everything must not look like one that did.
+        |summary| match (once, summary.unfinished()) {
+            (true, Some(why)) => Err(why),
+            _ => Ok(()),
+        },
+    )
 }
 
 pub(super) fn simulate(config: &Config, mut args: crate::simulate::Args) -> anyhow::Result<ExitCode> {

@@ -1,7 +1,7 @@
 //! One-shot commands: check, inspect, import, query, evaluate; each prints its result and
 //! exits.
 
-use super::args::{EvaluateArgs, ExplainArgs, ForgetArgs, ImportArgs, SqlArgs};
+use super::args::{DlqCommand, EvaluateArgs, ExplainArgs, ForgetArgs, ImportArgs, OffsetsCommand, SqlArgs, TailArgs};
 use super::load_catalog;
 use super::runtime::{block_on, print_report};
 use crate::config::Config;
@@ -128,6 +128,118 @@ pub(super) fn forget(config: &Config, args: &ForgetArgs) -> anyhow::Result<ExitC
     let request = crate::forget::Request::new(args.customers.clone(), args.reason.clone())?;
     let report = block_on(crate::forget::erase(config, &request, args.vacuum))??;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn connect_offsets(config: &Config, command: &OffsetsCommand) -> anyhow::Result<ExitCode> {
+    use crate::connect::offsets;
+    let catalog = load_catalog(config)?;
+    let topic = catalog.require(crate::catalog::Role::ConnectorOffsets)?;
+    let known = |source: &str| -> anyhow::Result<()> {
+        let declared = catalog.topic(source).is_some_and(|t| t.source.is_some());
+        anyhow::ensure!(
+            declared,
+            "no source '{source}' in the catalog (a raw topic with a [source])"
+        );
+        Ok(())
+    };
+    let cursors = || offsets::list(&config.kafka, topic, &catalog.schemas);
+    match command {
+        OffsetsCommand::List { source } => {
+            let all = cursors()?;
+            for c in all.iter().filter(|c| source.as_ref().is_none_or(|s| &c.connector == s)) {
+                println!("{}", serde_json::to_string(c)?);
+            }
+        }
+        OffsetsCommand::Set { source, stream, cursor } => {
+            known(source)?;
+            let producer: rdkafka::producer::FutureProducer = crate::kafka::client_config(&config.kafka).create()?;
+            block_on(offsets::save(
+                &producer,
+                topic,
+                &catalog.schemas,
+                source,
+                stream,
+                cursor,
+            ))??;
+            eprintln!("{source}/{stream}: cursor set to {cursor}");
+        }
+        OffsetsCommand::Reset { source, stream } => {
+            known(source)?;
+            let producer: rdkafka::producer::FutureProducer = crate::kafka::client_config(&config.kafka).create()?;
+            let streams: Vec<String> = match stream {
+                Some(s) => vec![s.clone()],
+                None => cursors()?
+                    .into_iter()
+                    .filter(|c| &c.connector == source)
+                    .map(|c| c.stream)
+                    .collect(),
+            };
+            for s in &streams {
+                block_on(offsets::reset(&producer, topic, source, s))??;
+            }
+            eprintln!("{source}: {} cursor(s) removed", streams.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn dlq(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
+    use crate::ingest::replay;
+    let catalog = load_catalog(config)?;
+    let (DlqCommand::List(f) | DlqCommand::Replay { filter: f }) = command;
+    let since_ms = match &f.since {
+        Some(t) => Some(
+            crate::recommend::evaluate::parse_time(t)
+                .with_context(|| format!("--since '{t}' is not a time (RFC 3339, a date, or epoch s/ms)"))?,
+        ),
+        None => None,
+    };
+    let filter = replay::Filter {
+        class: f.class.clone(),
+        since_ms,
+        source: f.source.clone(),
+    };
+    match command {
+        DlqCommand::List(_) => {
+            let dlq = catalog.require(crate::catalog::Role::DeadLetter)?;
+            for letter in replay::letters(&config.kafka, dlq, &filter)? {
+                println!("{}", serde_json::to_string(&letter)?);
+            }
+        }
+        DlqCommand::Replay { .. } => {
+            anyhow::ensure!(
+                filter.class.is_some(),
+                "replay needs --class: replay what was fixed, not everything"
+            );
+            let summary = replay::replay(&config.kafka, &catalog, &filter)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn tail(config: &Config, args: &TailArgs) -> anyhow::Result<ExitCode> {
+    let catalog = load_catalog(config)?;
+    let options = crate::catalog::tail::Options {
+        from_beginning: args.from_beginning,
+        key: args.key.clone(),
+        json: args.json,
+        exit_at_end: args.exit_at_end,
+        max: args.max,
+    };
+    let summary = crate::catalog::tail::tail(
+        &config.kafka,
+        &catalog,
+        &args.topic,
+        &options,
+        &mut std::io::stdout().lock(),
+    )?;
+    tracing::info!(
+        printed = summary.printed,
+        undecodable = summary.undecodable,
+        "tail done"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -36,7 +36,4 @@ pub enum ConnectError {
         #[source]
         error: KafkaError,
     },
-    /// `--once`: these sources failed or could not start; the others' passes are done.
-    #[error("passes failed: {0}")]
-    Failed(String),
 }

@@ -25,14 +25,25 @@ pub enum OffsetsError {
 
 const EVENT: &str = "connector_offset";
 
-/// Reads the whole topic and keeps the newest cursor per (connector, stream).
-pub fn load(
-    kafka: &KafkaConfig,
-    topic: &Topic,
-    schemas: &SchemaSet,
-) -> Result<HashMap<(String, String), String>, OffsetsError> {
-    let mut cursors = HashMap::new();
-    read_topic(kafka, topic, |payload| {
+/// One stored cursor.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Cursor {
+    pub connector: String,
+    pub stream: String,
+    pub cursor: String,
+    pub updated_at_ms: Option<i64>,
+}
+
+/// Every live cursor: the newest record per key, unless a tombstone (a reset, an
+/// erasure) came after it.
+pub fn list(kafka: &KafkaConfig, topic: &Topic, schemas: &SchemaSet) -> Result<Vec<Cursor>, OffsetsError> {
+    let mut by_key: std::collections::BTreeMap<Vec<u8>, Cursor> = std::collections::BTreeMap::new();
+    read_records(kafka, topic, |m| {
+        let key = m.key().unwrap_or_default().to_vec();
+        let Some(payload) = m.payload() else {
+            by_key.remove(&key);
+            return Ok(());
+        };
         if let Value::Record(fields) = schemas.decode(payload, EVENT)? {
             let text = |name: &str| {
                 fields.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
@@ -40,13 +51,54 @@ pub fn load(
                     _ => None,
                 })
             };
-            if let (Some(c), Some(s), Some(cursor)) = (text("connector"), text("stream"), text("cursor")) {
-                cursors.insert((c, s), cursor);
+            let updated_at_ms = fields
+                .iter()
+                .find(|(n, _)| n == "updated_at")
+                .and_then(|(_, v)| match v {
+                    Value::TimestampMillis(ms) | Value::Long(ms) => Some(*ms),
+                    _ => None,
+                });
+            if let (Some(connector), Some(stream), Some(cursor)) = (text("connector"), text("stream"), text("cursor")) {
+                by_key.insert(
+                    key,
+                    Cursor {
+                        connector,
+                        stream,
+                        cursor,
+                        updated_at_ms,
+                    },
+                );
             }
         }
         Ok(())
     })?;
-    Ok(cursors)
+    Ok(by_key.into_values().collect())
+}
+
+/// The newest live cursor per (connector, stream).
+pub fn load(
+    kafka: &KafkaConfig,
+    topic: &Topic,
+    schemas: &SchemaSet,
+) -> Result<HashMap<(String, String), String>, OffsetsError> {
+    Ok(list(kafka, topic, schemas)?
+        .into_iter()
+        .map(|c| ((c.connector, c.stream), c.cursor))
+        .collect())
+}
+
+/// Removes a cursor (a tombstone under its key): the source's next pass starts from the
+/// beginning of what its API lists.
+pub async fn reset(
+    producer: &FutureProducer,
+    topic: &Topic,
+    connector: &str,
+    stream: &str,
+) -> Result<(), OffsetsError> {
+    let key = format!("{connector}/{stream}");
+    let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic.name).key(&key);
+    crate::kafka::send_and_wait(producer, record, Duration::from_secs(30)).await?;
+    Ok(())
 }
 
 /// Calls `each` with every record value of `topic`, oldest first per partition, up to the

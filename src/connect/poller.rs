@@ -56,15 +56,24 @@ pub async fn run(
     for passes in futures::future::join_all(loops).await {
         summary.passes.extend(passes);
     }
-    let failed: Vec<String> = summary
-        .passes
-        .iter()
-        .filter_map(|p| p.failed.as_ref().map(|f| format!("{}: {f}", p.source)))
-        .collect();
-    if once && !failed.is_empty() {
-        return Err(ConnectError::Failed(failed.join("; ")));
-    }
     Ok(summary)
+}
+
+impl Summary {
+    /// The passes that failed, could not start, or were stopped by the API (auth, quota,
+    /// access), as one message; `None` when every pass got everything.
+    pub fn unfinished(&self) -> Option<String> {
+        let why: Vec<String> = self
+            .passes
+            .iter()
+            .filter_map(|p| {
+                let reason = p.failed.as_deref().or(p.stopped.as_deref())?;
+                let what = if p.failed.is_some() { "failed" } else { "stopped" };
+                Some(format!("{} {what}: {reason}", p.source))
+            })
+            .collect();
+        (!why.is_empty()).then(|| format!("passes did not finish: {}", why.join("; ")))
+    }
 }
 
 /// One source from setup to shutdown. A source that cannot start (a token not set, a bad

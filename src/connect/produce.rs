@@ -68,7 +68,9 @@ pub async fn dead_letter(
             key: headers::ERROR_MESSAGE,
             value: Some(reason),
         });
-    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq).payload(payload).headers(h);
+    // A unique key: erasure tombstones single letters on the compacted dead-letter topic.
+    let key = format!("{origin}/{}", uuid::Uuid::new_v4());
+    let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(dlq).key(key.as_str()).payload(payload).headers(h);
     send_and_wait(producer, record, Duration::from_secs(30))
         .await
         .map(|_| ())

@@ -21,7 +21,7 @@ pub mod blocked;
 pub mod tables;
 pub mod topics;
 
-use crate::catalog::{Catalog, Role};
+use crate::catalog::{Catalog, CleanupPolicy, Role};
 use crate::config::Config;
 use crate::lake::LakeUrl;
 use crate::lake::erased as registry;
@@ -207,19 +207,30 @@ async fn erase_topics(
         tombstones: topics::tombstone(&producer, &recs.name, &keys).await?,
         left_to_retention: 0,
     }];
-    let offsets = catalog.require(Role::ConnectorOffsets)?;
-    let (named, unkeyed) = topics::scan(&config.kafka, offsets, customers)?;
-    out.push(TopicErased {
-        topic: offsets.name.clone(),
-        tombstones: topics::tombstone(&producer, &offsets.name, &named).await?,
-        left_to_retention: unkeyed,
+    // Compacted topics where a customer may sit under some key: connector cursors, dead
+    // letters (each under its own key), and compacted raw topics such as consents.
+    let scanned = catalog.topics.iter().filter(|t| {
+        t.cleanup_policy != CleanupPolicy::Delete
+            && (matches!(t.role, Role::ConnectorOffsets | Role::DeadLetter)
+                || (t.role == Role::Raw && t.key.iter().any(|k| k == "customer_id")))
     });
+    for topic in scanned {
+        let (named, unkeyed) = topics::scan(&config.kafka, topic, customers)?;
+        out.push(TopicErased {
+            topic: topic.name.clone(),
+            tombstones: topics::tombstone(&producer, &topic.name, &named).await?,
+            left_to_retention: unkeyed,
+        });
+    }
+    // A delete-policy dead-letter topic (a catalog from before letters had keys).
     let dlq = catalog.require(Role::DeadLetter)?;
-    out.push(TopicErased {
-        topic: dlq.name.clone(),
-        tombstones: 0,
-        left_to_retention: topics::count_named(&config.kafka, dlq, customers)?,
-    });
+    if dlq.cleanup_policy == CleanupPolicy::Delete {
+        out.push(TopicErased {
+            topic: dlq.name.clone(),
+            tombstones: 0,
+            left_to_retention: topics::count_named(&config.kafka, dlq, customers)?,
+        });
+    }
     Ok(out)
 }
 

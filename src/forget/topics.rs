@@ -1,11 +1,12 @@
 //! The Kafka side of an erasure: tombstones on the compacted topics that hold a customer
-//! under a key (`recs.customer`, cursors on `connect.offsets` that name them), a count of
-//! the dead letters that only retention removes, and the audit record.
+//! under a key (`recs.customer`, cursors on `connect.offsets`, dead letters and consents
+//! that name them), and a count of what only retention removes (records without a key).
 
 use super::ForgetError;
 use crate::catalog::Topic;
 use crate::config::KafkaConfig;
 use rdkafka::Message;
+use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -42,7 +43,8 @@ fn contains(haystack: &[u8], id: &str) -> bool {
 }
 
 /// Reads `topic` to its end and returns the keys of live records (not yet tombstoned)
-/// whose key or value names one of the customers, and how many records without a key do.
+/// whose key, value or a header (a dead letter's original key) names one of the
+/// customers, and how many records without a key do.
 pub fn scan(kafka: &KafkaConfig, topic: &Topic, customers: &[String]) -> Result<(BTreeSet<String>, u64), ForgetError> {
     let mut keys = BTreeSet::new();
     let mut unkeyed = 0;
@@ -56,9 +58,12 @@ pub fn scan(kafka: &KafkaConfig, topic: &Topic, customers: &[String]) -> Result<
                 }
                 return Ok(());
             };
-            let named = customers
-                .iter()
-                .any(|c| contains(payload, c) || key.as_deref().is_some_and(|k| contains(k.as_bytes(), c)));
+            let named = customers.iter().any(|c| {
+                contains(payload, c)
+                    || key.as_deref().is_some_and(|k| contains(k.as_bytes(), c))
+                    || m.headers()
+                        .is_some_and(|hs| hs.iter().any(|h| h.value.is_some_and(|v| contains(v, c))))
+            });
             match (named, key) {
                 (true, Some(k)) => {
                     keys.insert(k);

@@ -18,6 +18,7 @@ mod flush;
 mod offsets;
 mod originals;
 pub mod publish;
+pub mod replay;
 mod retry;
 mod running;
 pub mod table;

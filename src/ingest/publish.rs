@@ -66,10 +66,22 @@ impl Publisher {
 
 impl Outbox for Publisher {
     async fn dead_letters(&self, letters: &[DeadLetter]) -> Result<(), PublishError> {
-        let sends = letters.iter().map(|l| {
-            let mut h = OwnedHeaders::new_with_capacity(l.headers.len() + 5);
+        // Where the record was makes the key unique (erasure tombstones one letter) and
+        // the same when a replayed batch dead-letters it again (compaction keeps one).
+        let keys: Vec<String> = letters
+            .iter()
+            .map(|l| format!("{}/{}/{}", l.topic, l.partition, l.offset))
+            .collect();
+        let sends = letters.iter().zip(&keys).map(|(l, key)| {
+            let mut h = OwnedHeaders::new_with_capacity(l.headers.len() + 6);
             for (k, v) in &l.headers {
                 h = h.insert(Header { key: k, value: Some(v) });
+            }
+            if let Some(key) = &l.key {
+                h = h.insert(Header {
+                    key: headers::SOURCE_KEY,
+                    value: Some(key.as_slice()),
+                });
             }
             let partition = l.partition.to_string();
             let offset = l.offset.to_string();
@@ -85,12 +97,10 @@ impl Outbox for Publisher {
                     value: Some(value),
                 });
             }
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dlq_topic)
+            let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.dlq_topic)
+                .key(key.as_str())
                 .payload(l.payload.as_slice())
                 .headers(h);
-            if let Some(key) = &l.key {
-                record = record.key(key.as_slice());
-            }
             send_and_wait(&self.producer, record, Duration::from_secs(30))
         });
         for result in futures::future::join_all(sends).await {

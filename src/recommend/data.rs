@@ -268,6 +268,31 @@ impl Customer {
     }
 }
 
+/// The rows of a query as `T`s (through Arrow's JSON writer: column names are field names).
+pub async fn rows<T: DeserializeOwned>(ctx: &SessionContext, query: &str) -> Result<Vec<T>, DataError> {
+    let err = |message: String| DataError::Query {
+        query: query.to_string(),
+        message,
+    };
+    let batches = ctx
+        .sql(query)
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for b in &batches {
+        writer.write(b).map_err(|e| err(e.to_string()))?;
+    }
+    writer.finish().map_err(|e| err(e.to_string()))?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))
+}
+
 pub struct Marts {
     ctx: SessionContext,
     /// The registered tables (`mart.<name>`).
@@ -329,28 +354,7 @@ impl Marts {
     }
 
     pub async fn rows<T: DeserializeOwned>(&self, query: &str) -> Result<Vec<T>, DataError> {
-        let err = |message: String| DataError::Query {
-            query: query.to_string(),
-            message,
-        };
-        let batches = self
-            .ctx
-            .sql(query)
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .collect()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-        for b in &batches {
-            writer.write(b).map_err(|e| err(e.to_string()))?;
-        }
-        writer.finish().map_err(|e| err(e.to_string()))?;
-        let bytes = writer.into_inner();
-        if bytes.is_empty() {
-            return Ok(Vec::new());
-        }
-        serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))
+        rows(&self.ctx, query).await
     }
 
     pub async fn catalogue(&self) -> Result<CatalogueView, DataError> {

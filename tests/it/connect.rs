@@ -215,10 +215,63 @@ async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor
         .collect();
     assert_eq!(ids.len(), 6, "{ids:?}");
 
-    // A revoked token stops the source for this pass with the reason; the cursor stays.
-    let third = run(&[("HOFFREC_ORDERS_API", base.as_str()), ("HOFFREC_ORDERS_TOKEN", "old")]);
+    // A revoked token stops the source for this pass with the reason; the cursor stays,
+    // and `--once` exits non-zero after printing the summary.
+    let (ok, out, err) = lab.command_with_env(
+        &["connect", "--once", "--source", &topic],
+        &[("HOFFREC_ORDERS_API", base.as_str()), ("HOFFREC_ORDERS_TOKEN", "old")],
+    );
+    assert!(!ok && err.contains("stopped: auth"), "{err}");
+    let third = serde_json::from_str::<Json>(&out).unwrap()["passes"][0].clone();
     assert!(third["stopped"].as_str().unwrap().starts_with("auth"), "{third}");
     assert_eq!(third["cursor"], "2026-03-02T10:00:00");
+
+    // Operators see the cursor, move it back, and reset it.
+    let listed = || {
+        let (ok, out, err) = lab.command_with_env(&["connect", "offsets", "list", "--source", &topic], &[]);
+        assert!(ok, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<Json>(l).unwrap()["cursor"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(), ["2026-03-02T10:00:00"]);
+    let (ok, _, err) = lab.command_with_env(
+        &[
+            "connect",
+            "offsets",
+            "set",
+            "--source",
+            &topic,
+            "--cursor",
+            "2026-03-01T12:30:00",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(listed(), ["2026-03-01T12:30:00"]);
+    api.lock().unwrap().seen.clear();
+    run(&env);
+    assert_eq!(
+        api.lock().unwrap().seen[0].get("updatedFrom").map(String::as_str),
+        Some("2026-03-01T12:30:00"),
+        "the next pass starts from the cursor set"
+    );
+    let (ok, _, err) = lab.command_with_env(&["connect", "offsets", "reset", "--source", &topic], &[]);
+    assert!(ok, "{err}");
+    assert!(listed().is_empty(), "reset removes the cursor");
+    api.lock().unwrap().seen.clear();
+    let fourth = run(&env);
+    assert_eq!(
+        api.lock().unwrap().seen[0].get("updatedFrom"),
+        None,
+        "from the beginning"
+    );
+    assert_eq!(fourth["records"], 6, "{fourth}");
+    let (ok, _, err) = lab.command_with_env(
+        &["connect", "offsets", "set", "--source", "raw.nope", "--cursor", "x"],
+        &[],
+    );
+    assert!(!ok && err.contains("no source 'raw.nope'"), "{err}");
 }
 
 /// One order dated far in the future (a wrong clock at the source) is produced but does

@@ -182,6 +182,19 @@ async fn an_erased_customer_is_gone_everywhere_also_after_a_kill_9() {
         assert!(before[&hoffrec::lake::mart::path(mart)].1 > 0, "{mart}: {before:?}");
     }
 
+    // A dead letter naming her and one naming someone else (not Avro: ingest keeps them).
+    let other = w.customers.iter().find(|c| c.id != who.id).unwrap();
+    let letter = |id: &str| (id.to_string(), format!("not avro, customer {id}").into_bytes());
+    lab.send_all(&lab.producer(), &[letter(&who.id), letter(&other.id)])
+        .await;
+    let names = |v: &Option<Vec<u8>>, id: &str| v.as_deref().is_some_and(|b| b == letter(id).1.as_slice());
+    common::poll_until("both dead letters", Duration::from_secs(60), || async {
+        let letters = keyed(&lab, &lab.dlq);
+        (letters.iter().any(|(_, v)| names(v, &who.id)) && letters.iter().any(|(_, v)| names(v, &other.id)))
+            .then_some(())
+    })
+    .await;
+
     // The first run is killed once it has erased her from some tables but not all.
     let mut first = lab.hoffrec(&["forget", "--customer", &who.id, "--reason", "account deleted"], &env);
     // The first table holding her that it DELETEs from (tables go in this order).
@@ -270,6 +283,39 @@ async fn an_erased_customer_is_gone_everywhere_also_after_a_kill_9() {
         .collect();
     assert!(matches!(hers.last(), Some((_, None))), "a tombstone last: {hers:?}");
 
+    // Her dead letter and her consents are tombstoned on their compacted topics; the other
+    // customer's letter stays.
+    let live = |topic: &str| {
+        let mut newest = BTreeMap::new();
+        for (k, v) in keyed(&lab, topic) {
+            newest.insert(k.expect("compacted topics have keys"), v);
+        }
+        newest
+    };
+    let letters = live(&lab.dlq);
+    assert!(
+        !letters.values().any(|v| names(v, &who.id)),
+        "her dead letter is tombstoned"
+    );
+    assert!(letters.values().any(|v| names(v, &other.id)), "the other letter stays");
+    let consents = topic("site.consent");
+    let hers_named = |v: &Option<Vec<u8>>| {
+        v.as_deref()
+            .is_some_and(|b| b.windows(who.id.len()).any(|w| w == who.id.as_bytes()))
+    };
+    assert!(
+        keyed(&lab, &consents).iter().any(|(_, v)| hers_named(v)),
+        "she had consents"
+    );
+    assert!(!live(&consents).values().any(hers_named), "her consents are tombstoned");
+    for t in [lab.dlq.as_str(), consents.as_str()] {
+        let erased = report["topics"].as_array().unwrap().iter().find(|e| e["topic"] == t);
+        assert!(
+            erased.is_some_and(|e| e["tombstones"].as_u64() > Some(0)),
+            "{t}: {report:#}"
+        );
+    }
+
     // Spark, reading the lake itself, finds nothing of her: not by id, not by her record.
     let urls: Vec<String> = tables
         .iter()
@@ -297,7 +343,6 @@ async fn an_erased_customer_is_gone_everywhere_also_after_a_kill_9() {
     // Her next visit is dropped at ingest; someone else's lands.
     let views = lab.raw.clone();
     let views_path = hoffrec::lake::raw::path(&views);
-    let other = w.customers.iter().find(|c| c.id != who.id).unwrap();
     let product = &w.products[0].id;
     let landed_before = landed(&lab, &views).await.unwrap();
     post(

@@ -10,7 +10,6 @@ use apache_avro::types::Value;
 use hoffrec::codec::{SchemaSet, encode_with};
 use hoffrec::kafka::headers;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -237,27 +236,23 @@ async fn bad_records_reach_the_dead_letter_topic_with_their_class() {
             .await
             .unwrap_or_else(|_| panic!("dead letters so far: {:?}; log: {}", seen.keys(), tail(&worker.log)))
             .unwrap();
-        let h: HashMap<String, String> = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let h = hoffrec::kafka::header_texts(&m);
         let class = h[headers::ERROR_CLASS].clone();
         assert_eq!(h[headers::SOURCE_TOPIC], lab.raw);
+        // Its own key says where it was, so erasure can tombstone this one letter.
+        let own = format!(
+            "{}/{}/{}",
+            lab.raw,
+            h[headers::SOURCE_PARTITION],
+            h[headers::SOURCE_OFFSET]
+        );
+        assert_eq!(m.key(), Some(own.as_bytes()));
         assert!(!h[headers::ERROR_MESSAGE].is_empty());
         seen.insert(
             class,
             (
                 m.payload().unwrap_or_default().to_vec(),
-                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                h[headers::SOURCE_KEY].clone(),
                 h[headers::SOURCE_OFFSET].clone(),
             ),
         );
@@ -271,6 +266,45 @@ async fn bad_records_reach_the_dead_letter_topic_with_their_class() {
         assert_eq!(offset, &(2 * i + 1).to_string(), "{class}: source offset");
     }
     assert!(worker.stop());
+
+    // `hoffrec tail` shows the same letters to scripts: bytes, class, where from.
+    let (ok, out, err) = lab.command_with_env(&["tail", &lab.dlq, "--from-beginning", "--exit-at-end", "--json"], &[]);
+    assert!(ok, "{err}");
+    let letters: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (class, bytes) in &bad {
+        let letter = letters
+            .iter()
+            .find(|l| l["headers"][headers::ERROR_CLASS] == *class)
+            .unwrap_or_else(|| panic!("tail shows no {class} letter: {out}"));
+        let shown = match (&letter["value"], &letter["value_base64"]) {
+            (serde_json::Value::String(text), serde_json::Value::Null) => text.as_bytes().to_vec(),
+            (_, serde_json::Value::String(b64)) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(&shown, bytes, "{class}");
+        assert_eq!(letter["headers"][headers::SOURCE_KEY], format!("bad-{class}"));
+    }
+    // And the raw topic decoded, one key.
+    let (ok, out, err) = lab.command_with_env(
+        &[
+            "tail",
+            &lab.raw,
+            "--from-beginning",
+            "--exit-at-end",
+            "--json",
+            "--key",
+            "k1",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let views: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(views.len(), 1, "{out}");
+    assert_eq!(views[0]["key"], "k1");
+    assert!(views[0]["value"]["event_id"].is_string(), "decoded: {out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

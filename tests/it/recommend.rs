@@ -15,7 +15,7 @@ fn catalog() -> Catalog {
 }
 
 /// The worked customer's history plus the whole simulated catalogue and a crowd, folded.
-async fn folded_lake(lake: &LakeUrl) {
+pub(crate) async fn folded_lake(lake: &LakeUrl) {
     let mut events = history::catalogue_and_crowd(3);
     events.extend(history::events());
     history::land(lake, &events, 1, |_| async {}).await;
@@ -79,9 +79,33 @@ async fn the_worked_customer_gets_dear_renovation_and_cosiness_goods_and_plants_
     assert!(e.list.iter().any(|s| s.category_id == "73"), "{}", rank::render(&e));
 }
 
+/// Announces a changed portrait on `mart.changes`, as the mart stage does.
+pub(crate) async fn announce(
+    producer: &rdkafka::producer::FutureProducer,
+    schemas: &hoffrec::codec::SchemaSet,
+    changes: &str,
+    customer: &str,
+) {
+    use apache_avro::types::Value;
+    let payload = schemas
+        .encode(
+            "mart_change",
+            Value::Record(vec![
+                ("customer_id".into(), Value::String(customer.into())),
+                ("mart".into(), Value::String("customer_portrait".into())),
+                ("mart_version".into(), Value::Long(1)),
+                ("changed_at".into(), Value::TimestampMillis(0)),
+            ]),
+        )
+        .unwrap();
+    let record = rdkafka::producer::FutureRecord::to(changes)
+        .key(customer)
+        .payload(&payload);
+    producer.send(record, Duration::from_secs(30)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lists_reach_recs_customer_and_a_promoted_model_is_swapped_in() {
-    use rdkafka::producer::FutureRecord;
     let _services = common::needs!(Kafka, Hdfs);
     let lab = common::lab::Lab::new(1).await;
     lab.add_raw_topics().await;
@@ -94,32 +118,7 @@ async fn lists_reach_recs_customer_and_a_promoted_model_is_swapped_in() {
     );
     let schemas = lab.schemas();
     let producer = lab.producer();
-    let announce = |customer: &'static str| {
-        let payload = schemas
-            .encode(
-                "mart_change",
-                apache_avro::types::Value::Record(vec![
-                    ("customer_id".into(), apache_avro::types::Value::String(customer.into())),
-                    (
-                        "mart".into(),
-                        apache_avro::types::Value::String("customer_portrait".into()),
-                    ),
-                    ("mart_version".into(), apache_avro::types::Value::Long(1)),
-                    ("changed_at".into(), apache_avro::types::Value::TimestampMillis(0)),
-                ]),
-            )
-            .unwrap();
-        let (producer, changes) = (producer.clone(), changes.clone());
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(&changes).key(customer).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap();
-        }
-    };
+    let announce = |customer: &'static str| announce(&producer, &schemas, &changes, customer);
     let mut stage = lab.hoffrec(
         &["recommend"],
         &[

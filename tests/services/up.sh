@@ -270,6 +270,8 @@ wait_for "HDFS on hdfs://127.0.0.1:$hdfs_port (write + read)" hdfs_roundtrip
 
 # Delta jars for the Spark checks, resolved now so tests find them offline.
 classpath spark >/dev/null
+# Apache Avro for the Java consumer snippet (tests/consumers/).
+classpath avro >/dev/null
 echo "KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port"
 echo "HDFS_URL=hdfs://127.0.0.1:$hdfs_port"
 # The SASL_SSL listener and its credentials; tests/it/kafka_broker.rs reads the same files.

@@ -179,7 +179,6 @@ impl Lab {
     #[allow(dead_code)]
     pub fn read_topic(&self, topic: &str) -> Vec<(Vec<u8>, std::collections::HashMap<String, String>)> {
         use rdkafka::Message;
-        use rdkafka::message::Headers;
         use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
@@ -202,19 +201,7 @@ impl Lab {
         while std::time::Instant::now() < deadline {
             if let Some(m) = consumer.poll(Duration::from_millis(200)) {
                 let m = m.unwrap();
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = hoffrec::kafka::header_texts(&m).into_iter().collect();
                 out.push((m.payload().unwrap_or_default().to_vec(), headers));
                 continue;
             }

@@ -1,0 +1,189 @@
+//! `GET /v1/recommendations/{customer_id}`: the customer's list without what cannot be
+//! sold now, or, for an unknown or `anon:` visitor, a named fallback (popular in the
+//! page's category, then overall). Answers carry an ETag (same answer, same tag, on every
+//! replica) and Cache-Control.
+
+use super::catalogue::Shared;
+use super::store::Store;
+use crate::config::ServeConfig;
+use crate::telemetry::ServeMetrics;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Clone)]
+pub struct Api {
+    pub store: Store,
+    pub catalogue: Shared,
+    pub config: ServeConfig,
+    pub metrics: ServeMetrics,
+}
+
+pub fn router(api: Api) -> Router {
+    let counter = |outcome: &str| {
+        let labels = vec![
+            ("route", "recommendations".to_string()),
+            ("outcome", outcome.to_string()),
+        ];
+        api.metrics.requests.get_or_create(&labels).clone()
+    };
+    let state = Handler {
+        answered: [counter("list"), counter("fallback"), counter("not_modified")],
+        api,
+    };
+    Router::new()
+        .route("/v1/recommendations/{customer_id}", get(recommendations))
+        .with_state(state)
+}
+
+/// The API with its per-outcome counters made once (not a label set per request).
+#[derive(Clone)]
+struct Handler {
+    api: Api,
+    answered: [Counter; 3],
+}
+
+#[derive(Debug, Deserialize)]
+struct Ask {
+    placement: Option<String>,
+    limit: Option<usize>,
+    /// The category of the page the visitor is on, for the fallback.
+    category: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemOut<'a> {
+    pub product_id: &'a str,
+    pub score: f64,
+    pub reasons: Vec<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Answer<'a> {
+    pub customer_id: &'a str,
+    pub placement: &'a str,
+    pub items: Vec<ItemOut<'a>>,
+    /// `None` for a customer's own list; else which fallback answered.
+    pub fallback: Option<&'static str>,
+    pub list_id: Option<&'a str>,
+    pub model_version: Option<&'a str>,
+    pub generated_at_ms: Option<i64>,
+    pub list_age_ms: Option<i64>,
+    /// Products of the list left out as out of stock or withdrawn.
+    pub unavailable_dropped: usize,
+}
+
+async fn recommendations(
+    State(Handler { api, answered }): State<Handler>,
+    Path(customer): Path<String>,
+    Query(ask): Query<Ask>,
+    headers: HeaderMap,
+) -> Response {
+    let limit = ask
+        .limit
+        .unwrap_or(api.config.default_limit)
+        .clamp(1, api.config.max_limit);
+    let placement = ask.placement.as_deref().unwrap_or("home");
+    let catalogue = api.catalogue.current();
+    let list = (!customer.starts_with("anon:"))
+        .then(|| api.store.get(&customer))
+        .flatten();
+    let mut answer = Answer {
+        customer_id: &customer,
+        placement,
+        items: Vec::new(),
+        fallback: None,
+        list_id: None,
+        model_version: None,
+        generated_at_ms: None,
+        list_age_ms: None,
+        unavailable_dropped: 0,
+    };
+    if let Some(list) = &list {
+        let (sellable, dropped): (Vec<_>, Vec<_>) = list.items.iter().partition(|i| catalogue.sellable(&i.product_id));
+        answer.unavailable_dropped = dropped.len();
+        answer.items = sellable
+            .into_iter()
+            .take(limit)
+            .map(|i| ItemOut {
+                product_id: &i.product_id,
+                score: i.score,
+                reasons: i.reasons.iter().map(|r| &**r).collect(),
+            })
+            .collect();
+        answer.list_id = Some(&list.list_id);
+        answer.model_version = Some(&list.model_version);
+        answer.generated_at_ms = Some(list.generated_at_ms);
+        answer.list_age_ms = Some(chrono::Utc::now().timestamp_millis() - list.generated_at_ms);
+    }
+    let reason = ask.category.as_ref().map(|c| format!("popular_in_category:{c}"));
+    if answer.items.is_empty() {
+        let (fallback, popular) = catalogue.popular(ask.category.as_deref());
+        answer.fallback = Some(fallback);
+        let because = match (fallback, &reason) {
+            ("category_popular", Some(r)) => r.as_str(),
+            _ => "popular",
+        };
+        answer.items = popular
+            .iter()
+            .take(limit)
+            .map(|(p, buyers)| ItemOut {
+                product_id: p,
+                score: *buyers,
+                reasons: vec![because],
+            })
+            .collect();
+    }
+    api.metrics
+        .unavailable_dropped
+        .inc_by(answer.unavailable_dropped as u64);
+    // What the answer is made of, minus its age: equal on every replica for equal data.
+    let etag = {
+        let mut h = Sha256::new();
+        for part in [
+            answer.list_id.unwrap_or(""),
+            answer.fallback.unwrap_or(""),
+            ask.category.as_deref().unwrap_or(""),
+            placement,
+            &limit.to_string(),
+            &catalogue.version.map(|v| v.to_string()).unwrap_or_default(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let digest = h.finalize();
+        format!(
+            "\"{}\"",
+            digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    };
+    let cache = if answer.fallback.is_some() {
+        format!("public, max-age={}", api.config.cache_max_age_s)
+    } else {
+        format!("private, max-age={}", api.config.cache_max_age_s)
+    };
+    let outcome = usize::from(answer.fallback.is_some());
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    answered[if fresh { 2 } else { outcome }].inc();
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        axum::Json(&answer).into_response()
+    };
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cache) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    response
+}

@@ -1,0 +1,124 @@
+//! The site's read path, after the recommendation topic: `hoffrec serve` keeps every
+//! customer's newest list from `recs.customer` in memory (restarting from a local
+//! snapshot plus the topic) and answers page requests, leaving out what the newest
+//! catalogue cannot sell and falling back to popular products for visitors without a list.
+
+pub mod catalogue;
+pub mod follow;
+pub mod http;
+pub mod refresh;
+pub mod snapshot;
+pub mod store;
+
+use crate::catalog::{Catalog, Role};
+use crate::config::Config;
+use crate::telemetry::Telemetry;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the list topic {0} does not exist (run `hoffrec topics apply`)")]
+    NoTopic(String),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("lake: {0}")]
+    Lake(String),
+}
+
+/// The state the handlers and the follower share.
+#[derive(Debug, Default, Clone)]
+pub struct Served {
+    pub store: store::Store,
+    pub catalogue: catalogue::Shared,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Summary {
+    pub topic: String,
+    /// Lists loaded from the snapshot at start (`None`: read the topic from the start).
+    pub from_snapshot: Option<usize>,
+    pub followed: follow::Followed,
+    pub lists: usize,
+    pub snapshot_lists: Option<usize>,
+}
+
+/// The routes answering the site, beside `/metrics` and `/readyz`.
+pub fn routes(config: &Config, telemetry: &Telemetry, served: &Served) -> axum::Router {
+    http::router(http::Api {
+        store: served.store.clone(),
+        catalogue: served.catalogue.clone(),
+        config: config.serve.clone(),
+        metrics: telemetry.serve.clone(),
+    })
+}
+
+/// Follows the list topic into `served` until `shutdown`; ready (`/readyz`) once caught up.
+pub async fn run(
+    config: &Config,
+    catalog: Catalog,
+    served: Served,
+    telemetry: &Telemetry,
+    shutdown: CancellationToken,
+) -> Result<Summary, ServeError> {
+    let topic = catalog.require(Role::Recommendations)?.name.clone();
+    let lake = crate::lake::LakeUrl::with_settings(&config.lake.url, &config.lake.hdfs_options)
+        .map_err(|e| ServeError::Lake(e.to_string()))?;
+    let s = &config.serve;
+    let state_dir = (!s.state_dir.is_empty()).then(|| PathBuf::from(&s.state_dir));
+    let from_snapshot = match &state_dir {
+        Some(dir) => snapshot::load(dir, &topic, s.max_snapshot_age_ms, &served.store)?,
+        None => None,
+    };
+    tracing::info!(topic, from_snapshot, "serving lists");
+    let refresh = Duration::from_millis(s.catalogue_refresh_ms);
+    let catalogue = served.catalogue.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move { catalogue.keep_current(lake, refresh, stop).await });
+    if let Some(dir) = state_dir.clone() {
+        let (store, topic, stop) = (served.store.clone(), topic.clone(), shutdown.clone());
+        let every = Duration::from_millis(s.snapshot_interval_ms);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let (dir, topic, store) = (dir.clone(), topic.clone(), store.clone());
+                match tokio::task::spawn_blocking(move || snapshot::save(&dir, &topic, &store)).await {
+                    Ok(Ok(n)) => tracing::debug!(lists = n, "snapshot written"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the snapshot"),
+                    Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+                }
+            }
+        });
+    }
+    let ready = telemetry.clone();
+    let followed = follow::run(
+        &config.kafka,
+        &topic,
+        Arc::new(catalog.schemas),
+        served.store.clone(),
+        telemetry.serve.clone(),
+        move || ready.set_ready(true),
+        shutdown,
+    )
+    .await?;
+    let snapshot_lists = match &state_dir {
+        Some(dir) => Some(snapshot::save(dir, &topic, &served.store)?),
+        None => None,
+    };
+    Ok(Summary {
+        topic,
+        from_snapshot,
+        followed,
+        lists: served.store.len(),
+        snapshot_lists,
+    })
+}
