@@ -195,6 +195,10 @@ pub struct HttpConfig {
     pub listen: String,
     /// Other stages' `/metrics` URLs the dashboard adds to this process's own metrics.
     pub scrape_urls: Vec<String>,
+    /// Where `hoffrec serve` answers, e.g. `http://serve.internal:8090`: the dashboard
+    /// links each customer to the answer the site gets. Empty: no link (`hoffrec demo`
+    /// serves on its own `--http` address and links there).
+    pub serve_url: String,
     /// When set, the dashboard's JSON API (customer data) answers only requests with
     /// `Authorization: Bearer <token>`; the page passes `#token=...` from its address.
     pub dashboard_token: Secret,
@@ -553,6 +557,10 @@ impl Config {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problems.push(format!("http.scrape_urls: '{url}' is not an http(s) URL"));
             }
+        }
+        let serve_url = &self.http.serve_url;
+        if !(serve_url.is_empty() || serve_url.starts_with("http://") || serve_url.starts_with("https://")) {
+            problems.push(format!("http.serve_url: '{serve_url}' is not an http(s) URL"));
         }
         if self.collector.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(

@@ -77,6 +77,7 @@ fn stage<T, E: std::fmt::Display>(name: &'static str, r: Result<T, E>) -> Result
 pub async fn run(
     config: &Config,
     args: &DemoArgs,
+    served: crate::serve::Served,
     telemetry: &Telemetry,
     shutdown: CancellationToken,
 ) -> Result<DemoSummary, DemoError> {
@@ -180,6 +181,8 @@ pub async fn run(
             .await
             .map_err(|e| setup(format!("importing {path}: {e}")))?;
     }
+    // Related products and stale lists within the demo's minutes, not the production hour.
+    config.serve.refresh_interval_ms = config.serve.refresh_interval_ms.min(10_000);
     let config = std::sync::Arc::new(config);
     macro_rules! spawn_stage {
         ($name:literal, $body:expr) => {{
@@ -205,6 +208,21 @@ pub async fn run(
     });
     spawn_stage!("recommend", |c: std::sync::Arc<Config>, t: Telemetry, s| async move {
         crate::recommend::run(&c, &t, s).await
+    });
+    spawn_stage!("serve", |c: std::sync::Arc<Config>, t: Telemetry, s| async move {
+        let catalog = Catalog::load(&c.catalog.topics_dir, &c.catalog.schemas_dir).map_err(|e| e.to_string())?;
+        crate::serve::run(&c, catalog, served, &t, s)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    spawn_stage!("refresh", |c: std::sync::Arc<Config>, _t: Telemetry, s| async move {
+        let catalog = Catalog::load(&c.catalog.topics_dir, &c.catalog.schemas_dir).map_err(|e| e.to_string())?;
+        // Its own telemetry: its follower must not count as the serving replica's.
+        crate::serve::refresh::run(&c, catalog, &Telemetry::new(), s)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     });
     spawn_stage!("train", |c: std::sync::Arc<Config>,
                            _t: Telemetry,

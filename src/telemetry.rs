@@ -238,6 +238,9 @@ pub struct ServeMetrics {
     pub records: Counter,
     /// Products dropped from answers as unavailable in the newest catalogue.
     pub unavailable_dropped: Counter,
+    /// Products with related-product lists held, and records read from recs.product.
+    pub product_lists: Gauge,
+    pub product_records: Counter,
 }
 
 impl ServeMetrics {
@@ -251,6 +254,16 @@ impl ServeMetrics {
             "unavailable_dropped",
             "Products left out of answers as out of stock or withdrawn",
             m.unavailable_dropped.clone(),
+        );
+        r.register(
+            "product_lists",
+            "Products with related lists held",
+            m.product_lists.clone(),
+        );
+        r.register(
+            "product_records",
+            "Records read from recs.product",
+            m.product_records.clone(),
         );
         m
     }

@@ -14,6 +14,9 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
 pkg-config --exists libsasl2 2>/dev/null || need_apt+=(libsasl2-dev)
+# The consumer guide's Node snippet (tests/consumers/decode_recs.js).
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -35,6 +38,8 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
+consumers="$(dirname "${BASH_SOURCE[0]}")/consumers"
+[ -d "$consumers/node_modules/avsc" ] || npm ci --prefix "$consumers" --no-audit --no-fund --silent
 python3 -c 'import fastavro' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check fastavro
 # tests/it/deploy.rs reads docker/compose.yaml with PyYAML.
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pyyaml

@@ -163,6 +163,7 @@ pub fn run(config: &crate::config::Config, args: &ServeBenchArgs) -> Result<Serv
                 let addr = listener.local_addr().map_err(|e| e.to_string())?;
                 let router = http::router(http::Api {
                     store: served.store.clone(),
+                    products: served.products.clone(),
                     catalogue: served.catalogue.clone(),
                     config: config.serve.clone(),
                     metrics: telemetry.serve.clone(),
@@ -179,7 +180,7 @@ pub fn run(config: &crate::config::Config, args: &ServeBenchArgs) -> Result<Serv
                     &topic,
                     Arc::new(schemas),
                     served.store.clone(),
-                    telemetry.serve.clone(),
+                    (telemetry.serve.records.clone(), telemetry.serve.lists.clone()),
                     move || {
                         let _ = tx.send(Ok(addr));
                     },

@@ -23,6 +23,8 @@ pub enum Role {
     LakeCommits,
     MartChanges,
     Recommendations,
+    /// Related products per product (`crate::recommend::products`).
+    ProductRecommendations,
     ConnectorOffsets,
     /// Requests to erase a customer (`crate::forget`).
     Erasure,
@@ -32,11 +34,12 @@ pub enum Role {
 
 impl Role {
     /// The roles exactly one topic must play.
-    pub const PIPELINE: [Role; 7] = [
+    pub const PIPELINE: [Role; 8] = [
         Role::DeadLetter,
         Role::LakeCommits,
         Role::MartChanges,
         Role::Recommendations,
+        Role::ProductRecommendations,
         Role::ConnectorOffsets,
         Role::Erasure,
         Role::Audit,
@@ -49,6 +52,7 @@ impl Role {
             Role::LakeCommits => "lake_commits",
             Role::MartChanges => "mart_changes",
             Role::Recommendations => "recommendations",
+            Role::ProductRecommendations => "product_recommendations",
             Role::ConnectorOffsets => "connector_offsets",
             Role::Erasure => "erasure",
             Role::Audit => "audit",

@@ -86,6 +86,16 @@ pub struct ConnectArgs {
     /// One pass per source, then print the summary and exit (for cron and tests).
     #[arg(long)]
     pub once: bool,
+    /// Fetch one page of the one `--source` from its stored cursor, map it, print what
+    /// would be produced and dead-lettered as JSON, and produce nothing.
+    #[arg(long, conflicts_with = "once")]
+    pub dry_run: bool,
+    /// With --dry-run, for a per-customer source: the linked account to ask for.
+    #[arg(long, requires = "dry_run")]
+    pub account: Option<String>,
+    /// With --dry-run and --account: the customer id the items are filed under.
+    #[arg(long, requires = "account")]
+    pub customer: Option<String>,
 }
 
 #[derive(Debug, Args)]

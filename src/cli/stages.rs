@@ -3,7 +3,7 @@
 
 use super::args::ConnectArgs;
 use super::load_catalog;
-use super::runtime::{run_stage, run_stage_judged, run_stage_with};
+use super::runtime::{block_on, run_stage, run_stage_judged, run_stage_with};
 use crate::catalog::Role;
 use crate::config::Config;
 use crate::telemetry::Telemetry;
@@ -53,6 +53,20 @@ pub(super) fn refresh(config: &Config) -> anyhow::Result<ExitCode> {
 
 pub(super) fn connect(config: &Config, args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let catalog = load_catalog(config)?;
+    if args.dry_run {
+        let [source] = args.sources.as_slice() else {
+            anyhow::bail!("--dry-run takes exactly one --source TOPIC");
+        };
+        let run = block_on(crate::connect::dry_run::run(
+            &catalog,
+            &config.kafka,
+            source,
+            args.account.as_deref(),
+            args.customer.as_deref(),
+        ))??;
+        println!("{}", serde_json::to_string_pretty(&run)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let once = args.once;
     run_stage_judged(
         config,
@@ -127,10 +141,21 @@ pub(super) fn demo(mut config: Config, mut args: crate::demo::DemoArgs) -> anyho
     }
     std::fs::create_dir_all(&args.lake_dir).with_context(|| format!("creating {}", args.lake_dir.display()))?;
     config.lake.url = std::fs::canonicalize(&args.lake_dir)?.display().to_string();
+    // The demo serves the lists beside its dashboard, which links to them.
+    if config.http.serve_url.is_empty() && !config.http.listen.is_empty() {
+        config.http.serve_url = format!("http://{}", config.http.listen);
+    }
     let config = &config;
-    run_stage_with(config, dashboard_routes(config), |telemetry, shutdown| async move {
-        crate::demo::run(config, &args, &telemetry, shutdown).await
-    })
+    let served = crate::serve::Served::default();
+    let routes = served.clone();
+    run_stage_with(
+        config,
+        move |telemetry| {
+            let dashboard = crate::dashboard::Dashboard::load(config, telemetry)?.router();
+            Ok(dashboard.merge(crate::serve::routes(config, telemetry, &routes)))
+        },
+        |telemetry, shutdown| async move { crate::demo::run(config, &args, served, &telemetry, shutdown).await },
+    )
 }
 
 /// A local port nobody listens on now.

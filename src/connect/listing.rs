@@ -6,7 +6,9 @@ use super::fetch::FetchError;
 use super::mapping::{cursor_ms, format_ms, lookup, text, time_format_of};
 use super::pager::{PageError, Pager};
 use super::pass::{PassSummary, Shared, Source, dead_letter, produce_items};
-use crate::catalog::source::Incremental;
+use crate::catalog::Topic;
+use crate::catalog::source::{HttpSpec, Incremental};
+use reqwest::Url;
 use std::time::{Duration, Instant};
 use tracing::warn;
 
@@ -24,18 +26,11 @@ pub(super) async fn pass(
         cursor: cursor.clone(),
         ..Default::default()
     };
-    let clock = spec.incremental.as_ref().and_then(|inc| CursorClock::new(source, inc));
-    let mut first = source.url.clone();
-    {
-        let mut query = first.query_pairs_mut();
-        for (k, v) in &spec.params {
-            query.append_pair(k, v);
-        }
-        if let (Some(inc), Some(c)) = (&spec.incremental, &cursor) {
-            let from = clock.as_ref().and_then(|k| k.looked_back(c));
-            query.append_pair(&inc.param, from.as_deref().unwrap_or(c));
-        }
-    }
+    let clock = spec
+        .incremental
+        .as_ref()
+        .and_then(|inc| CursorClock::new(&source.topic, inc));
+    let first = first_page(&source.topic, spec, &source.url, cursor.as_deref());
     let mut pager = Pager::new(&source.fetcher, &spec.paging, &spec.items, first);
     let mut best = cursor.clone();
     let mut complete = true;
@@ -113,6 +108,24 @@ pub(super) async fn pass(
     Ok(summary)
 }
 
+/// The first page's URL: the declared parameters, and the cursor (moved back by the
+/// lookback) when there is one.
+pub(super) fn first_page(topic: &Topic, spec: &HttpSpec, url: &Url, cursor: Option<&str>) -> Url {
+    let mut first = url.clone();
+    {
+        let mut query = first.query_pairs_mut();
+        for (k, v) in &spec.params {
+            query.append_pair(k, v);
+        }
+        if let (Some(inc), Some(c)) = (&spec.incremental, cursor) {
+            let clock = CursorClock::new(topic, inc);
+            let from = clock.as_ref().and_then(|k| k.looked_back(c));
+            query.append_pair(&inc.param, from.as_deref().unwrap_or(c));
+        }
+    }
+    first
+}
+
 /// A time cursor read as the mapping reads its field: bounded by now + skew, and moved
 /// back by the lookback when sent. `None` for cursors that are not times (record ids).
 struct CursorClock<'a> {
@@ -123,8 +136,8 @@ struct CursorClock<'a> {
 }
 
 impl<'a> CursorClock<'a> {
-    fn new(source: &'a Source, inc: &Incremental) -> Option<Self> {
-        let mapping = &source.topic.source.as_ref()?.mapping;
+    fn new(topic: &'a Topic, inc: &Incremental) -> Option<Self> {
+        let mapping = &topic.source.as_ref()?.mapping;
         let (format, zone) = time_format_of(mapping, &inc.field)?;
         let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX / 2);
         Some(Self {

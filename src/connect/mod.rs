@@ -4,6 +4,7 @@
 
 pub mod collector;
 pub mod consent;
+pub mod dry_run;
 pub mod error;
 pub mod fetch;
 pub mod files;

@@ -71,6 +71,11 @@ impl<'a> Pager<'a> {
         }
     }
 
+    /// Whether a page is left to ask for.
+    pub fn has_more(&self) -> bool {
+        self.next.is_some()
+    }
+
     /// The items of the next page, or None after the last one.
     pub async fn next(&mut self) -> Result<Option<Vec<Json>>, PageError> {
         let Some(url) = self.next.take() else {

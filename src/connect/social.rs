@@ -107,7 +107,7 @@ async fn customer_items(
     Outcome::Done(items)
 }
 
-fn for_account(
+pub(super) fn for_account(
     base: &Url,
     params: &std::collections::BTreeMap<String, String>,
     param: Option<&str>,

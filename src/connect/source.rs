@@ -4,10 +4,13 @@
 use super::error::ConnectError;
 use super::fetch::Fetcher;
 use super::pass::{Shared, Source, TXN_TIMEOUT};
+use crate::catalog::source::HttpSpec;
 use crate::catalog::{Catalog, Topic};
+use crate::codec::{SchemaSet, SchemaVersion};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use reqwest::Url;
+use std::sync::Arc;
 
 /// Why a source cannot start; it is reported and tried again after its interval.
 #[derive(Debug, thiserror::Error)]
@@ -65,17 +68,23 @@ pub(super) fn declared<'a>(catalog: &'a Catalog, only: &[String]) -> Result<Vec<
     }
 }
 
-/// Everything one source needs to poll: its URL, token, HTTP client and transactional
-/// producer (whose start aborts whatever a killed predecessor left open).
-pub(super) fn open(topic: &Topic, shared: &Shared<'_>) -> Result<Source, OpenError> {
+/// What reading a source needs, without producing: its spec, schema, URL and HTTP client
+/// (with its token).
+pub(super) struct Reach {
+    pub spec: HttpSpec,
+    pub version: Arc<SchemaVersion>,
+    pub url: Url,
+    pub fetcher: Fetcher,
+}
+
+pub(super) fn reach(topic: &Topic, schemas: &SchemaSet) -> Result<Reach, OpenError> {
     let spec = topic
         .source
         .as_ref()
         .and_then(|s| s.http.clone())
         .ok_or(OpenError::NoSpec)?;
     let event = topic.value_schema.clone().unwrap_or_default();
-    let version = shared
-        .schemas
+    let version = schemas
         .current(&event)
         .cloned()
         .ok_or(OpenError::SchemaNotLoaded(event))?;
@@ -91,6 +100,23 @@ pub(super) fn open(topic: &Topic, shared: &Shared<'_>) -> Result<Source, OpenErr
         None => None,
     };
     let fetcher = Fetcher::new(&spec, token).map_err(OpenError::HttpClient)?;
+    Ok(Reach {
+        spec,
+        version,
+        url,
+        fetcher,
+    })
+}
+
+/// Everything one source needs to poll: its URL, token, HTTP client and transactional
+/// producer (whose start aborts whatever a killed predecessor left open).
+pub(super) fn open(topic: &Topic, shared: &Shared<'_>) -> Result<Source, OpenError> {
+    let Reach {
+        spec,
+        version,
+        url,
+        fetcher,
+    } = reach(topic, shared.schemas)?;
     let producer: FutureProducer = crate::kafka::client_config(&shared.kafka)
         .set("transactional.id", format!("hoffrec-connect-{}", topic.name))
         .set("transaction.timeout.ms", spec.transaction_timeout_ms.to_string())

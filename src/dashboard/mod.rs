@@ -56,6 +56,8 @@ pub struct Dashboard {
     rates: Mutex<pipeline::Rates>,
     /// `http.dashboard_token`, if set.
     token: Option<String>,
+    /// `http.serve_url`, if set.
+    serve_url: Option<String>,
 }
 
 /// One line of the customer search.
@@ -89,6 +91,8 @@ pub struct Shown {
 pub struct CustomerPage {
     pub explanation: Explanation,
     pub shown: Vec<Shown>,
+    /// The answer the site gets for this customer from `hoffrec serve` (`http.serve_url`).
+    pub served_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +161,8 @@ impl Dashboard {
                 .dashboard_token
                 .is_set()
                 .then(|| config.http.dashboard_token.expose().to_string()),
+            serve_url: (!config.http.serve_url.is_empty())
+                .then(|| config.http.serve_url.trim_end_matches('/').to_string()),
         })
     }
 
@@ -268,7 +274,22 @@ impl Dashboard {
         } else {
             Vec::new()
         };
-        Ok(CustomerPage { explanation, shown })
+        let served_url = self.serve_url.as_ref().map(|base| {
+            // What a path segment may hold as it is (RFC 3986 unreserved, and ':').
+            const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+                .remove(b'-')
+                .remove(b'_')
+                .remove(b'.')
+                .remove(b'~')
+                .remove(b':');
+            let id = percent_encoding::utf8_percent_encode(id, SEGMENT);
+            format!("{base}/v1/recommendations/{id}")
+        });
+        Ok(CustomerPage {
+            explanation,
+            shown,
+            served_url,
+        })
     }
 
     pub async fn models(&self) -> Result<Models, DashboardError> {

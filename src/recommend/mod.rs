@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod novel;
 pub mod policy;
+pub mod products;
 pub mod rank;
 pub mod rules;
 pub mod store;

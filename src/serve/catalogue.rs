@@ -1,6 +1,6 @@
 //! What the read path needs of the newest catalogue (`mart.product_features`): which
-//! products can be sold now, and the popular ones for visitors without a list, overall
-//! and per category. Read again every `serve.catalogue_refresh_ms`, so a product that
+//! products can be sold now, and the popular ones for visitors without a list, overall,
+//! per category, and per region (`mart.product_region`). Read again every `serve.catalogue_refresh_ms`, so a product that
 //! goes out of stock leaves every served list without a new list being published.
 
 use crate::lake::LakeUrl;
@@ -20,6 +20,10 @@ pub struct Catalogue {
     /// (product, buyers), most bought first.
     popular: Vec<(String, f64)>,
     popular_in: HashMap<String, Vec<(String, f64)>>,
+    /// (product, buyers living there), most bought first, per region.
+    popular_in_region: HashMap<String, Vec<(String, f64)>>,
+    /// Each sellable product's category, for a product page's fallback.
+    category_of: HashMap<String, String>,
 }
 
 impl Catalogue {
@@ -28,10 +32,18 @@ impl Catalogue {
         self.version.is_none() || self.available.contains(product)
     }
 
-    /// Popular products in `category` if it has any, else overall; which it was.
-    pub fn popular(&self, category: Option<&str>) -> (&'static str, &[(String, f64)]) {
-        match category.and_then(|c| self.popular_in.get(c)) {
-            Some(in_category) => ("category_popular", in_category),
+    pub fn category_of(&self, product: &str) -> Option<&str> {
+        self.category_of.get(product).map(String::as_str)
+    }
+
+    /// Popular products in `category` if it has any, else in `region` if it has any, else
+    /// overall; which it was.
+    pub fn popular(&self, category: Option<&str>, region: Option<&str>) -> (&'static str, &[(String, f64)]) {
+        if let Some(in_category) = category.and_then(|c| self.popular_in.get(c)) {
+            return ("category_popular", in_category);
+        }
+        match region.and_then(|r| self.popular_in_region.get(r)) {
+            Some(in_region) => ("region_popular", in_region),
             None => ("popular", &self.popular),
         }
     }
@@ -46,12 +58,20 @@ struct Row {
     viewers_recent: Option<i64>,
 }
 
+#[derive(serde::Deserialize)]
+struct RegionRow {
+    region: String,
+    product_id: String,
+    buyers: i64,
+}
+
 /// Reads the catalogue; `None` while the mart does not exist yet.
 pub async fn read(lake: &LakeUrl) -> Result<Option<Catalogue>, String> {
-    let (ctx, found, versions) = crate::mart::session::mart_session(lake, &["product_features".to_string()])
+    let marts = ["product_features".to_string(), "product_region".to_string()];
+    let (ctx, _, versions) = crate::mart::session::mart_session(lake, &marts)
         .await
         .map_err(|e| e.to_string())?;
-    if found.is_empty() {
+    if !versions.contains_key("product_features") {
         return Ok(None);
     }
     let mut rows: Vec<Row> = crate::recommend::data::rows(
@@ -78,11 +98,35 @@ pub async fn read(lake: &LakeUrl) -> Result<Option<Catalogue>, String> {
             }
         }
     }
+    let available: HashSet<String> = rows.iter().map(|r| r.product_id.clone()).collect();
+    let mut popular_in_region: HashMap<String, Vec<(String, f64)>> = HashMap::new();
+    if versions.contains_key("product_region") {
+        // Ties by id, so every replica gives the same order.
+        let by_region: Vec<RegionRow> = crate::recommend::data::rows(
+            &ctx,
+            "SELECT region, product_id, buyers FROM mart.product_region WHERE buyers > 0
+             ORDER BY region, buyers DESC, product_id",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for r in by_region.into_iter().filter(|r| available.contains(&r.product_id)) {
+            let in_region = popular_in_region.entry(r.region).or_default();
+            if in_region.len() < POPULAR {
+                in_region.push((r.product_id, r.buyers as f64));
+            }
+        }
+    }
+    let category_of = rows
+        .iter()
+        .filter_map(|r| Some((r.product_id.clone(), r.category_id.clone()?)))
+        .collect();
     Ok(Some(Catalogue {
         version: versions.get("product_features").copied(),
-        available: rows.into_iter().map(|r| r.product_id).collect(),
+        category_of,
+        available,
         popular,
         popular_in,
+        popular_in_region,
     }))
 }
 

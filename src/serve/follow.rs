@@ -4,11 +4,11 @@
 //! the end offsets it saw when it started.
 
 use super::ServeError;
-use super::store::{Change, List, Store};
 use crate::codec::SchemaSet;
 use crate::config::KafkaConfig;
-use crate::telemetry::ServeMetrics;
 use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -16,6 +16,28 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// One record of a compacted topic, as a follower applies it.
+pub enum Change<T> {
+    Put(T),
+    /// A tombstone (erasure, or a product without related products): the key's record is
+    /// withdrawn.
+    Remove(String),
+}
+
+/// Where a follower puts what it reads: newest record per key, and the positions read.
+pub trait Sink: Send + Sync + 'static {
+    type Record;
+    fn decode(schemas: &SchemaSet, payload: &[u8]) -> Result<Self::Record, String>;
+    /// Applies records read from one partition up to `next` (exclusive).
+    fn apply(&self, partition: i32, next: i64, changes: Vec<Change<Self::Record>>);
+    fn positions(&self) -> BTreeMap<i32, i64>;
+    /// How many keys are held.
+    fn held(&self) -> usize;
+}
+
+/// Records read from one partition and the offset after them.
+type Pending<T> = (i64, Vec<Change<T>>);
 
 /// How far the follower got.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -29,12 +51,13 @@ pub struct Followed {
 /// Records of one chunk, at most this many, go into the store under one lock.
 const CHUNK: usize = 2048;
 
-pub async fn run(
+#[allow(clippy::too_many_arguments)]
+pub async fn run<S: Sink>(
     kafka: &KafkaConfig,
     topic: &str,
     schemas: Arc<SchemaSet>,
-    store: Store,
-    metrics: ServeMetrics,
+    store: S,
+    (records, lists): (Counter, Gauge),
     caught_up: impl FnOnce(),
     shutdown: CancellationToken,
 ) -> Result<Followed, ServeError> {
@@ -91,7 +114,11 @@ pub async fn run(
             && let Some(ready) = caught_up.take()
         {
             followed.catch_up_ms = Some(started.elapsed().as_millis() as u64);
-            tracing::info!(lists = store.len(), ms = followed.catch_up_ms, "caught up with {topic}");
+            tracing::info!(
+                records = store.held(),
+                ms = followed.catch_up_ms,
+                "caught up with {topic}"
+            );
             ready();
         }
     };
@@ -108,7 +135,7 @@ pub async fn run(
             chunk = stream.next() => chunk,
         };
         let Some(chunk) = chunk else { break };
-        let mut by_partition: BTreeMap<i32, (i64, Vec<Change>)> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, Pending<S::Record>> = BTreeMap::new();
         for message in chunk {
             let m = message?;
             let entry = by_partition.entry(m.partition()).or_insert((0, Vec::new()));
@@ -116,9 +143,9 @@ pub async fn run(
             followed.records += 1;
             let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
             match (m.payload(), key) {
-                (None, Some(customer)) => entry.1.push(Change::Remove(customer)),
+                (None, Some(key)) => entry.1.push(Change::Remove(key)),
                 (None, None) => {}
-                (Some(payload), _) => match List::decode(&schemas, payload) {
+                (Some(payload), _) => match S::decode(&schemas, payload) {
                     Ok(list) => entry.1.push(Change::Put(list)),
                     Err(reason) => {
                         // Not a list this reader can show; the producer's dead letters
@@ -130,10 +157,10 @@ pub async fn run(
             }
         }
         for (partition, (next, changes)) in by_partition {
-            metrics.records.inc_by(changes.len() as u64);
+            records.inc_by(changes.len() as u64);
             store.apply(partition, next, changes);
         }
-        metrics.lists.set(store.len() as i64);
+        lists.set(store.held() as i64);
         if !behind.is_empty() {
             check(&mut behind, &mut followed);
         }

@@ -1,6 +1,6 @@
 //! `GET /v1/recommendations/{customer_id}`: the customer's list without what cannot be
 //! sold now, or, for an unknown or `anon:` visitor, a named fallback (popular in the
-//! page's category, then overall). Answers carry an ETag (same answer, same tag, on every
+//! page's category, then in the visitor's region, then overall). Answers carry an ETag (same answer, same tag, on every
 //! replica) and Cache-Control.
 
 use super::catalogue::Shared;
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 #[derive(Clone)]
 pub struct Api {
     pub store: Store,
+    pub products: super::products::ProductStore,
     pub catalogue: Shared,
     pub config: ServeConfig,
     pub metrics: ServeMetrics,
@@ -34,11 +35,12 @@ pub fn router(api: Api) -> Router {
     };
     let state = Handler {
         answered: [counter("list"), counter("fallback"), counter("not_modified")],
-        api,
+        api: api.clone(),
     };
     Router::new()
         .route("/v1/recommendations/{customer_id}", get(recommendations))
         .with_state(state)
+        .merge(super::similar::router(api))
 }
 
 /// The API with its per-outcome counters made once (not a label set per request).
@@ -54,6 +56,9 @@ struct Ask {
     limit: Option<usize>,
     /// The category of the page the visitor is on, for the fallback.
     category: Option<String>,
+    /// The visitor's region as the site knows it (geolocation, the chosen city), as the
+    /// orders' delivery addresses name it, for the fallback.
+    region: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,12 +126,13 @@ async fn recommendations(
         answer.generated_at_ms = Some(list.generated_at_ms);
         answer.list_age_ms = Some(chrono::Utc::now().timestamp_millis() - list.generated_at_ms);
     }
-    let reason = ask.category.as_ref().map(|c| format!("popular_in_category:{c}"));
+    let in_category = ask.category.as_ref().map(|c| format!("popular_in_category:{c}"));
+    let in_region = ask.region.as_ref().map(|r| format!("popular_in_region:{r}"));
     if answer.items.is_empty() {
-        let (fallback, popular) = catalogue.popular(ask.category.as_deref());
+        let (fallback, popular) = catalogue.popular(ask.category.as_deref(), ask.region.as_deref());
         answer.fallback = Some(fallback);
-        let because = match (fallback, &reason) {
-            ("category_popular", Some(r)) => r.as_str(),
+        let because = match (fallback, &in_category, &in_region) {
+            ("category_popular", Some(r), _) | ("region_popular", _, Some(r)) => r.as_str(),
             _ => "popular",
         };
         answer.items = popular
@@ -143,47 +149,65 @@ async fn recommendations(
         .unavailable_dropped
         .inc_by(answer.unavailable_dropped as u64);
     // What the answer is made of, minus its age: equal on every replica for equal data.
-    let etag = {
-        let mut h = Sha256::new();
-        for part in [
-            answer.list_id.unwrap_or(""),
-            answer.fallback.unwrap_or(""),
-            ask.category.as_deref().unwrap_or(""),
-            placement,
-            &limit.to_string(),
-            &catalogue.version.map(|v| v.to_string()).unwrap_or_default(),
-        ] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        let digest = h.finalize();
-        format!(
-            "\"{}\"",
-            digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
-        )
-    };
-    let cache = if answer.fallback.is_some() {
-        format!("public, max-age={}", api.config.cache_max_age_s)
-    } else {
-        format!("private, max-age={}", api.config.cache_max_age_s)
-    };
+    let etag = etag(&[
+        answer.list_id.unwrap_or(""),
+        answer.fallback.unwrap_or(""),
+        ask.category.as_deref().unwrap_or(""),
+        ask.region.as_deref().unwrap_or(""),
+        placement,
+        &limit.to_string(),
+        &catalogue.version.map(|v| v.to_string()).unwrap_or_default(),
+    ]);
     let outcome = usize::from(answer.fallback.is_some());
+    let (response, fresh) = respond(&answer, &etag, answer.fallback.is_some(), &api.config, &headers);
+    answered[if fresh { 2 } else { outcome }].inc();
+    response
+}
+
+/// A strong validator from the parts an answer is made of.
+pub fn etag(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    format!(
+        "\"{}\"",
+        digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// The answer, or 304 when the client holds it already (and whether it did), with the
+/// ETag and Cache-Control: a fallback is the same for everyone, so shared caches may keep
+/// it; a customer's own list is private.
+pub fn respond(
+    answer: &impl Serialize,
+    etag: &str,
+    public: bool,
+    config: &ServeConfig,
+    headers: &HeaderMap,
+) -> (Response, bool) {
+    let cache = format!(
+        "{}, max-age={}",
+        if public { "public" } else { "private" },
+        config.cache_max_age_s
+    );
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    answered[if fresh { 2 } else { outcome }].inc();
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        axum::Json(&answer).into_response()
+        axum::Json(answer).into_response()
     };
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
     if let Ok(v) = HeaderValue::from_str(&cache) {
         h.insert(header::CACHE_CONTROL, v);
     }
-    response
+    (response, fresh)
 }

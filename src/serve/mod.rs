@@ -6,7 +6,9 @@
 pub mod catalogue;
 pub mod follow;
 pub mod http;
+pub mod products;
 pub mod refresh;
+pub mod similar;
 pub mod snapshot;
 pub mod store;
 
@@ -36,6 +38,7 @@ pub enum ServeError {
 #[derive(Debug, Default, Clone)]
 pub struct Served {
     pub store: store::Store,
+    pub products: products::ProductStore,
     pub catalogue: catalogue::Shared,
 }
 
@@ -46,6 +49,9 @@ pub struct Summary {
     pub from_snapshot: Option<usize>,
     pub followed: follow::Followed,
     pub lists: usize,
+    pub product_topic: String,
+    pub products_followed: follow::Followed,
+    pub product_lists: usize,
     pub snapshot_lists: Option<usize>,
 }
 
@@ -53,13 +59,15 @@ pub struct Summary {
 pub fn routes(config: &Config, telemetry: &Telemetry, served: &Served) -> axum::Router {
     http::router(http::Api {
         store: served.store.clone(),
+        products: served.products.clone(),
         catalogue: served.catalogue.clone(),
         config: config.serve.clone(),
         metrics: telemetry.serve.clone(),
     })
 }
 
-/// Follows the list topic into `served` until `shutdown`; ready (`/readyz`) once caught up.
+/// Follows the list topics into `served` until `shutdown`; ready (`/readyz`) once caught
+/// up with both.
 pub async fn run(
     config: &Config,
     catalog: Catalog,
@@ -68,6 +76,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, ServeError> {
     let topic = catalog.require(Role::Recommendations)?.name.clone();
+    let product_topic = catalog.require(Role::ProductRecommendations)?.name.clone();
     let lake = crate::lake::LakeUrl::with_settings(&config.lake.url, &config.lake.hdfs_options)
         .map_err(|e| ServeError::Lake(e.to_string()))?;
     let s = &config.serve;
@@ -99,17 +108,37 @@ pub async fn run(
             }
         });
     }
-    let ready = telemetry.clone();
-    let followed = follow::run(
-        &config.kafka,
-        &topic,
-        Arc::new(catalog.schemas),
-        served.store.clone(),
-        telemetry.serve.clone(),
-        move || ready.set_ready(true),
-        shutdown,
-    )
-    .await?;
+    // Ready when the second of the two followers has caught up.
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let caught_up = |telemetry: Telemetry, waiting: Arc<std::sync::atomic::AtomicUsize>| {
+        move || {
+            if waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                telemetry.set_ready(true);
+            }
+        }
+    };
+    let schemas = Arc::new(catalog.schemas);
+    let m = &telemetry.serve;
+    let (followed, products_followed) = tokio::try_join!(
+        follow::run(
+            &config.kafka,
+            &topic,
+            schemas.clone(),
+            served.store.clone(),
+            (m.records.clone(), m.lists.clone()),
+            caught_up(telemetry.clone(), waiting.clone()),
+            shutdown.clone(),
+        ),
+        follow::run(
+            &config.kafka,
+            &product_topic,
+            schemas,
+            served.products.clone(),
+            (m.product_records.clone(), m.product_lists.clone()),
+            caught_up(telemetry.clone(), waiting),
+            shutdown,
+        ),
+    )?;
     let snapshot_lists = match &state_dir {
         Some(dir) => Some(snapshot::save(dir, &topic, &served.store)?),
         None => None,
@@ -119,6 +148,9 @@ pub async fn run(
         from_snapshot,
         followed,
         lists: served.store.len(),
+        product_lists: follow::Sink::held(&served.products),
+        product_topic,
+        products_followed,
         snapshot_lists,
     })
 }

@@ -11,6 +11,9 @@
 //! made again lately belongs to a customer who is active. At most
 //! `serve.refresh_max_per_interval` per interval, so a promotion does not flood the
 //! ranker. Run one instance: two announce the same customers twice.
+//!
+//! Each round it also publishes the product pages' related products to `recs.product`
+//! when `mart.product_neighbour` has a new version (`crate::recommend::products`).
 
 use super::catalogue::{self, Catalogue};
 use super::store::{Held, Store};
@@ -78,6 +81,8 @@ pub fn due(
 pub struct Summary {
     pub announced: HashMap<Why, u64>,
     pub rounds: u64,
+    pub product_lists: u64,
+    pub product_tombstones: u64,
 }
 
 pub async fn run(
@@ -88,6 +93,7 @@ pub async fn run(
 ) -> Result<Summary, ServeError> {
     let lists_topic = catalog.require(Role::Recommendations)?.name.clone();
     let changes = catalog.require(Role::MartChanges)?.name.clone();
+    let product_topic = catalog.require(Role::ProductRecommendations)?.name.clone();
     let lake = crate::lake::LakeUrl::with_settings(&config.lake.url, &config.lake.hdfs_options)
         .map_err(|e| ServeError::Lake(e.to_string()))?;
     let s = &config.serve;
@@ -109,7 +115,7 @@ pub async fn run(
                 &topic,
                 schemas,
                 store,
-                metrics,
+                (metrics.records, metrics.lists),
                 move || ready.set_ready(true),
                 stop,
             )
@@ -123,6 +129,11 @@ pub async fn run(
         .current("mart_change")
         .ok_or_else(|| ServeError::Lake("no mart_change schema".into()))?
         .clone();
+    let product_schema = schemas
+        .current("product_recommendation")
+        .ok_or_else(|| ServeError::Lake("no product_recommendation schema".into()))?
+        .clone();
+    let mut products = crate::recommend::products::Publisher::new(product_topic, product_schema);
     let mut asked: HashMap<Arc<str>, Box<str>> = HashMap::new();
     let mut summary = Summary::default();
     let every = Duration::from_millis(s.refresh_interval_ms);
@@ -130,6 +141,16 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
+        }
+        match products.round(&lake, &producer).await {
+            Ok(p) => {
+                summary.product_lists += p.lists;
+                summary.product_tombstones += p.tombstones;
+                if p.lists + p.tombstones > 0 {
+                    tracing::info!(lists = p.lists, tombstones = p.tombstones, "related products published");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot publish related products; trying next round"),
         }
         let catalogue = match catalogue::read(&lake).await {
             Ok(c) => c.unwrap_or_default(),

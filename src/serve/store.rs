@@ -177,11 +177,26 @@ struct State {
 #[derive(Debug, Default, Clone)]
 pub struct Store(Arc<RwLock<State>>);
 
-/// One record of the topic, as the follower applies it.
-pub enum Change {
-    Put(List),
-    /// A tombstone (erasure): the customer's list is withdrawn.
-    Remove(String),
+pub use super::follow::Change;
+
+impl super::follow::Sink for Store {
+    type Record = List;
+
+    fn decode(schemas: &SchemaSet, payload: &[u8]) -> Result<List, String> {
+        List::decode(schemas, payload)
+    }
+
+    fn apply(&self, partition: i32, next: i64, changes: Vec<Change<List>>) {
+        Store::apply(self, partition, next, changes)
+    }
+
+    fn positions(&self) -> BTreeMap<i32, i64> {
+        Store::positions(self)
+    }
+
+    fn held(&self) -> usize {
+        Store::len(self)
+    }
 }
 
 impl Store {
@@ -199,7 +214,7 @@ impl Store {
     }
 
     /// Applies records read from one partition up to `next` (exclusive), under one lock.
-    pub fn apply(&self, partition: i32, next: i64, changes: Vec<Change>) {
+    pub fn apply(&self, partition: i32, next: i64, changes: Vec<Change<List>>) {
         let mut state = self.0.write().unwrap_or_else(PoisonError::into_inner);
         for change in changes {
             match change {

@@ -274,6 +274,62 @@ async fn the_order_poller_pages_retries_dead_letters_and_resumes_from_its_cursor
     assert!(!ok && err.contains("no source 'raw.nope'"), "{err}");
 }
 
+/// `connect --dry-run` prints one page mapped from where the cursor stands, with the item
+/// a pass would dead-letter, and produces nothing: no records, no letters, no cursor.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_prints_one_mapped_page_and_produces_nothing() {
+    let _services = common::needs!(Kafka, Hdfs);
+    let lab = Lab::new(1).await;
+    let topic = lab.add_topic("raw.store.order.toml", "order");
+    lab.apply_catalog().await;
+    let (api, base) = order_api(vec![
+        order(1, "2026-03-01T10:00:00", "PAID"),
+        order(2, "2026-03-01T11:00:00", "TELEPORTED"),
+        order(4, "2026-03-01T12:00:00", "CREATED"),
+    ])
+    .await;
+    let env = [
+        ("HOFFREC_ORDERS_API", base.as_str()),
+        ("HOFFREC_ORDERS_TOKEN", "s3cret"),
+    ];
+    let dry = || {
+        let (ok, out, err) = lab.command_with_env(&["connect", "--dry-run", "--source", &topic], &env);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Json>(&out).unwrap()
+    };
+    let first = dry();
+    assert_eq!(first["items"], 2, "one page of two: {first:#}");
+    assert_eq!(first["more_pages"], true, "{first:#}");
+    assert!(first["cursor"].is_null(), "{first:#}");
+    assert_eq!(first["records"].as_array().unwrap().len(), 1, "{first:#}");
+    assert_eq!(first["records"][0]["key"], "c-1", "{first:#}");
+    assert_eq!(first["records"][0]["value"]["status"], "paid", "{first:#}");
+    assert_eq!(first["records"][0]["value"]["total_kopecks"], 1_299_050, "{first:#}");
+    assert!(
+        first["invalid"][0]["reason"].as_str().unwrap().contains("TELEPORTED"),
+        "{first:#}"
+    );
+    assert!(!first["url"].as_str().unwrap().contains("s3cret"), "{first:#}");
+    assert!(lab.read_topic(&topic).is_empty(), "no records");
+    assert!(lab.read_topic(&lab.dlq).is_empty(), "no dead letters");
+
+    // After a pass the dry run starts where the stored cursor stands.
+    let (ok, _, err) = lab.command_with_env(&["connect", "--once", "--source", &topic], &env);
+    assert!(ok, "{err}");
+    api.lock().unwrap().seen.clear();
+    let after = dry();
+    assert_eq!(after["cursor"], "2026-03-01T12:00:00", "{after:#}");
+    assert_eq!(
+        api.lock().unwrap().seen[0].get("updatedFrom").map(String::as_str),
+        Some("2026-03-01T12:00:00")
+    );
+    assert_eq!(after["records"][0]["value"]["order_id"], "4", "{after:#}");
+    assert_eq!(lab.read_topic(&topic).len(), 2, "only the pass produced");
+
+    let (ok, _, err) = lab.command_with_env(&["connect", "--dry-run"], &env);
+    assert!(!ok && err.contains("exactly one --source"), "{err}");
+}
+
 /// One order dated far in the future (a wrong clock at the source) is produced but does
 /// not become the cursor, so later orders still arrive; and with a lookback, an order that
 /// shows up late with a time before the cursor is still fetched.

@@ -1,6 +1,6 @@
-//! The README's consumer guide: its Python (fastavro) and Java (Avro's
-//! `BinaryMessageDecoder`) snippets, kept whole in `tests/consumers/`, decode a list read
-//! from the real broker to the list hoffrec's own reader sees.
+//! The README's consumer guide: its Python (fastavro), Java (Avro's
+//! `BinaryMessageDecoder`) and Node (avsc) snippets, kept whole in `tests/consumers/`,
+//! decode a list read from the real broker to the list hoffrec's own reader sees.
 
 use crate::common;
 use crate::common::lab::Lab;
@@ -28,7 +28,7 @@ fn run(mut command: Command, value: &[u8]) -> Json {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_guides_python_and_java_snippets_decode_the_same_list() {
+async fn the_guides_python_java_and_node_snippets_decode_the_same_list() {
     let _services = common::needs!(Kafka, Hdfs);
     let lab = Lab::new(1).await;
     let recs = lab.topic_of(Role::Recommendations);
@@ -75,13 +75,18 @@ async fn the_guides_python_and_java_snippets_decode_the_same_list() {
         .arg(snippets.join("DecodeRecs.java"))
         .arg(&avro);
     assert_eq!(run(java, &value), expected, "Java (BinaryMessageDecoder)");
+
+    // avsc is installed beside the snippet by tests/setup.sh (tests/consumers/package.json).
+    let mut node = Command::new("node");
+    node.arg(snippets.join("decode_recs.js")).arg(&avro);
+    assert_eq!(run(node, &value), expected, "Node (avsc)");
 }
 
 /// The guide quotes the snippets whole, so what readers copy is what the test runs.
 #[test]
 fn the_readme_quotes_the_snippets_whole() {
     let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
-    for file in ["decode_recs.py", "DecodeRecs.java"] {
+    for file in ["decode_recs.py", "DecodeRecs.java", "decode_recs.js"] {
         let text = std::fs::read_to_string(common::repo().join("tests/consumers").join(file)).unwrap();
         assert!(
             readme.contains(text.trim_end()),

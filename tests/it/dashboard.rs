@@ -115,6 +115,22 @@ async fn the_dashboard_shows_the_pipeline_a_customer_and_the_models_in_a_browser
         .await;
     assert!(!shown.contains("nothing shown yet"), "{shown}");
 
+    // The page links her to what the site is served now: the demo's own `serve`.
+    browser
+        .wait_text("the served link", "#served", long, |t| t.contains("served"))
+        .await;
+    let page = api(&http, &format!("{base}/api/customer/{shown_customer}"))
+        .await
+        .unwrap();
+    let served_url = page["served_url"].as_str().expect("a served_url").to_string();
+    assert_eq!(served_url, format!("{base}/v1/recommendations/{shown_customer}"));
+    let served = common::poll_until("her served list", Duration::from_secs(60), || async {
+        api(&http, &served_url).await.filter(|a| a["fallback"].is_null())
+    })
+    .await;
+    assert_eq!(served["customer_id"], shown_customer.as_str(), "{served}");
+    assert!(!served["items"].as_array().unwrap().is_empty(), "{served}");
+
     // Model versions: the demo trains every 20 s; the chart marks each version.
     let models = browser
         .wait_text("a trained model", "#model-table", Duration::from_secs(120), |t| {

@@ -72,6 +72,8 @@ fn every_stage_runs_a_command_the_binary_accepts_with_a_valid_configuration() {
         "mart",
         "recommend",
         "train",
+        "refresh",
+        "serve",
         "dashboard",
     ] {
         assert!(
@@ -112,11 +114,11 @@ fn every_stage_runs_a_command_the_binary_accepts_with_a_valid_configuration() {
 fn the_scaled_stages_are_replicated_and_the_dashboard_scrapes_real_services() {
     let compose = compose();
     let services = compose["services"].as_object().expect("services");
-    for scaled in ["ingest", "recommend"] {
+    for scaled in ["ingest", "recommend", "serve"] {
         let replicas = services[scaled]["deploy"]["replicas"].as_u64().unwrap_or(1);
         assert!(
             replicas >= 2,
-            "{scaled} is a consumer group and should start replicated"
+            "{scaled} scales out (a consumer group, or replicas of the read path) and should start replicated"
         );
         assert!(
             services[scaled].get("ports").is_none() && services[scaled].get("container_name").is_none(),

@@ -161,6 +161,27 @@ async fn served_lists_follow_the_topic_and_the_catalogue_across_replicas_and_res
     }
     assert_eq!(plants["items"][0]["reasons"][0], "popular_in_category:73");
 
+    // A visitor the site knows only by region gets what that region's customers bought
+    // most, by the test's own SQL over the marts.
+    let (region, local_best) = region_popular(&lake).await;
+    let region_q: String = url::form_urlencoded::byte_serialize(region.as_bytes()).collect();
+    let local = get(
+        &addr,
+        &format!("/v1/recommendations/anon:device-2?region={region_q}&limit=50"),
+        None,
+    )
+    .await
+    .unwrap()
+    .body;
+    assert_eq!(local["fallback"], "region_popular", "{local:#}");
+    assert_eq!(products(&local), local_best, "{local:#}");
+    assert_eq!(local["items"][0]["reasons"][0], format!("popular_in_region:{region}"));
+    let nowhere = get(&addr, "/v1/recommendations/anon:device-3?region=Atlantis", None)
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(nowhere["fallback"], "popular", "an unknown region: {nowhere:#}");
+
     // Her first product goes out of stock in the catalogue: it leaves her served list,
     // which is the same list (no new one was published).
     let gone = served[0].clone();
@@ -264,4 +285,190 @@ async fn lists_are_made_again_when_a_product_goes_out_of_stock_or_a_model_is_pro
     assert_ne!(third.list_id, second.list_id);
     assert!(refresh.stop(), "{}", common::lab::tail(&refresh.log));
     assert!(recommend.stop(), "{}", common::lab::tail(&recommend.log));
+}
+
+/// The region most customers live in, and its customers' most bought sellable products
+/// (most buyers first, then by id; at most 50).
+async fn region_popular(lake: &hoffrec::lake::LakeUrl) -> (String, Vec<String>) {
+    let marts = [
+        "customer_product".to_string(),
+        "customer_portrait".to_string(),
+        "product_features".to_string(),
+    ];
+    let (ctx, _, _) = hoffrec::mart::session::mart_session(lake, &marts).await.unwrap();
+    #[derive(serde::Deserialize)]
+    struct Region {
+        region: String,
+    }
+    let region: Vec<Region> = hoffrec::recommend::data::rows(
+        &ctx,
+        "SELECT region FROM mart.customer_portrait WHERE region IS NOT NULL
+         GROUP BY region ORDER BY count(*) DESC, region LIMIT 1",
+    )
+    .await
+    .unwrap();
+    let region = region.first().expect("customers with a delivery region").region.clone();
+    #[derive(serde::Deserialize)]
+    struct Product {
+        product_id: String,
+    }
+    let sql = format!(
+        "SELECT cp.product_id, count(*) AS n FROM mart.customer_product cp
+         JOIN mart.customer_portrait p ON p.customer_id = cp.customer_id
+         JOIN mart.product_features f ON f.product_id = cp.product_id
+         WHERE cp.purchased_qty > 0 AND f.available AND p.region = '{}'
+         GROUP BY cp.product_id ORDER BY n DESC, cp.product_id LIMIT 50",
+        region.replace('\'', "''")
+    );
+    let best: Vec<Product> = hoffrec::recommend::data::rows(&ctx, &sql).await.unwrap();
+    assert!(!best.is_empty(), "{region}'s customers bought something");
+    (region, best.into_iter().map(|p| p.product_id).collect())
+}
+
+#[derive(serde::Deserialize)]
+struct Neighbour {
+    product_id: String,
+    neighbour_id: String,
+}
+
+/// The sellable neighbours of each product in the mart, in the order the site should see
+/// them, by the test's own SQL: shared `count` first, then the other count, then id.
+async fn neighbours(lake: &hoffrec::lake::LakeUrl, count: &str, other: &str) -> Vec<Neighbour> {
+    let marts = ["product_neighbour".to_string(), "product_features".to_string()];
+    let (ctx, _, _) = hoffrec::mart::session::mart_session(lake, &marts).await.unwrap();
+    let sql = format!(
+        "SELECT n.product_id, n.neighbour_id FROM mart.product_neighbour n
+         JOIN mart.product_features f ON f.product_id = n.neighbour_id
+         WHERE n.{count} > 0 AND f.available AND n.neighbour_id <> n.product_id
+         ORDER BY n.product_id, n.{count} DESC, n.{other} DESC, n.neighbour_id"
+    );
+    hoffrec::recommend::data::rows(&ctx, &sql).await.unwrap()
+}
+
+fn of(rows: &[Neighbour], product: &str) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.product_id == product)
+        .map(|r| r.neighbour_id.clone())
+        .collect()
+}
+
+fn listed(answer: &Json, list: &str) -> Vec<String> {
+    answer[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["product_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `refresh` publishes each product's related products from `mart.product_neighbour` to
+/// `recs.product`; `serve` answers product pages with them, leaves out what goes out of
+/// stock, and falls back to the category's popular products for a product nobody shares.
+#[tokio::test(flavor = "multi_thread")]
+async fn product_pages_get_the_products_the_same_customers_viewed_and_bought() {
+    let _services = common::needs!(Kafka, Hdfs);
+    let lab = Lab::new(1).await;
+    lab.add_raw_topics().await;
+    let lake = lab.lake_url();
+    folded_lake(&lake).await;
+    let bought = neighbours(&lake, "co_buyers", "co_viewers").await;
+    let viewed = neighbours(&lake, "co_viewers", "co_buyers").await;
+    // The product sharing the most customers' purchases, then views, with others.
+    let product = {
+        let mut counts: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+        for r in &bought {
+            counts.entry(&r.product_id).or_default().0 += 1;
+        }
+        for r in &viewed {
+            counts.entry(&r.product_id).or_default().1 += 1;
+        }
+        let best = counts.into_iter().max_by_key(|(p, n)| (*n, std::cmp::Reverse(*p)));
+        best.expect("the crowd viewed products together").0.to_string()
+    };
+    let (want_bought, want_similar) = (of(&bought, &product), of(&viewed, &product));
+    assert!(want_similar.len() >= 2, "{product}: {want_similar:?}");
+    eprintln!("{product}: similar {want_similar:?}, bought together {want_bought:?}");
+
+    let mut refresh = lab.hoffrec(&["refresh"], &[("HOFFREC__SERVE__REFRESH_INTERVAL_MS", "300")]);
+    let (addr, state) = (common::free_addr(), lab.dir.path().join("serve"));
+    let mut server = serve(&lab, &addr, &state);
+    ready(&addr).await;
+    let path = format!("/v1/products/{product}/similar?limit=50");
+    let page = common::poll_until("the product's related products", Duration::from_secs(120), || async {
+        let a = get(&addr, &path, None).await?;
+        (a.status == 200 && a.body["fallback"].is_null()).then_some(a.body)
+    })
+    .await;
+    assert_eq!(listed(&page, "bought_together"), want_bought, "{page:#}");
+    assert_eq!(listed(&page, "similar"), want_similar, "{page:#}");
+    assert!(
+        page["similar"][0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("viewed_together:"),
+        "{page:#}"
+    );
+    // What serve answers is what the topic holds.
+    let schemas = lab.schemas();
+    let published = lab
+        .read_topic(&lab.topic_of(Role::ProductRecommendations))
+        .iter()
+        .filter_map(|(v, _)| hoffrec::serve::products::decode(&schemas, v).ok())
+        .rfind(|l| l.product_id == product)
+        .expect("the product's record on recs.product");
+    assert_eq!(page["generated_at_ms"], published.generated_at_ms, "{page:#}");
+
+    // The product most viewed with it goes out of stock: it leaves the page, and the
+    // record is the same one.
+    let gone = want_similar[0].clone();
+    out_of_stock(&lab, &gone).await;
+    let after = common::poll_until("the product leaves the page", Duration::from_secs(60), || async {
+        let a = get(&addr, &path, None).await?.body;
+        (!listed(&a, "similar").contains(&gone)).then_some(a)
+    })
+    .await;
+    let without = |l: &[String]| l.iter().filter(|p| **p != gone).cloned().collect::<Vec<_>>();
+    assert_eq!(listed(&after, "similar"), without(&want_similar), "{after:#}");
+    assert_eq!(listed(&after, "bought_together"), without(&want_bought), "{after:#}");
+    assert_eq!(after["generated_at_ms"], page["generated_at_ms"], "{after:#}");
+    assert!(after["unavailable_dropped"].as_u64().unwrap() >= 1, "{after:#}");
+
+    // A product nobody shares gets its category's popular products, named; one the
+    // catalogue does not know gets the popular ones.
+    let unknown = get(&addr, "/v1/products/no-such-product/similar", None)
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(unknown["fallback"], "popular", "{unknown:#}");
+    assert!(!listed(&unknown, "similar").is_empty(), "{unknown:#}");
+    let marts = ["product_neighbour".to_string(), "product_features".to_string()];
+    let (ctx, _, _) = hoffrec::mart::session::mart_session(&lake, &marts).await.unwrap();
+    #[derive(serde::Deserialize)]
+    struct Lonely {
+        product_id: String,
+        category_id: String,
+    }
+    let lonely: Vec<Lonely> = hoffrec::recommend::data::rows(
+        &ctx,
+        "SELECT f.product_id, f.category_id FROM mart.product_features f
+         WHERE f.available AND f.category_id IS NOT NULL
+           AND f.product_id NOT IN (SELECT product_id FROM mart.product_neighbour)
+         ORDER BY f.product_id LIMIT 1",
+    )
+    .await
+    .unwrap();
+    let lonely = lonely.first().expect("a product nobody viewed with another");
+    let page = get(&addr, &format!("/v1/products/{}/similar", lonely.product_id), None)
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(page["fallback"], "category_popular", "{page:#}");
+    assert_eq!(
+        page["similar"][0]["reasons"][0],
+        format!("popular_in_category:{}", lonely.category_id),
+        "{page:#}"
+    );
+    assert!(!listed(&page, "similar").contains(&lonely.product_id), "{page:#}");
+    assert!(server.stop(), "{}", common::lab::tail(&server.log));
+    assert!(refresh.stop(), "{}", common::lab::tail(&refresh.log));
 }

@@ -215,6 +215,40 @@ async fn vk_profiles_of_consenting_customers_only() {
         field(deleted, "deactivated"),
         &V::Union(1, Box::new(V::String("deleted".into())))
     );
+
+    // A dry run asks for one account, joins its first page of communities, maps it like a
+    // pass, and produces nothing.
+    let env = [("HOFFREC_VK_API", base.as_str()), ("HOFFREC_VK_TOKEN", "vk-token")];
+    let (ok, _, err) = lab.command_with_env(&["connect", "--dry-run", "--source", &profiles], &env);
+    assert!(!ok && err.contains("--account"), "{err}");
+    let before = lab.read_topic(&profiles).len();
+    let (ok, out, err) = lab.command_with_env(
+        &[
+            "connect",
+            "--dry-run",
+            "--source",
+            &profiles,
+            "--account",
+            "1001",
+            "--customer",
+            "c-1",
+        ],
+        &env,
+    );
+    assert!(ok, "{err}");
+    let dry: Json = serde_json::from_str(&out).unwrap();
+    assert_eq!(dry["records"].as_array().unwrap().len(), 1, "{dry:#}");
+    let record = &dry["records"][0];
+    assert_eq!(record["key"], "c-1", "{dry:#}");
+    assert_eq!(record["value"]["network_user_id"], "1001", "{dry:#}");
+    assert_eq!(record["value"]["sex"], "female", "{dry:#}");
+    assert_eq!(
+        record["value"]["groups"].as_array().unwrap().len(),
+        2,
+        "the first page of communities: {dry:#}"
+    );
+    assert!(!dry["url"].as_str().unwrap().contains("vk-token"), "{dry:#}");
+    assert_eq!(lab.read_topic(&profiles).len(), before, "nothing produced");
 }
 
 /// Instagram: the account id goes into the path, a professional account lands, and a

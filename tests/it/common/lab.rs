@@ -61,6 +61,7 @@ impl Lab {
         rename("lake.commits.toml", &commits, None);
         rename("mart.changes.toml", &format!("{id}.mart"), None);
         rename("recs.customer.toml", &format!("{id}.recs"), None);
+        rename("recs.product.toml", &format!("{id}.recs_product"), None);
         rename("connect.offsets.toml", &format!("{id}.offsets"), None);
         rename("privacy.erasure.toml", &format!("{id}.erasure"), None);
         rename("privacy.audit.toml", &format!("{id}.audit"), None);
