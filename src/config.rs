@@ -61,6 +61,13 @@ pub struct ServeConfig {
     pub refresh_max_per_interval: usize,
 }
 
+impl ServeConfig {
+    /// How many items an answer carries: what was asked, within 1..=`max_limit`.
+    pub fn limit(&self, asked: Option<usize>) -> usize {
+        asked.unwrap_or(self.default_limit).clamp(1, self.max_limit.max(1))
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {

@@ -35,12 +35,11 @@ pub fn router(api: Api) -> Router {
     };
     let state = Handler {
         answered: [counter("list"), counter("fallback"), counter("not_modified")],
-        api: api.clone(),
+        api,
     };
     Router::new()
         .route("/v1/recommendations/{customer_id}", get(recommendations))
         .with_state(state)
-        .merge(super::similar::router(api))
 }
 
 /// The API with its per-outcome counters made once (not a label set per request).
@@ -89,10 +88,7 @@ async fn recommendations(
     Query(ask): Query<Ask>,
     headers: HeaderMap,
 ) -> Response {
-    let limit = ask
-        .limit
-        .unwrap_or(api.config.default_limit)
-        .clamp(1, api.config.max_limit);
+    let limit = api.config.limit(ask.limit);
     let placement = ask.placement.as_deref().unwrap_or("home");
     let catalogue = api.catalogue.current();
     let list = (!customer.starts_with("anon:"))
@@ -131,19 +127,13 @@ async fn recommendations(
     if answer.items.is_empty() {
         let (fallback, popular) = catalogue.popular(ask.category.as_deref(), ask.region.as_deref());
         answer.fallback = Some(fallback);
-        let because = match (fallback, &in_category, &in_region) {
-            ("category_popular", Some(r), _) | ("region_popular", _, Some(r)) => r.as_str(),
-            _ => "popular",
-        };
-        answer.items = popular
-            .iter()
-            .take(limit)
-            .map(|(p, buyers)| ItemOut {
-                product_id: p,
-                score: *buyers,
-                reasons: vec![because],
-            })
-            .collect();
+        answer.items = fallback_items(
+            fallback,
+            popular,
+            (in_category.as_deref(), in_region.as_deref()),
+            None,
+            limit,
+        );
     }
     api.metrics
         .unavailable_dropped
@@ -162,6 +152,32 @@ async fn recommendations(
     let (response, fresh) = respond(&answer, &etag, answer.fallback.is_some(), &api.config, &headers);
     answered[if fresh { 2 } else { outcome }].inc();
     response
+}
+
+/// A fallback's items: the popular products it drew, without `except`, each with the
+/// reason that names the fallback (`popular_in_category:<id>`, `popular_in_region:<r>`,
+/// else `popular`).
+pub fn fallback_items<'a>(
+    fallback: &str,
+    popular: &'a [(String, f64)],
+    (in_category, in_region): (Option<&'a str>, Option<&'a str>),
+    except: Option<&str>,
+    limit: usize,
+) -> Vec<ItemOut<'a>> {
+    let because = match (fallback, in_category, in_region) {
+        ("category_popular", Some(r), _) | ("region_popular", _, Some(r)) => r,
+        _ => "popular",
+    };
+    popular
+        .iter()
+        .filter(|(p, _)| Some(p.as_str()) != except)
+        .take(limit)
+        .map(|(p, buyers)| ItemOut {
+            product_id: p,
+            score: *buyers,
+            reasons: vec![because],
+        })
+        .collect()
 }
 
 /// A strong validator from the parts an answer is made of.

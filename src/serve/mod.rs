@@ -55,15 +55,17 @@ pub struct Summary {
     pub snapshot_lists: Option<usize>,
 }
 
-/// The routes answering the site, beside `/metrics` and `/readyz`.
+/// The routes answering the site (customers' lists, product pages), beside `/metrics` and
+/// `/readyz`.
 pub fn routes(config: &Config, telemetry: &Telemetry, served: &Served) -> axum::Router {
-    http::router(http::Api {
+    let api = http::Api {
         store: served.store.clone(),
         products: served.products.clone(),
         catalogue: served.catalogue.clone(),
         config: config.serve.clone(),
         metrics: telemetry.serve.clone(),
-    })
+    };
+    http::router(api.clone()).merge(similar::router(api))
 }
 
 /// Follows the list topics into `served` until `shutdown`; ready (`/readyz`) once caught

@@ -5,7 +5,7 @@
 //! of its category, then overall, named as the fallback.
 
 use super::catalogue::Catalogue;
-use super::http::{Api, etag, respond};
+use super::http::{Api, ItemOut, etag, fallback_items, respond};
 use crate::recommend::products::Related;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -42,13 +42,6 @@ struct Ask {
 }
 
 #[derive(Debug, Serialize)]
-struct ItemOut<'a> {
-    product_id: &'a str,
-    score: f64,
-    reasons: Vec<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
 struct Answer<'a> {
     product_id: &'a str,
     similar: Vec<ItemOut<'a>>,
@@ -68,10 +61,7 @@ async fn similar(
     Query(ask): Query<Ask>,
     headers: HeaderMap,
 ) -> Response {
-    let limit = ask
-        .limit
-        .unwrap_or(api.config.default_limit)
-        .clamp(1, api.config.max_limit);
+    let limit = api.config.limit(ask.limit);
     let catalogue = api.catalogue.current();
     let lists = api.products.get(&product);
     let mut answer = Answer {
@@ -97,20 +87,13 @@ async fn similar(
     if answer.similar.is_empty() {
         let (fallback, popular) = catalogue.popular(category, None);
         answer.fallback = Some(fallback);
-        let because = match (fallback, &reason) {
-            ("category_popular", Some(r)) => r.as_str(),
-            _ => "popular",
-        };
-        answer.similar = popular
-            .iter()
-            .filter(|(p, _)| *p != product)
-            .take(limit)
-            .map(|(p, buyers)| ItemOut {
-                product_id: p,
-                score: *buyers,
-                reasons: vec![because],
-            })
-            .collect();
+        answer.similar = fallback_items(
+            fallback,
+            popular,
+            (reason.as_deref(), None),
+            Some(product.as_str()),
+            limit,
+        );
     }
     api.metrics
         .unavailable_dropped
