@@ -22,7 +22,7 @@ pub struct Catalogue {
     popular_in: HashMap<String, Vec<(String, f64)>>,
     /// (product, buyers living there), most bought first, per region.
     popular_in_region: HashMap<String, Vec<(String, f64)>>,
-    /// Each sellable product's category, for a product page's fallback.
+    /// Each product's category, for a product page's fallback.
     category_of: HashMap<String, String>,
 }
 
@@ -80,6 +80,12 @@ pub async fn read(lake: &LakeUrl) -> Result<Option<Catalogue>, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    // Every product's category, sellable or not: an out-of-stock product's page still
+    // falls back to its category.
+    let category_of: HashMap<String, String> = rows
+        .iter()
+        .filter_map(|r| Some((r.product_id.clone(), r.category_id.clone()?)))
+        .collect();
     rows.retain(|r| r.available == Some(true));
     // Bought by most customers, then viewed by most lately: what "popular" means to a
     // visitor the store knows nothing about.
@@ -116,10 +122,6 @@ pub async fn read(lake: &LakeUrl) -> Result<Option<Catalogue>, String> {
             }
         }
     }
-    let category_of = rows
-        .iter()
-        .filter_map(|r| Some((r.product_id.clone(), r.category_id.clone()?)))
-        .collect();
     Ok(Some(Catalogue {
         version: versions.get("product_features").copied(),
         category_of,
