@@ -89,31 +89,17 @@ pub async fn run(
     let mut page = first(&mut pager, source_topic).await?;
     let more_pages = pager.has_more();
     if let (Some(per), Some(account)) = (&spec.per_customer, account) {
-        // What a per-customer pass adds to each item before mapping it.
         for join in &spec.joins {
-            let base = reqwest::Url::parse(&source::expand(&join.url))
-                .map_err(|e| ConnectError::Config(format!("join url {}: {e}", join.url)))?;
-            let param = join.param.as_deref().or(per.param.as_deref());
-            let url = social::for_account(&base, &join.params, param, account);
+            let url = social::join_url(join, per, account)?;
             let list = first(
                 &mut Pager::new(&reach.fetcher, &join.paging, &join.items, url),
                 source_topic,
             )
             .await?;
-            for item in &mut page {
-                if let Json::Object(m) = item {
-                    m.insert(join.into.clone(), Json::Array(list.clone()));
-                }
-            }
+            social::attach(&mut page, &join.into, &list);
         }
         let now = chrono::Utc::now().timestamp_millis();
-        for item in &mut page {
-            if let Json::Object(m) = item {
-                m.insert("_customer_id".into(), Json::from(customer.unwrap_or("dry-run")));
-                m.insert("_account_id".into(), Json::from(account));
-                m.insert("_pass_ms".into(), Json::from(now));
-            }
-        }
+        social::stamp(&mut page, customer.unwrap_or("dry-run"), account, now);
     }
     let mut run = DryRun {
         source: topic.name.clone(),

@@ -9,7 +9,7 @@ use super::fetch::FetchError;
 use super::pager::{PageError, Pager, with_param};
 use super::pass::{Outcome, PassSummary, Shared, Source, Stop, dead_letter, produce_items};
 use super::source::expand;
-use crate::catalog::source::PerCustomer;
+use crate::catalog::source::{Join, PerCustomer};
 use reqwest::Url;
 use serde_json::{Value as Json, json};
 use tracing::warn;
@@ -37,13 +37,7 @@ pub(super) async fn pass(shared: &Shared<'_>, source: &Source, per: &PerCustomer
         summary.customers += 1;
         match customer_items(shared, source, per, &account, &mut summary).await {
             Outcome::Done(mut items) => {
-                for item in &mut items {
-                    if let Json::Object(m) = item {
-                        m.insert("_customer_id".into(), json!(customer));
-                        m.insert("_account_id".into(), json!(account));
-                        m.insert("_pass_ms".into(), json!(pass_ms));
-                    }
-                }
+                stamp(&mut items, &customer, &account, pass_ms);
                 summary.records += produce_items(shared, source, &items, &mut summary.dead_letters).await?;
             }
             Outcome::Stopped(Stop::Customer) => summary.skipped += 1,
@@ -79,12 +73,10 @@ async fn customer_items(
         other => return other,
     };
     for join in &spec.joins {
-        let base = match Url::parse(&expand(&join.url)) {
+        let url = match join_url(join, per, account) {
             Ok(u) => u,
-            Err(e) => return ConnectError::Config(format!("join url {}: {e}", join.url)).into(),
+            Err(e) => return e.into(),
         };
-        let param = join.param.as_deref().or(per.param.as_deref());
-        let url = for_account(&base, &join.params, param, account);
         let list = match walk(
             shared,
             source,
@@ -98,13 +90,38 @@ async fn customer_items(
             Outcome::Stopped(Stop::Customer) => Vec::new(),
             other => return other,
         };
-        for item in &mut items {
-            if let Json::Object(m) = item {
-                m.insert(join.into.clone(), Json::Array(list.clone()));
-            }
-        }
+        attach(&mut items, &join.into, &list);
     }
     Outcome::Done(items)
+}
+
+/// The first URL of a join's list for one account.
+pub(super) fn join_url(join: &Join, per: &PerCustomer, account: &str) -> Result<Url, ConnectError> {
+    let base =
+        Url::parse(&expand(&join.url)).map_err(|e| ConnectError::Config(format!("join url {}: {e}", join.url)))?;
+    let param = join.param.as_deref().or(per.param.as_deref());
+    Ok(for_account(&base, &join.params, param, account))
+}
+
+/// Puts a join's list into every item, under the join's `into`.
+pub(super) fn attach(items: &mut [Json], into: &str, list: &[Json]) {
+    for item in items {
+        if let Json::Object(m) = item {
+            m.insert(into.to_string(), Json::Array(list.to_vec()));
+        }
+    }
+}
+
+/// What a per-customer pass adds to each item before mapping it: whose it is, through
+/// which account, and when the pass ran.
+pub(super) fn stamp(items: &mut [Json], customer: &str, account: &str, pass_ms: i64) {
+    for item in items {
+        if let Json::Object(m) = item {
+            m.insert("_customer_id".into(), json!(customer));
+            m.insert("_account_id".into(), json!(account));
+            m.insert("_pass_ms".into(), json!(pass_ms));
+        }
+    }
 }
 
 pub(super) fn for_account(

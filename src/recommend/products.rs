@@ -91,10 +91,9 @@ pub fn lists(rows: Vec<Row>) -> BTreeMap<String, (Vec<Related>, Vec<Related>)> {
 
 /// The mart's rows and version; `None` while it does not exist.
 pub async fn read(lake: &LakeUrl) -> Result<Option<(u64, Vec<Row>)>, ProductsError> {
-    let err = |e: String| ProductsError::Read(e);
     let (ctx, _, versions) = crate::mart::session::mart_session(lake, &["product_neighbour".to_string()])
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| ProductsError::Read(e.to_string()))?;
     let Some(&version) = versions.get("product_neighbour") else {
         return Ok(None);
     };
@@ -103,7 +102,7 @@ pub async fn read(lake: &LakeUrl) -> Result<Option<(u64, Vec<Row>)>, ProductsErr
         "SELECT product_id, neighbour_id, co_viewers, co_buyers FROM mart.product_neighbour",
     )
     .await
-    .map_err(|e| err(e.to_string()))?;
+    .map_err(|e| ProductsError::Read(e.to_string()))?;
     Ok(Some((version, rows)))
 }
 

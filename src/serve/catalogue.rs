@@ -1,7 +1,8 @@
 //! What the read path needs of the newest catalogue (`mart.product_features`): which
 //! products can be sold now, and the popular ones for visitors without a list, overall,
-//! per category, and per region (`mart.product_region`). Read again every `serve.catalogue_refresh_ms`, so a product that
-//! goes out of stock leaves every served list without a new list being published.
+//! per category, and per region (`mart.product_region`). Read again every
+//! `serve.catalogue_refresh_ms`, so a product that goes out of stock leaves every served
+//! list without a new list being published.
 
 use crate::lake::LakeUrl;
 use std::collections::{HashMap, HashSet};

@@ -51,7 +51,6 @@ pub struct Followed {
 /// Records of one chunk, at most this many, go into the store under one lock.
 const CHUNK: usize = 2048;
 
-#[allow(clippy::too_many_arguments)]
 pub async fn run<S: Sink>(
     kafka: &KafkaConfig,
     topic: &str,

@@ -1,7 +1,7 @@
 //! `GET /v1/recommendations/{customer_id}`: the customer's list without what cannot be
 //! sold now, or, for an unknown or `anon:` visitor, a named fallback (popular in the
-//! page's category, then in the visitor's region, then overall). Answers carry an ETag (same answer, same tag, on every
-//! replica) and Cache-Control.
+//! page's category, then in the visitor's region, then overall). Answers carry an ETag
+//! (same answer, same tag, on every replica) and Cache-Control.
 
 use super::catalogue::Shared;
 use super::store::Store;
@@ -122,18 +122,14 @@ async fn recommendations(
         answer.generated_at_ms = Some(list.generated_at_ms);
         answer.list_age_ms = Some(chrono::Utc::now().timestamp_millis() - list.generated_at_ms);
     }
-    let in_category = ask.category.as_ref().map(|c| format!("popular_in_category:{c}"));
-    let in_region = ask.region.as_ref().map(|r| format!("popular_in_region:{r}"));
+    // Made only for a fallback: most requests are answered by the customer's own list.
+    let because: String;
     if answer.items.is_empty() {
-        let (fallback, popular) = catalogue.popular(ask.category.as_deref(), ask.region.as_deref());
+        let (category, region) = (ask.category.as_deref(), ask.region.as_deref());
+        let (fallback, popular) = catalogue.popular(category, region);
         answer.fallback = Some(fallback);
-        answer.items = fallback_items(
-            fallback,
-            popular,
-            (in_category.as_deref(), in_region.as_deref()),
-            None,
-            limit,
-        );
+        because = fallback_reason(fallback, category, region);
+        answer.items = fallback_items(popular, &because, None, limit);
     }
     api.metrics
         .unavailable_dropped
@@ -154,20 +150,24 @@ async fn recommendations(
     response
 }
 
-/// A fallback's items: the popular products it drew, without `except`, each with the
-/// reason that names the fallback (`popular_in_category:<id>`, `popular_in_region:<r>`,
-/// else `popular`).
+/// The reason a fallback's items give: `popular_in_category:<id>`,
+/// `popular_in_region:<r>`, or `popular`.
+pub fn fallback_reason(fallback: &str, category: Option<&str>, region: Option<&str>) -> String {
+    match (fallback, category, region) {
+        ("category_popular", Some(c), _) => format!("popular_in_category:{c}"),
+        ("region_popular", _, Some(r)) => format!("popular_in_region:{r}"),
+        _ => "popular".to_string(),
+    }
+}
+
+/// A fallback's items: the popular products it drew, without `except`, each giving
+/// `because`.
 pub fn fallback_items<'a>(
-    fallback: &str,
     popular: &'a [(String, f64)],
-    (in_category, in_region): (Option<&'a str>, Option<&'a str>),
+    because: &'a str,
     except: Option<&str>,
     limit: usize,
 ) -> Vec<ItemOut<'a>> {
-    let because = match (fallback, in_category, in_region) {
-        ("category_popular", Some(r), _) | ("region_popular", _, Some(r)) => r,
-        _ => "popular",
-    };
     popular
         .iter()
         .filter(|(p, _)| Some(p.as_str()) != except)

@@ -72,10 +72,7 @@ pub fn decode(schemas: &SchemaSet, payload: &[u8]) -> Result<ProductLists, Strin
     let mut fields: HashMap<String, Value> = fields.into_iter().collect();
     let mut take = |name: &str| fields.remove(name).ok_or_else(|| format!("no field {name}"));
     Ok(ProductLists {
-        product_id: match take("product_id")? {
-            Value::String(s) => s,
-            _ => return Err("product_id is not a string".into()),
-        },
+        product_id: super::store::string(take("product_id")?)?,
         generated_at_ms: match take("generated_at")? {
             Value::TimestampMillis(ms) | Value::Long(ms) => ms,
             _ => return Err("generated_at is not a time".into()),
@@ -95,30 +92,12 @@ fn related(value: Value) -> Result<Vec<Related>, String> {
     };
     items
         .into_iter()
-        .map(|item| {
-            let Value::Record(fields) = item else {
-                return Err("a related product is a record".into());
-            };
-            let (mut product_id, mut score, mut reasons) = (None, None, Vec::new());
-            for (name, v) in fields {
-                match (name.as_str(), v) {
-                    ("product_id", Value::String(s)) => product_id = Some(s),
-                    ("score", Value::Double(d)) => score = Some(d),
-                    ("reasons", Value::Array(rs)) => {
-                        for r in rs {
-                            match r {
-                                Value::String(s) => reasons.push(s),
-                                _ => return Err("a reason is not a string".into()),
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
+        .map(|v| {
+            let i = super::store::item(v)?;
             Ok(Related {
-                product_id: product_id.ok_or("a related product without product_id")?,
-                score: score.ok_or("a related product without score")?,
-                reasons,
+                product_id: i.product_id,
+                score: i.score,
+                reasons: i.reasons,
             })
         })
         .collect()

@@ -5,7 +5,7 @@
 //! of its category, then overall, named as the fallback.
 
 use super::catalogue::Catalogue;
-use super::http::{Api, ItemOut, etag, fallback_items, respond};
+use super::http::{Api, ItemOut, etag, fallback_items, fallback_reason, respond};
 use crate::recommend::products::Related;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -82,18 +82,13 @@ async fn similar(
         answer.bought_together = sellable(&lists.bought_together, &catalogue, limit, &mut dropped);
         answer.unavailable_dropped = dropped;
     }
-    let category = catalogue.category_of(&product);
-    let reason = category.map(|c| format!("popular_in_category:{c}"));
+    let because: String;
     if answer.similar.is_empty() {
+        let category = catalogue.category_of(&product);
         let (fallback, popular) = catalogue.popular(category, None);
         answer.fallback = Some(fallback);
-        answer.similar = fallback_items(
-            fallback,
-            popular,
-            (reason.as_deref(), None),
-            Some(product.as_str()),
-            limit,
-        );
+        because = fallback_reason(fallback, category, None);
+        answer.similar = fallback_items(popular, &because, Some(product.as_str()), limit);
     }
     api.metrics
         .unavailable_dropped

@@ -52,14 +52,16 @@ impl List {
     }
 }
 
-fn string(v: Value) -> Result<String, String> {
+pub(super) fn string(v: Value) -> Result<String, String> {
     match v {
         Value::String(s) => Ok(s),
         other => Err(format!("expected a string, found {other:?}")),
     }
 }
 
-fn item(v: Value) -> Result<Item, String> {
+/// One listed product: a record of `product_id`, `score` and `reasons` (other fields,
+/// such as `rank`, are not served).
+pub(super) fn item(v: Value) -> Result<Item, String> {
     let Value::Record(fields) = v else {
         return Err("an item is a record".into());
     };
