@@ -22,7 +22,8 @@ took build
 if [ "${HOFFREC_KEEP_SERVICES:-0}" != 1 ]; then
   trap 'tests/services/down.sh' EXIT
 fi
-addresses=$(tests/services/up.sh)
+# --fresh: a test run starts on empty storage (see up.sh).
+addresses=$(tests/services/up.sh --fresh)
 echo "$addresses"
 export KAFKA_BOOTSTRAP HDFS_URL
 KAFKA_BOOTSTRAP=$(echo "$addresses" | sed -n 's/^KAFKA_BOOTSTRAP=//p')

@@ -6,6 +6,10 @@
 # Idempotent: services already started by this script are left running (a broker started
 # before the SASL_SSL listener existed is restarted once). Waits until Kafka round-trips a
 # message (on both listeners) and HDFS round-trips a file, then prints the addresses to use.
+# `--fresh` (what tests/run.sh passes) first deletes the stored data of a service that is
+# not running, so every test run starts on empty storage: a broker that keeps every test
+# topic of every earlier run loads more logs at each start, until it no longer answers in
+# time. Without it (the restart tests), data survives a stop and start.
 #
 # State (data, logs, pid files, generated configs) lives in one directory:
 #   HOFFREC_SERVICES_DIR (default ~/.cache/hoffrec/services)
@@ -18,6 +22,12 @@ kafka_controller_port=9093
 kafka_sasl_ssl_port=9094
 hdfs_port=9000
 wait_s=${HOFFREC_SERVICES_WAIT_S:-180}
+fresh=false
+case "${1:-}" in
+  "") ;;
+  --fresh) fresh=true ;;
+  *) echo "up.sh: unknown argument ${1}; usage: up.sh [--fresh]" >&2; exit 2 ;;
+esac
 
 die() { echo "up.sh: $*" >&2; exit 1; }
 
@@ -66,11 +76,31 @@ stop() { # name: stops a service this script started, as down.sh --only NAME doe
   rm -f "$state/$1.pid"
 }
 
-wait_for() { # description, command...
-  local what=$1; shift
-  local deadline=$((SECONDS + wait_s))
+# The end of a service's log, so a CI log shows why it did not come up.
+log_tail() {
+  local name
+  for name in "$@"; do
+    [ -s "$state/$name.log" ] || continue
+    # Java logs end in stack traces: the error lines and their causes say more.
+    if grep -qE 'ERROR|FATAL|Caused by' "$state/$name.log"; then
+      echo "up.sh: the last errors in $state/$name.log:" >&2
+      grep -E 'ERROR|FATAL|Caused by' "$state/$name.log" | tail -n 20 | cut -c1-400 | sed 's/^/    /' >&2
+    else
+      echo "up.sh: the last lines of $state/$name.log:" >&2
+      tail -n 30 "$state/$name.log" | cut -c1-400 | sed 's/^/    /' >&2
+    fi
+  done
+}
+
+wait_for() { # description, the services it needs (space-separated), command...
+  local what=$1 services=$2; shift 2
+  local deadline=$((SECONDS + wait_s)) name
   until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "$what did not answer within ${wait_s}s; logs are in $state"
+    for name in $services; do
+      # A service that died will not answer: no point waiting out the deadline.
+      running "$name" || { log_tail "$name"; die "$name exited before $what answered; logs are in $state"; }
+    done
+    [ $SECONDS -lt $deadline ] || { log_tail $services; die "$what did not answer within ${wait_s}s; logs are in $state"; }
     sleep 1
   done
 }
@@ -109,9 +139,12 @@ start_kafka() {
   local dir="$state/kafka" sasl="$state/kafka/sasl_ssl" cp
   cp=$(classpath kafka)
   mkdir -p "$dir/data"
-  if ! running kafka && port_busy $kafka_port; then
-    die "127.0.0.1:$kafka_port is taken by a process this script did not start; stop it first."
-  fi
+  local port
+  for port in $kafka_port $kafka_controller_port; do
+    if ! running kafka && port_busy $port; then
+      die "127.0.0.1:$port is taken by a process this script did not start; stop it first."
+    fi
+  done
   if running kafka && ! port_busy $kafka_sasl_ssl_port; then
     # Started by an up.sh from before the SASL_SSL listener: restarted once to add it.
     echo "up.sh: restarting kafka to add the SASL_SSL listener on 127.0.0.1:$kafka_sasl_ssl_port" >&2
@@ -120,6 +153,7 @@ start_kafka() {
   if ! running kafka && port_busy $kafka_sasl_ssl_port; then
     die "127.0.0.1:$kafka_sasl_ssl_port is taken by a process this script did not start; stop it first."
   fi
+  if $fresh && ! running kafka; then rm -rf "$dir/data"; mkdir -p "$dir/data"; fi
   make_kafka_tls "$sasl"
   local keystore_password; keystore_password=$(cat "$sasl/keystore-password")
   cat >"$dir/server.properties" <<EOF
@@ -245,6 +279,9 @@ log4j.appender.console=org.apache.log4j.ConsoleAppender
 log4j.appender.console.layout=org.apache.log4j.PatternLayout
 log4j.appender.console.layout.ConversionPattern=%d %p %c{2}: %m%n
 EOF
+  # The NameNode's metadata and the DataNode's blocks go together (a DataNode refuses a
+  # NameNode of another cluster id), so they are deleted only when neither runs.
+  if $fresh && ! running namenode && ! running datanode; then rm -rf "$dir/name" "$dir/data" "$dir/tmp"; mkdir -p "$dir/name" "$dir/data"; fi
   local jcp="$dir/conf:$cp"
   if [ ! -f "$dir/name/current/VERSION" ]; then
     java -cp "$jcp" org.apache.hadoop.hdfs.server.namenode.NameNode -format -nonInteractive -force >"$state/namenode-format.log" 2>&1 \
@@ -263,10 +300,10 @@ hdfs_roundtrip() {
 
 start_kafka
 start_hdfs
-wait_for "Kafka on 127.0.0.1:$kafka_port (produce + consume)" kafka_roundtrip
-wait_for "the Kafka SCRAM user (kafka-configs through 127.0.0.1:$kafka_port; see $state/kafka-scram.log)" ensure_scram_user
-wait_for "Kafka SASL_SSL on 127.0.0.1:$kafka_sasl_ssl_port (produce with SCRAM-SHA-512; see $state/kafka-sasl-probe.log)" kafka_sasl_ssl_produce
-wait_for "HDFS on hdfs://127.0.0.1:$hdfs_port (write + read)" hdfs_roundtrip
+wait_for "Kafka on 127.0.0.1:$kafka_port (produce + consume)" kafka kafka_roundtrip
+wait_for "the Kafka SCRAM user (kafka-configs through 127.0.0.1:$kafka_port; see $state/kafka-scram.log)" kafka ensure_scram_user
+wait_for "Kafka SASL_SSL on 127.0.0.1:$kafka_sasl_ssl_port (produce with SCRAM-SHA-512; see $state/kafka-sasl-probe.log)" kafka kafka_sasl_ssl_produce
+wait_for "HDFS on hdfs://127.0.0.1:$hdfs_port (write + read)" "namenode datanode" hdfs_roundtrip
 
 # Delta jars for the Spark checks, resolved now so tests find them offline.
 classpath spark >/dev/null
