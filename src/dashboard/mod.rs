@@ -161,8 +161,7 @@ impl Dashboard {
                 .dashboard_token
                 .is_set()
                 .then(|| config.http.dashboard_token.expose().to_string()),
-            serve_url: (!config.http.serve_url.is_empty())
-                .then(|| config.http.serve_url.trim_end_matches('/').to_string()),
+            serve_url: (!config.http.serve_url.is_empty()).then(|| config.http.serve_url.clone()),
         })
     }
 
@@ -274,16 +273,14 @@ impl Dashboard {
         } else {
             Vec::new()
         };
-        let served_url = self.serve_url.as_ref().map(|base| {
-            // What a path segment may hold as it is (RFC 3986 unreserved, and ':').
-            const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-                .remove(b'-')
-                .remove(b'_')
-                .remove(b'.')
-                .remove(b'~')
-                .remove(b':');
-            let id = percent_encoding::utf8_percent_encode(id, SEGMENT);
-            format!("{base}/v1/recommendations/{id}")
+        let served_url = self.serve_url.as_ref().and_then(|base| {
+            let mut url = reqwest::Url::parse(base).ok()?;
+            // The id as one path segment, escaped by the url crate.
+            url.path_segments_mut()
+                .ok()?
+                .pop_if_empty()
+                .extend(["v1", "recommendations", id]);
+            Some(url.to_string())
         });
         Ok(CustomerPage {
             explanation,

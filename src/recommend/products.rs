@@ -14,7 +14,7 @@ use crate::lake::LakeUrl;
 use apache_avro::types::Value;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,7 +147,7 @@ pub struct Publisher {
     topic: String,
     schema: Arc<SchemaVersion>,
     read_version: Option<u64>,
-    published: HashMap<String, (Vec<Related>, Vec<Related>)>,
+    published: BTreeMap<String, (Vec<Related>, Vec<Related>)>,
 }
 
 impl Publisher {
@@ -156,7 +156,7 @@ impl Publisher {
             topic,
             schema,
             read_version: None,
-            published: HashMap::new(),
+            published: BTreeMap::new(),
         }
     }
 
@@ -212,7 +212,7 @@ impl Publisher {
             lists: changed.len() as u64,
             tombstones: gone.len() as u64,
         };
-        self.published = fresh.into_iter().collect();
+        self.published = fresh;
         self.read_version = Some(version);
         Ok(published)
     }

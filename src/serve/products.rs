@@ -73,10 +73,7 @@ pub fn decode(schemas: &SchemaSet, payload: &[u8]) -> Result<ProductLists, Strin
     let mut take = |name: &str| fields.remove(name).ok_or_else(|| format!("no field {name}"));
     Ok(ProductLists {
         product_id: super::store::string(take("product_id")?)?,
-        generated_at_ms: match take("generated_at")? {
-            Value::TimestampMillis(ms) | Value::Long(ms) => ms,
-            _ => return Err("generated_at is not a time".into()),
-        },
+        generated_at_ms: super::store::millis(take("generated_at")?)?,
         mart_version: match take("mart_version")? {
             Value::Long(v) => v,
             _ => return Err("mart_version is not a long".into()),
@@ -90,17 +87,7 @@ fn related(value: Value) -> Result<Vec<Related>, String> {
     let Value::Array(items) = value else {
         return Err("a related list is an array".into());
     };
-    items
-        .into_iter()
-        .map(|v| {
-            let i = super::store::item(v)?;
-            Ok(Related {
-                product_id: i.product_id,
-                score: i.score,
-                reasons: i.reasons,
-            })
-        })
-        .collect()
+    items.into_iter().map(super::store::item).collect()
 }
 
 #[cfg(test)]

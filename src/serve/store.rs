@@ -8,13 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
-/// One recommended product as the site gets it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Item {
-    pub product_id: String,
-    pub score: f64,
-    pub reasons: Vec<String>,
-}
+/// One recommended product as the site gets it: the shape of a related product on
+/// `recs.product` too, so both topics' items decode through [`item`].
+pub use crate::recommend::products::Related as Item;
 
 /// A customer's current list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,10 +38,7 @@ impl List {
         Ok(Self {
             customer_id: string(take("customer_id")?)?,
             list_id: string(take("list_id")?)?,
-            generated_at_ms: match take("generated_at")? {
-                Value::TimestampMillis(ms) | Value::Long(ms) => ms,
-                _ => return Err("generated_at is not a time".into()),
-            },
+            generated_at_ms: millis(take("generated_at")?)?,
             model_version: string(take("model_version")?)?,
             items,
         })
@@ -56,6 +49,13 @@ pub(super) fn string(v: Value) -> Result<String, String> {
     match v {
         Value::String(s) => Ok(s),
         other => Err(format!("expected a string, found {other:?}")),
+    }
+}
+
+pub(super) fn millis(v: Value) -> Result<i64, String> {
+    match v {
+        Value::TimestampMillis(ms) | Value::Long(ms) => Ok(ms),
+        other => Err(format!("expected a time in milliseconds, found {other:?}")),
     }
 }
 
